@@ -1,0 +1,1 @@
+//! blockd (placeholder, being written).

@@ -1,0 +1,286 @@
+//! Node configuration: one serde struct, layered defaults < `--config` file < `TESSERA_*`
+//! environment (nested keys joined by `__`, e.g. `TESSERA_NFS__PORT`) < command-line flags.
+//!
+//! Every key is documented in `docs/configuration.md`; a test keeps the two in step.
+//! Unknown keys are refused, so a typo is an error rather than a silently ignored setting.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Largest NFS record (RPC message) a gateway accepts by default: 1 MiB of WRITE payload
+/// plus headroom for the RPC and NFS headers.
+pub const DEFAULT_MAX_RECORD_BYTES: u32 = 1024 * 1024 + 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding every role's data (`metad/`, `blockd/`, `tls/`).
+    #[serde(deserialize_with = "path_or_number")]
+    pub data_dir: PathBuf,
+    /// This node's id in the metad Raft group; must not be 0.
+    pub node_id: u64,
+    /// NFSv3 + MOUNT listener of the gateway.
+    pub nfs: NfsConfig,
+    /// Control API (gRPC) listener.
+    pub control: ListenConfig,
+    /// Prometheus `/metrics` listener.
+    pub metrics: ListenConfig,
+    /// metad's internal gRPC listener (filesystem operations and Raft). Port 0 = pick a free one.
+    pub metad: ListenConfig,
+    /// The block daemon.
+    pub blockd: BlockdConfig,
+    /// The gateway's file I/O engine.
+    pub gateway: GatewayConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address to bind.
+    pub bind: IpAddr,
+    /// Port to bind; 0 picks a free port.
+    pub port: u16,
+}
+
+impl ListenConfig {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NfsConfig {
+    /// Address to bind.
+    pub bind: IpAddr,
+    /// Port of NFS and MOUNT (both programs answer on it).
+    pub port: u16,
+    /// Largest RPC record accepted, in bytes; a larger record marker closes the connection.
+    pub max_record_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlockdConfig {
+    /// Address of the QUIC chunk listener.
+    pub bind: IpAddr,
+    /// UDP port of the QUIC chunk listener; 0 picks a free one.
+    pub port: u16,
+    /// Size a new segment file is preallocated to, in bytes.
+    pub segment_bytes: u64,
+    /// Puts are refused (NFS3ERR_NOSPC) when the data disk has less free space than this.
+    pub min_free_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Bytes of UNSTABLE write data buffered per gateway before writes wait for a flush.
+    pub write_buffer_bytes: u64,
+    /// Bytes of the hash-keyed chunk cache shared by all files.
+    pub cache_bytes: u64,
+    /// FastCDC minimum chunk size (64 B ..= 1 MiB).
+    pub chunk_min_bytes: u32,
+    /// FastCDC average chunk size (256 B ..= 4 MiB).
+    pub chunk_avg_bytes: u32,
+    /// FastCDC maximum chunk size (1 KiB ..= 16 MiB).
+    pub chunk_max_bytes: u32,
+    /// A file's buffered UNSTABLE writes are flushed after this many milliseconds without a write.
+    pub flush_idle_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter directives, e.g. `info` or `info,gateway=debug`.
+    pub filter: String,
+    /// Log JSON lines instead of human-readable text.
+    pub json: bool,
+}
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./tessera-data"),
+            node_id: 1,
+            nfs: NfsConfig::default(),
+            control: ListenConfig { bind: LOCALHOST, port: 7000 },
+            metrics: ListenConfig { bind: LOCALHOST, port: 9090 },
+            metad: ListenConfig { bind: LOCALHOST, port: 0 },
+            blockd: BlockdConfig::default(),
+            gateway: GatewayConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for NfsConfig {
+    fn default() -> Self {
+        NfsConfig { bind: LOCALHOST, port: 12049, max_record_bytes: DEFAULT_MAX_RECORD_BYTES }
+    }
+}
+
+impl Default for BlockdConfig {
+    fn default() -> Self {
+        BlockdConfig { bind: LOCALHOST, port: 0, segment_bytes: 64 << 20, min_free_bytes: 512 << 20 }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            write_buffer_bytes: 256 << 20,
+            cache_bytes: 256 << 20,
+            chunk_min_bytes: 64 << 10,
+            chunk_avg_bytes: 256 << 10,
+            chunk_max_bytes: 1 << 20,
+            flush_idle_ms: 2000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { filter: "info".into(), json: false }
+    }
+}
+
+/// Command-line overrides, as (dotted key, value) pairs: `("nfs.port", 12049.into())`.
+pub type Overrides = Vec<(&'static str, figment::value::Value)>;
+
+impl Config {
+    /// Builds the configuration from its layers. `file` must exist if given.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(Env::prefixed("TESSERA_").split("__"));
+        for (key, value) in overrides {
+            fig = fig.merge(Serialized::global(key, value.clone()));
+        }
+        let config: Config = fig.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and relations between keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
+        if self.node_id == 0 {
+            return invalid("node_id", "must not be 0");
+        }
+        let g = &self.gateway;
+        if !(64..=(1 << 20)).contains(&g.chunk_min_bytes) {
+            return invalid("gateway.chunk_min_bytes", "must be within 64 B ..= 1 MiB");
+        }
+        if !(256..=(4 << 20)).contains(&g.chunk_avg_bytes) {
+            return invalid("gateway.chunk_avg_bytes", "must be within 256 B ..= 4 MiB");
+        }
+        if !(1024..=(16 << 20)).contains(&g.chunk_max_bytes) {
+            return invalid("gateway.chunk_max_bytes", "must be within 1 KiB ..= 16 MiB");
+        }
+        if !(g.chunk_min_bytes <= g.chunk_avg_bytes && g.chunk_avg_bytes <= g.chunk_max_bytes) {
+            return invalid("gateway.chunk_avg_bytes", "chunk sizes must satisfy min <= avg <= max");
+        }
+        if g.write_buffer_bytes < u64::from(g.chunk_max_bytes) {
+            return invalid("gateway.write_buffer_bytes", "must hold at least one maximum-size chunk");
+        }
+        if self.nfs.max_record_bytes < 64 * 1024 {
+            return invalid("nfs.max_record_bytes", "must be at least 64 KiB");
+        }
+        if self.blockd.segment_bytes < u64::from(g.chunk_max_bytes) * 2 {
+            return invalid("blockd.segment_bytes", "must hold at least two maximum-size chunks");
+        }
+        Ok(())
+    }
+
+    pub fn metad_dir(&self) -> PathBuf {
+        self.data_dir.join("metad")
+    }
+
+    pub fn blockd_dir(&self) -> PathBuf {
+        self.data_dir.join("blockd")
+    }
+
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.join("tls")
+    }
+}
+
+/// Environment values are parsed as TOML-ish values, so `TESSERA_DATA_DIR=12345` arrives as
+/// a number: accept it as a path too.
+fn path_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum P {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+    }
+    Ok(match P::deserialize(d)? {
+        P::S(s) => PathBuf::from(s),
+        P::I(i) => PathBuf::from(i.to_string()),
+        P::U(u) => PathBuf::from(u.to_string()),
+        P::F(f) => PathBuf::from(f.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("node.toml", "data_dir = \"/from-file\"\n[nfs]\nport = 1111\n[control]\nbind = \"127.0.0.1\"\nport = 2222\n")?;
+            jail.set_env("TESSERA_NFS__PORT", "3333");
+            jail.set_env("TESSERA_DATA_DIR", "12345");
+            let overrides: Overrides = vec![("control.port", 4444.into())];
+            let c = Config::load(Some(Path::new("node.toml")), &overrides).map_err(|e| e.to_string())?;
+            assert_eq!(c.nfs.port, 3333, "env beats file");
+            assert_eq!(c.control.port, 4444, "flag beats file");
+            assert_eq!(c.data_dir, PathBuf::from("12345"), "numeric env value accepted as a path");
+            assert_eq!(c.metrics.port, 9090, "default kept");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[nfs]\nprot = 1\n")?;
+            let err = Config::load(Some(Path::new("typo.toml")), &vec![]).expect_err("unknown key");
+            assert!(err.to_string().contains("prot"), "{err}");
+            let err = Config::load(Some(Path::new("missing.toml")), &vec![]).expect_err("missing file");
+            assert!(err.to_string().contains("missing.toml"), "{err}");
+            jail.set_env("TESSERA_NODE_ID", "0");
+            let err = Config::load(None, &vec![]).expect_err("node id 0");
+            assert!(err.to_string().contains("node_id"), "{err}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,17 @@
+//! What every Tessera node needs to be a member of a cluster.
+//!
+//! Owns: configuration (`config`: defaults < `--config` file < `TESSERA_*` env < flags),
+//! TLS identities and the one rustls crypto provider (`tls`), the Prometheus exporter and
+//! the names of every `tessera_` metric (`metrics`), logging (`telemetry`) and graceful
+//! shutdown (`shutdown`). Later: the membership view and rendezvous placement.
+//!
+//! Must never: know a filesystem operation, a protocol, or a storage format.
+
+pub mod config;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+pub use config::Config;
+pub use shutdown::Shutdown;

@@ -1,0 +1,79 @@
+//! The seam between protocol front ends and the file I/O engine.
+//!
+//! A protocol handler (NFSv3 now, SMB later) decodes a request, calls one method here and
+//! encodes the answer: it never talks to metad or blockd itself. The engine (`engine`)
+//! implements this against metad (gRPC) and block daemons (QUIC); unit tests of protocol
+//! code may implement it in memory.
+//!
+//! Types are the wire contract's (`proto::pb`) so nothing is translated twice.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use proto::pb;
+use proto::{FileHandle, FsError};
+
+/// How durable a WRITE must be before it is answered (NFSv3 `stable_how`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stability {
+    /// May be answered from the gateway's buffer; made durable by COMMIT.
+    Unstable,
+    /// Data durable before the answer (Tessera treats it as FileSync).
+    DataSync,
+    /// Data and metadata durable before the answer.
+    FileSync,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReadReply {
+    pub data: Bytes,
+    pub eof: bool,
+    pub attr: pb::Attr,
+}
+
+#[derive(Clone, Debug)]
+pub struct WriteReply {
+    pub before: pb::Attr,
+    pub after: pb::Attr,
+    /// The stability actually achieved (may exceed the one asked for).
+    pub committed: Stability,
+}
+
+#[derive(Clone, Debug)]
+pub struct FsStat {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+    pub total_files: u64,
+    pub free_files: u64,
+}
+
+/// Filesystem operations as the protocol front ends need them.
+pub trait Vfs: Send + Sync + 'static {
+    /// Shares exported by this gateway (MOUNT EXPORT).
+    fn exports(&self) -> impl Future<Output = Result<Vec<pb::Share>, FsError>> + Send;
+    /// The share exported at `path` (MOUNT MNT); its `root` gives the root handle.
+    fn mount(&self, export_path: &str) -> impl Future<Output = Result<pb::Share, FsError>> + Send;
+    /// Attributes, including the effect of writes buffered in this gateway.
+    fn getattr(&self, node: FileHandle) -> impl Future<Output = Result<pb::Attr, FsError>> + Send;
+    fn lookup(&self, dir: FileHandle, name: &[u8]) -> impl Future<Output = Result<pb::LookupReply, FsError>> + Send;
+    fn create(&self, req: pb::CreateRequest) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
+    fn remove(&self, dir: FileHandle, name: &[u8], directory: bool)
+    -> impl Future<Output = Result<pb::WccDir, FsError>> + Send;
+    fn readdir(&self, dir: FileHandle, cookie: u64, max_entries: u32)
+    -> impl Future<Output = Result<pb::ReadDirReply, FsError>> + Send;
+    fn setattr(&self, req: pb::SetAttrRequest) -> impl Future<Output = Result<pb::SetAttrReply, FsError>> + Send;
+    fn read(&self, node: FileHandle, offset: u64, count: u32) -> impl Future<Output = Result<ReadReply, FsError>> + Send;
+    fn write(
+        &self,
+        node: FileHandle,
+        offset: u64,
+        data: Bytes,
+        stable: Stability,
+    ) -> impl Future<Output = Result<WriteReply, FsError>> + Send;
+    /// Makes every write to `node` acknowledged so far durable (NFSv3 COMMIT).
+    fn commit(&self, node: FileHandle) -> impl Future<Output = Result<pb::Attr, FsError>> + Send;
+    fn fsstat(&self, node: FileHandle) -> impl Future<Output = Result<FsStat, FsError>> + Send;
+    /// The write verifier: new on every gateway start, and changed whenever buffered
+    /// UNSTABLE data acknowledged earlier could not be made durable, so clients resend.
+    fn write_verifier(&self) -> [u8; 8];
+}

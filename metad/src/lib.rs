@@ -1,0 +1,1 @@
+//! metad (placeholder, being written).
