@@ -284,3 +284,32 @@ mod tests {
         });
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+    use figment::value::Value;
+
+    fn keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Dict(_, d) => {
+                for (k, v) in d {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    keys(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = include_str!("../../docs/configuration.md");
+        let value = Value::serialize(Config::default()).expect("serialize defaults");
+        let mut all = Vec::new();
+        keys("", &value, &mut all);
+        assert!(all.len() > 10, "walked the config: {all:?}");
+        let missing: Vec<_> = all.iter().filter(|k| !doc.contains(&format!("| `{k}` |"))).collect();
+        assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
+    }
+}

@@ -11,6 +11,10 @@ pub const NFS_REQUESTS: &str = "tessera_nfs_requests_total";
 pub const NFS_ERRORS: &str = "tessera_nfs_errors_total";
 /// Histogram, label `proc`: NFS request latency in seconds.
 pub const NFS_LATENCY: &str = "tessera_nfs_request_duration_seconds";
+/// Gauge: bytes of UNSTABLE write data buffered in this gateway, not yet durable.
+pub const GATEWAY_DIRTY_BYTES: &str = "tessera_gateway_dirty_bytes";
+/// Counter: gateway flushes (chunk + put + commit extents of one file's dirty data).
+pub const GATEWAY_FLUSHES: &str = "tessera_gateway_flushes_total";
 /// Gauge: distinct chunks held by this block daemon.
 pub const CHUNKS_STORED: &str = "tessera_chunks_stored";
 /// Gauge: bytes of chunk content held by this block daemon (excluding record headers).
