@@ -13,6 +13,9 @@ mod readdir;
 pub mod status;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 use bytes::Bytes;
 
 use crate::rpc::{CallContext, ProcOutcome, ProtocolError};
