@@ -91,6 +91,7 @@ fn decode_auth_sys(body: &[u8]) -> Result<AuthSys, ProtocolError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected input")]
 mod tests {
     use super::*;
     use crate::xdr::XdrWriter;

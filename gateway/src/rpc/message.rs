@@ -133,6 +133,7 @@ fn write_null_verifier(w: &mut XdrWriter) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected input")]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -1,4 +1,6 @@
 //! Server tests over real sockets: record marking on the wire, pipelining, connection
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly on unexpected input")]
 //! isolation, shutdown, and interoperability with Debian's libnfs tools.
 
 use std::net::SocketAddr;
