@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::rpc::ProtocolError;
 
@@ -118,31 +118,70 @@ impl<'a> XdrReader<'a> {
     }
 }
 
+/// Encoded XDR as a head written in place plus an optional shared tail (a READ's data),
+/// so bulk data is sent from the buffer it was read into, without a copy.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    pub head: BytesMut,
+    /// Opaque data following `head`; its XDR padding is implied.
+    pub tail: Bytes,
+}
+
+static ZEROS: [u8; 3] = [0; 3];
+
+impl Encoded {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len() + pad_len(self.tail.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes in order, as one buffer chain (no copies).
+    pub fn into_buf(self) -> impl Buf {
+        let pad = ZEROS.get(..pad_len(self.tail.len())).unwrap_or(&[]);
+        self.head.freeze().chain(self.tail).chain(pad)
+    }
+
+    /// The bytes flattened into one vector (tests, small replies).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.tail);
+        out.resize(self.len(), 0);
+        out
+    }
+}
+
 /// Appends XDR to a growable buffer.
 #[derive(Debug, Default)]
 pub struct XdrWriter {
     buf: BytesMut,
+    tail: Bytes,
 }
 
 impl XdrWriter {
     pub fn new() -> Self {
-        XdrWriter { buf: BytesMut::with_capacity(256) }
+        Self::with_capacity(256)
     }
 
     pub fn with_capacity(cap: usize) -> Self {
-        XdrWriter { buf: BytesMut::with_capacity(cap) }
+        XdrWriter { buf: BytesMut::with_capacity(cap), tail: Bytes::new() }
     }
 
+    /// Bytes written so far, including a shared tail and its padding.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.tail.len() + pad_len(self.tail.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len() == 0
     }
 
-    /// Drops everything written after the first `len` bytes.
+    /// Drops everything written after the first `len` bytes (and any shared tail).
     pub fn truncate(&mut self, len: usize) {
+        self.tail = Bytes::new();
         self.buf.truncate(len);
     }
 
@@ -150,12 +189,29 @@ impl XdrWriter {
         self.buf.reserve(additional);
     }
 
+    /// The encoding, flattened (copies a shared tail if there is one).
     pub fn into_inner(self) -> BytesMut {
-        self.buf
+        let mut buf = self.buf;
+        buf.extend_from_slice(&self.tail);
+        buf.put_bytes(0, pad_len(self.tail.len()));
+        buf
     }
 
+    /// The encoding as head + shared tail.
+    pub fn finish(self) -> Encoded {
+        Encoded { head: self.buf, tail: self.tail }
+    }
+
+    /// The bytes written in place (without a shared tail).
     pub fn as_slice(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Variable-length opaque data kept by reference as the final item of the encoding
+    /// (no copy). Nothing may be written after it; a second tail replaces the first.
+    pub fn opaque_tail(&mut self, data: Bytes) {
+        self.buf.put_u32(u32::try_from(data.len()).unwrap_or(u32::MAX));
+        self.tail = data;
     }
 
     pub fn u32(&mut self, v: u32) {
@@ -254,5 +310,20 @@ mod tests {
         assert_eq!(r.u64(), Ok(u64::MAX));
         assert_eq!(r.bool(), Ok(true));
         assert_eq!(r.remaining(), 0);
+    }
+
+    #[test]
+    fn shared_tail_is_padded_and_ordered() {
+        let mut w = XdrWriter::new();
+        w.u32(1);
+        w.opaque_tail(Bytes::from_static(b"hello"));
+        assert_eq!(w.len(), 4 + opaque_size(5));
+        let e = w.finish();
+        let mut flat = XdrWriter::new();
+        flat.u32(1);
+        flat.opaque(b"hello");
+        assert_eq!(e.to_vec(), flat.as_slice());
+        let mut buf = e.into_buf();
+        assert_eq!(buf.copy_to_bytes(buf.remaining()), flat.as_slice());
     }
 }

@@ -203,12 +203,11 @@ pub async fn read<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
     Ok(match r {
         Ok(reply) => {
             let data = if reply.data.len() > count as usize { reply.data.slice(..count as usize) } else { reply.data };
-            w.reserve(data.len() + 128);
             let s = ok(w);
             types::write_post_op_attr(w, Some(&reply.attr));
             w.u32(data.len() as u32);
             w.bool(reply.eof);
-            w.opaque(&data);
+            w.opaque_tail(data); // last item of READ3resok: sent without a copy
             s
         }
         Err(e) => fail(w, &e, no_attr),

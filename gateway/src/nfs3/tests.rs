@@ -162,7 +162,7 @@ async fn rpc_level_answers() {
     let mut rec = record(42, NFS, 3, 0, Cred::None, |_| {}).to_vec();
     rec[8..12].copy_from_slice(&3u32.to_be_bytes());
     let reply = handle_record(&vfs, Bytes::from(rec)).await.unwrap();
-    assert_eq!(&reply[..], &[0, 0, 0, 42, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2]);
+    assert_eq!(reply.to_vec(), &[0, 0, 0, 42, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 2]);
     // A REPLY message gets no answer.
     let mut rec = record(42, NFS, 3, 0, Cred::None, |_| {}).to_vec();
     rec[4..8].copy_from_slice(&1u32.to_be_bytes());
@@ -528,6 +528,38 @@ async fn fsinfo_pathconf_fsstat_access() {
         skip_post_op_attr(&mut r).unwrap();
         assert_eq!(r.u32().unwrap(), expected);
     }
+}
+
+#[tokio::test]
+async fn transfer_sizes_are_capped() {
+    let vfs = MemVfs::new();
+    let h = create(&vfs, b"big", Cred::None).await;
+    let payload = vec![7u8; (1 << 20) + 4];
+    let rep = nfs(&vfs, 7, Cred::None, |w| {
+        fh(w, h);
+        w.u64(0);
+        w.u32(payload.len() as u32);
+        w.u32(2);
+        w.opaque(&payload);
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    skip_wcc(&mut r);
+    assert_eq!((r.u32().unwrap(), r.u32().unwrap()), (1 << 20, 2), "shortened to wtmax, FILE_SYNC");
+    assert_eq!(vfs.file(b"big").unwrap().len(), 1 << 20);
+
+    let rep = nfs(&vfs, 6, Cred::None, |w| {
+        fh(w, h);
+        w.u64(0);
+        w.u32(4 << 20);
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    skip_post_op_attr(&mut r).unwrap();
+    assert_eq!((r.u32().unwrap(), r.bool().unwrap()), (1 << 20, true));
+    assert_eq!(r.opaque(1 << 20).unwrap().len(), 1 << 20);
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -9,13 +9,13 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cluster::metrics::{NFS_ERRORS, NFS_LATENCY, NFS_REQUESTS};
 
 use crate::rpc::auth::Credentials;
 use crate::rpc::message::{self, AcceptStat};
 use crate::vfs::Vfs;
-use crate::xdr::XdrWriter;
+use crate::xdr::{Encoded, XdrWriter};
 use crate::{mount, nfs3};
 
 /// What a procedure needs to know about its caller.
@@ -39,18 +39,18 @@ pub enum ProcOutcome {
 
 /// Decodes `record` as an RPC call, runs it against `vfs` and returns the encoded reply
 /// (without record marking), or `None` if the record gets no reply.
-pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<BytesMut> {
+pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<Encoded> {
     let header = match message::decode_call(&record) {
         Ok(h) => h,
         Err(rejection) => {
             tracing::debug!(?rejection, "RPC call rejected");
-            return message::rejection_reply(&rejection).map(XdrWriter::into_inner);
+            return message::rejection_reply(&rejection).map(XdrWriter::finish);
         }
     };
     let mut w = XdrWriter::with_capacity(512);
     let Some(args) = (header.args_offset <= record.len()).then(|| record.slice(header.args_offset..)) else {
         message::write_accepted(&mut w, header.xid, AcceptStat::GarbageArgs);
-        return Some(w.into_inner());
+        return Some(w.finish());
     };
     let ctx = CallContext { xid: header.xid, cred: header.cred };
     let (name, supported) = match header.prog {
@@ -59,13 +59,13 @@ pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<BytesMut> {
         _ => {
             tracing::debug!(prog = header.prog, "RPC call for an unknown program");
             message::write_accepted(&mut w, header.xid, AcceptStat::ProgUnavail);
-            return Some(w.into_inner());
+            return Some(w.finish());
         }
     };
     if !supported {
         let v = if header.prog == nfs3::PROGRAM { nfs3::VERSION } else { mount::VERSION };
         message::write_accepted(&mut w, header.xid, AcceptStat::ProgMismatch { low: v, high: v });
-        return Some(w.into_inner());
+        return Some(w.finish());
     }
 
     let start = Instant::now();
@@ -95,5 +95,5 @@ pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<BytesMut> {
     }
     metrics::histogram!(NFS_LATENCY, "proc" => label).record(start.elapsed().as_secs_f64());
     tracing::trace!(xid = ctx.xid, proc = label, ?outcome, "RPC call answered");
-    Some(w.into_inner())
+    Some(w.finish())
 }

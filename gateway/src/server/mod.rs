@@ -12,7 +12,7 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use cluster::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -21,6 +21,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::rpc::{handle_record, record};
 use crate::vfs::Vfs;
+use crate::xdr::Encoded;
 
 #[cfg(test)]
 mod tests;
@@ -83,7 +84,7 @@ pub async fn serve<V: Vfs>(
 async fn connection<V: Vfs>(stream: TcpStream, vfs: Arc<V>, opts: NfsServerOptions, shutdown: Shutdown) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let (reader, writer) = stream.into_split();
-    let (tx, rx) = mpsc::channel::<BytesMut>(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<Encoded>(MAX_IN_FLIGHT);
     let closed = shutdown.child_token();
     let writer_task = tokio::spawn(write_replies(writer, rx, closed.clone()));
     let read_result = read_calls(reader, vfs, opts, tx, closed.clone()).await;
@@ -98,7 +99,7 @@ async fn read_calls<V: Vfs>(
     mut reader: OwnedReadHalf,
     vfs: Arc<V>,
     opts: NfsServerOptions,
-    tx: mpsc::Sender<BytesMut>,
+    tx: mpsc::Sender<Encoded>,
     closed: Shutdown,
 ) -> io::Result<()> {
     let mut decoder = record::RecordDecoder::new(opts.max_record_bytes);
@@ -127,7 +128,7 @@ async fn read_calls<V: Vfs>(
     }
 }
 
-async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<BytesMut>, closed: Shutdown) -> io::Result<()> {
+async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Encoded>, closed: Shutdown) -> io::Result<()> {
     let result = async {
         loop {
             let reply = tokio::select! {
@@ -137,7 +138,7 @@ async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<BytesM
                     None => return Ok(()),
                 },
             };
-            let mut out = Bytes::copy_from_slice(&record::marker(reply.len())).chain(reply.freeze());
+            let mut out = Bytes::copy_from_slice(&record::marker(reply.len())).chain(reply.into_buf());
             writer.write_all_buf(&mut out).await?;
         }
     }
