@@ -20,6 +20,8 @@ pub const EXPORT_PATH: &str = "/export";
 pub const ROOT_INO: u64 = 1;
 pub const VERIFIER: [u8; 8] = *b"MEMVFS01";
 pub const COOKIE_VERIFIER: u64 = 0x1234;
+/// Largest file the in-memory filesystem holds (fuzzed sizes must not exhaust memory).
+pub const MAX_FILE: usize = 64 << 20;
 
 /// What a client did that tests may want to see.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -236,7 +238,7 @@ impl Vfs for MemVfs {
         let n = s.node_mut(req.node.ok_or(FsError::BadHandle)?.into())?;
         let before = n.attr;
         if let Some(size) = req.size {
-            let size = usize::try_from(size).map_err(|_| FsError::TooBig)?;
+            let size = usize::try_from(size).ok().filter(|s| *s <= MAX_FILE).ok_or(FsError::TooBig)?;
             n.data.resize(size, 0);
             n.attr.size = size as u64;
             n.attr.used = size as u64;
@@ -281,8 +283,8 @@ impl Vfs for MemVfs {
         let before = n.attr;
         let start = usize::try_from(offset).map_err(|_| FsError::TooBig)?;
         let end = start.checked_add(data.len()).ok_or(FsError::TooBig)?;
-        if end > 1 << 30 {
-            return Err(FsError::NoSpace);
+        if end > MAX_FILE {
+            return Err(FsError::TooBig);
         }
         if n.data.len() < end {
             n.data.resize(end, 0);
