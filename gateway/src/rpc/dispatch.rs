@@ -1,0 +1,99 @@
+//! One RPC record in, one reply out: the sans-IO heart of the NFS front end.
+//!
+//! Owns: routing a decoded call to its program (NFSv3 100003 v3, MOUNT 100005 v3),
+//! answering PROG_UNAVAIL / PROG_MISMATCH / PROC_UNAVAIL / GARBAGE_ARGS / SYSTEM_ERR, and
+//! the per-procedure metrics (`tessera_nfs_*`, label `proc`).
+//!
+//! Must never: block, touch a socket, or panic on a record's contents. A record that
+//! cannot be answered (no xid, not a CALL) yields no reply.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use cluster::metrics::{NFS_ERRORS, NFS_LATENCY, NFS_REQUESTS};
+
+use crate::rpc::auth::Credentials;
+use crate::rpc::message::{self, AcceptStat};
+use crate::vfs::Vfs;
+use crate::xdr::{Encoded, XdrWriter};
+use crate::{mount, nfs3};
+
+/// What a procedure needs to know about its caller.
+#[derive(Clone, Debug)]
+pub struct CallContext {
+    pub xid: u32,
+    pub cred: Credentials,
+}
+
+/// How a program handled a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcOutcome {
+    /// Results written, with an OK status.
+    Ok,
+    /// Results written, with an error status (counted in `tessera_nfs_errors_total`).
+    Failed,
+    ProcUnavail,
+    GarbageArgs,
+    SystemErr,
+}
+
+/// Decodes `record` as an RPC call, runs it against `vfs` and returns the encoded reply
+/// (without record marking), or `None` if the record gets no reply.
+pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<Encoded> {
+    let header = match message::decode_call(&record) {
+        Ok(h) => h,
+        Err(rejection) => {
+            tracing::debug!(?rejection, "RPC call rejected");
+            return message::rejection_reply(&rejection).map(XdrWriter::finish);
+        }
+    };
+    let mut w = XdrWriter::with_capacity(512);
+    let Some(args) = (header.args_offset <= record.len()).then(|| record.slice(header.args_offset..)) else {
+        message::write_accepted(&mut w, header.xid, AcceptStat::GarbageArgs);
+        return Some(w.finish());
+    };
+    let ctx = CallContext { xid: header.xid, cred: header.cred };
+    let (name, supported) = match header.prog {
+        nfs3::PROGRAM => (nfs3::proc_name(header.proc_num), header.vers == nfs3::VERSION),
+        mount::PROGRAM => (mount::proc_name(header.proc_num), header.vers == mount::VERSION),
+        _ => {
+            tracing::debug!(prog = header.prog, "RPC call for an unknown program");
+            message::write_accepted(&mut w, header.xid, AcceptStat::ProgUnavail);
+            return Some(w.finish());
+        }
+    };
+    if !supported {
+        let v = if header.prog == nfs3::PROGRAM { nfs3::VERSION } else { mount::VERSION };
+        message::write_accepted(&mut w, header.xid, AcceptStat::ProgMismatch { low: v, high: v });
+        return Some(w.finish());
+    }
+
+    let start = Instant::now();
+    message::write_accepted(&mut w, header.xid, AcceptStat::Success);
+    let results_at = w.len();
+    let outcome = if header.prog == nfs3::PROGRAM {
+        nfs3::call(vfs, &ctx, header.proc_num, &args, &mut w).await
+    } else {
+        mount::call(vfs, &ctx, header.proc_num, &args, &mut w).await
+    };
+    let replaced = match outcome {
+        ProcOutcome::Ok | ProcOutcome::Failed => None,
+        ProcOutcome::ProcUnavail => Some(AcceptStat::ProcUnavail),
+        ProcOutcome::GarbageArgs => Some(AcceptStat::GarbageArgs),
+        ProcOutcome::SystemErr => Some(AcceptStat::SystemErr),
+    };
+    if let Some(stat) = replaced {
+        // Rewrite the accept_stat word (the last one of the SUCCESS header).
+        w.truncate(results_at.saturating_sub(4));
+        message::write_accept_stat(&mut w, stat);
+    }
+
+    let label = name.unwrap_or("UNKNOWN");
+    metrics::counter!(NFS_REQUESTS, "proc" => label).increment(1);
+    if outcome != ProcOutcome::Ok {
+        metrics::counter!(NFS_ERRORS, "proc" => label).increment(1);
+    }
+    metrics::histogram!(NFS_LATENCY, "proc" => label).record(start.elapsed().as_secs_f64());
+    tracing::trace!(xid = ctx.xid, proc = label, ?outcome, "RPC call answered");
+    Some(w.finish())
+}

@@ -1,0 +1,152 @@
+//! The NFSv3 + MOUNTv3 TCP server: sockets and tasks around the sans-IO `rpc` core.
+//!
+//! Owns: accepting connections until shutdown, and per connection a reader that feeds
+//! the record decoder and runs each complete record concurrently (at most
+//! `MAX_IN_FLIGHT` per connection; reading pauses when the window is full), and a writer
+//! that sends replies (single-fragment record marking) in completion order.
+//!
+//! Must never: let one connection's failure (oversized record, EOF, I/O error) affect
+//! another, or buffer more than the in-flight window of replies per connection.
+//! There is no duplicate-request cache yet: a retransmitted non-idempotent call runs again.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use cluster::Shutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::rpc::{handle_record, record};
+use crate::vfs::Vfs;
+use crate::xdr::Encoded;
+
+#[cfg(test)]
+mod tests;
+
+/// Calls of one connection being served at once.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Default largest RPC record: a 1 MiB WRITE plus headers.
+pub const DEFAULT_MAX_RECORD_BYTES: u32 = (1 << 20) + 64 * 1024;
+
+/// Server settings.
+#[derive(Clone, Copy, Debug)]
+pub struct NfsServerOptions {
+    /// Largest RPC record (all fragments) a client may send; a larger one closes the
+    /// connection. Must be at least WTMAX plus headers for full-size WRITEs.
+    pub max_record_bytes: u32,
+}
+
+impl Default for NfsServerOptions {
+    fn default() -> Self {
+        NfsServerOptions { max_record_bytes: DEFAULT_MAX_RECORD_BYTES }
+    }
+}
+
+/// Serves NFSv3 (program 100003 v3) and MOUNT v3 (100005 v3) on one TCP listener until
+/// `shutdown`. Connections are closed when `shutdown` fires too.
+pub async fn serve<V: Vfs>(
+    listener: TcpListener,
+    vfs: Arc<V>,
+    opts: NfsServerOptions,
+    shutdown: Shutdown,
+) -> io::Result<()> {
+    tracing::info!(addr = ?listener.local_addr().ok(), "NFS server listening");
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let (vfs, shutdown) = (vfs.clone(), shutdown.clone());
+                tokio::spawn(async move {
+                    match connection(stream, vfs, opts, shutdown).await {
+                        Ok(()) => tracing::debug!(%peer, "NFS connection closed"),
+                        Err(e) => tracing::debug!(%peer, error = %e, "NFS connection ended"),
+                    }
+                });
+            }
+            Err(e) => {
+                // Out of descriptors and the like: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accepting an NFS connection failed");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn connection<V: Vfs>(stream: TcpStream, vfs: Arc<V>, opts: NfsServerOptions, shutdown: Shutdown) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel::<Encoded>(MAX_IN_FLIGHT);
+    let closed = shutdown.child_token();
+    let writer_task = tokio::spawn(write_replies(writer, rx, closed.clone()));
+    let read_result = read_calls(reader, vfs, opts, tx, closed.clone()).await;
+    // The reader is done; the writer drains the replies of calls still running, then ends
+    // when the last of them drops its sender.
+    let write_result = writer_task.await.unwrap_or_else(|e| Err(io::Error::other(e)));
+    closed.cancel();
+    read_result.and(write_result)
+}
+
+async fn read_calls<V: Vfs>(
+    mut reader: OwnedReadHalf,
+    vfs: Arc<V>,
+    opts: NfsServerOptions,
+    tx: mpsc::Sender<Encoded>,
+    closed: Shutdown,
+) -> io::Result<()> {
+    let mut decoder = record::RecordDecoder::new(opts.max_record_bytes);
+    let window = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        while let Some(rec) = decoder.next_record().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+            let permit = tokio::select! {
+                () = closed.cancelled() => return Ok(()),
+                p = window.clone().acquire_owned() => p.map_err(io::Error::other)?,
+            };
+            let (vfs, tx) = (vfs.clone(), tx.clone());
+            tokio::spawn(async move {
+                if let Some(reply) = handle_record(&*vfs, rec).await {
+                    let _ = tx.send(reply).await;
+                }
+                drop(permit);
+            });
+        }
+        let n = tokio::select! {
+            () = closed.cancelled() => return Ok(()),
+            n = reader.read_buf(decoder.read_buffer()) => n?,
+        };
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+async fn write_replies(mut writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Encoded>, closed: Shutdown) -> io::Result<()> {
+    let result = async {
+        loop {
+            let reply = tokio::select! {
+                () = closed.cancelled() => return Ok(()),
+                r = rx.recv() => match r {
+                    Some(r) => r,
+                    None => return Ok(()),
+                },
+            };
+            let mut out = Bytes::copy_from_slice(&record::marker(reply.len())).chain(reply.into_buf());
+            writer.write_all_buf(&mut out).await?;
+        }
+    }
+    .await;
+    if result.is_err() {
+        // Stop reading calls whose replies could not be delivered.
+        closed.cancel();
+    }
+    let _ = writer.shutdown().await;
+    result
+}
