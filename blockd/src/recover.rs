@@ -8,12 +8,16 @@
 //! last indexed position without re-hashing them, or skip a segment it does not
 //! understand (that is an error: the daemon refuses to start rather than overwrite data).
 //!
-//! Known limit: the tail scan stops at the first damaged header of an unsealed segment and
-//! zeroes it (it is the torn, unacknowledged write of a crash). Bit rot in the header of a
-//! record that was acknowledged but not yet indexed would therefore hide the records after
-//! it; sealed segments are never rescanned and so are never affected.
+//! Everything past a segment's indexed end is unacknowledged (answers follow the index
+//! commit), so the tail scan may drop it from the first damaged header or record on; it
+//! zeroes that header so later scans stop there and new records overwrite it. A rebuild
+//! (no index) cannot know what was acknowledged: it skips a record whose data fails its
+//! hash and keeps scanning. Known limit: a damaged record *header* ends the scan of its
+//! segment in both cases (the next record's position is unknown), so records after it
+//! are not indexed by a rebuild; `verify_store` shows the same boundary.
 
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -80,19 +84,28 @@ fn reconcile(index: Index, seg_dir: &Path) -> Result<Recovered, BlockdError> {
         let file = segment::open(&path, id, is_last)?;
         let start = state.map_or(FIRST_RECORD, |s| s.end);
         let mut found = 0usize;
+        // Past an indexed end nothing was acknowledged (answers follow the index commit), so
+        // the first record that fails its hash there is a torn write: it and everything
+        // after it are dropped. Without an index state (a rebuild) every record may have
+        // been acknowledged: a damaged one is skipped and the scan goes on.
+        let rebuilding = state.is_none();
         let end = segment::scan(&file, &path, start, |rec| {
             if rec.intact {
                 found += 1;
                 entries.push((rec.header.hash, Location { segment: id, data_offset: rec.data_offset, len: rec.header.len }));
-            } else {
+                ControlFlow::Continue(())
+            } else if rebuilding {
                 tracing::error!(segment = id, offset = rec.data_offset, hash = %rec.header.hash,
-                    "unindexed record failed its hash check; not indexing it");
+                    "record failed its hash check; not indexing it");
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
             }
         })?;
         if found > 0 {
             tracing::info!(segment = id, records = found, "indexed records found after the last indexed position");
         }
-        if end.stop == ScanStop::Torn {
+        if matches!(end.stop, ScanStop::Torn | ScanStop::Refused) {
             if is_last {
                 tracing::warn!(segment = id, offset = end.offset, "ignoring a torn record at the segment tail");
                 segment::zero_header(&file, &path, end.offset)?;

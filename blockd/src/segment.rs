@@ -11,6 +11,7 @@
 //! that sees a valid header also sees the data written before it.
 
 use std::fs::{File, OpenOptions};
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -149,6 +150,8 @@ pub enum ScanStop {
     EndOfFile,
     /// A damaged or torn header, or a record running past the end of the file.
     Torn,
+    /// The visitor refused the record at `offset` (e.g. a torn data write).
+    Refused,
 }
 
 /// Where and why a scan stopped: `offset` is where the next record would be written.
@@ -160,9 +163,9 @@ pub struct ScanEnd {
 
 /// Scans the records of a segment from `start` (a record boundary), calling `visit` for
 /// each record with a valid header and hashing its data. Stops at the first header that is
-/// zero, torn or damaged. A record of an unknown version is an error (a newer build wrote
-/// it; it must not be overwritten).
-pub fn scan(file: &File, path: &Path, start: u64, mut visit: impl FnMut(Scanned)) -> Result<ScanEnd, BlockdError> {
+/// zero, torn or damaged, or when `visit` breaks. A record of an unknown version is an
+/// error (a newer build wrote it; it must not be overwritten).
+pub fn scan(file: &File, path: &Path, start: u64, mut visit: impl FnMut(Scanned) -> ControlFlow<()>) -> Result<ScanEnd, BlockdError> {
     let size = file.metadata().map_err(BlockdError::io("inspecting", path))?.len();
     let mut pos = start.max(FIRST_RECORD);
     let mut data = Vec::new();
@@ -196,7 +199,9 @@ pub fn scan(file: &File, path: &Path, start: u64, mut visit: impl FnMut(Scanned)
         data.resize(header.len as usize, 0);
         file.read_exact_at(&mut data, data_offset).map_err(BlockdError::io("reading", path))?;
         let intact = blake3::hash(&data).as_bytes() == header.hash.as_bytes();
-        visit(Scanned { data_offset, header, intact });
+        if visit(Scanned { data_offset, header, intact }).is_break() {
+            return Ok(ScanEnd { offset: pos, stop: ScanStop::Refused });
+        }
         pos = end;
     }
 }
@@ -245,24 +250,35 @@ mod tests {
         let mut pos = put(&f, &path, FIRST_RECORD, b"one");
         pos = put(&f, &path, pos, b"two two");
         let mut seen = Vec::new();
-        let end = scan(&f, &path, FIRST_RECORD, |s| seen.push(s)).expect("scan");
+        let end = scan(&f, &path, FIRST_RECORD, |s| {
+            seen.push(s);
+            ControlFlow::Continue(())
+        })
+        .expect("scan");
         assert_eq!(end, ScanEnd { offset: pos, stop: ScanStop::Zero });
         assert_eq!(seen.len(), 2);
         assert!(seen.iter().all(|s| s.intact));
 
         // Garbage after the last record is a torn tail.
         f.write_all_at(&[0xAB; 20], pos).expect("write");
-        let end = scan(&f, &path, FIRST_RECORD, |_| {}).expect("scan");
+        let end = scan(&f, &path, FIRST_RECORD, |_| ControlFlow::Continue(())).expect("scan");
         assert_eq!(end, ScanEnd { offset: pos, stop: ScanStop::Torn });
         zero_header(&f, &path, pos).expect("zero");
-        let end = scan(&f, &path, FIRST_RECORD, |_| {}).expect("scan");
+        let end = scan(&f, &path, FIRST_RECORD, |_| ControlFlow::Continue(())).expect("scan");
         assert_eq!(end.stop, ScanStop::Zero);
 
         // Damaged data is reported, and the scan goes on past it.
         f.write_all_at(b"X", seen[0].data_offset).expect("write");
         let mut intact = Vec::new();
-        scan(&f, &path, FIRST_RECORD, |s| intact.push(s.intact)).expect("scan");
+        scan(&f, &path, FIRST_RECORD, |s| {
+            intact.push(s.intact);
+            ControlFlow::Continue(())
+        })
+        .expect("scan");
         assert_eq!(intact, vec![false, true]);
+        // A visitor can stop at a record; the scan reports where that record starts.
+        let end = scan(&f, &path, FIRST_RECORD, |_| ControlFlow::Break(())).expect("scan");
+        assert_eq!(end, ScanEnd { offset: FIRST_RECORD, stop: ScanStop::Refused });
     }
 
     #[test]

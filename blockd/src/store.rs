@@ -247,6 +247,7 @@ impl Store {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }

@@ -10,6 +10,7 @@
 //! header, so a damaged header hides the records after it from this report; the records'
 //! data is still checked record by record.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use proto::ChunkHash;
@@ -63,6 +64,7 @@ fn for_each_record(data_dir: &Path, mut visit: impl FnMut(RecordLocation, bool))
                 hash: rec.header.hash,
             };
             visit(loc, rec.intact);
+            ControlFlow::Continue(())
         })?;
     }
     Ok(())
