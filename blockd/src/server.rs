@@ -20,7 +20,7 @@ use bytes::Bytes;
 use cluster::Shutdown;
 use proto::chunk_frame::{self, HEADER_LEN, Request, Status};
 use quinn::{Endpoint, RecvStream, SendStream, VarInt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use crate::error::BlockdError;
@@ -134,16 +134,24 @@ impl Reply {
 }
 
 async fn stream(mut send: SendStream, mut recv: RecvStream, store: Arc<Store>, budget: Arc<Semaphore>) {
-    let reply = match tokio::time::timeout(REQUEST_READ_TIMEOUT, request(&mut recv, &store, &budget)).await {
-        Ok(Some(reply)) => reply,
-        Ok(None) => {
+    let read = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut recv, &budget)).await {
+        Ok(read) => read,
+        Err(_) => {
+            let _ = recv.stop(VarInt::from_u32(CODE_TIMEOUT));
+            Read::Refused("request not received in time".into())
+        }
+    };
+    let reply = match read {
+        Read::Broken => {
             // The peer reset or abandoned the stream mid-request: nobody to answer.
             let _ = send.reset(VarInt::from_u32(CODE_BAD_REQUEST));
             return;
         }
-        Err(_) => {
-            let _ = recv.stop(VarInt::from_u32(CODE_TIMEOUT));
-            Reply::Error(Status::BadRequest, "request not received in time".into())
+        Read::Refused(message) => Reply::Error(Status::BadRequest, message),
+        Read::Request { action, body, permit } => {
+            let reply = execute(action, body, &store).await;
+            drop(permit);
+            reply
         }
     };
     let written = match reply {
@@ -170,28 +178,49 @@ async fn stream(mut send: SendStream, mut recv: RecvStream, store: Arc<Store>, b
     }
 }
 
-/// Reads and serves one request. `None` when the stream broke before a request was read.
-async fn request(recv: &mut RecvStream, store: &Arc<Store>, budget: &Semaphore) -> Option<Reply> {
+/// The outcome of reading one request off a stream.
+enum Read {
+    /// A well-formed request; `permit` holds the body's share of the in-flight budget.
+    Request { action: Action, body: Vec<u8>, permit: OwnedSemaphorePermit },
+    /// A malformed request, answered with `BadRequest` and this message.
+    Refused(String),
+    /// The stream broke (reset, finished early, connection lost): nobody to answer.
+    Broken,
+}
+
+/// Reads one request: header, limit check, budget, then exactly the announced body.
+async fn read_request(recv: &mut RecvStream, budget: &Arc<Semaphore>) -> Read {
     let mut head = [0u8; HEADER_LEN];
-    recv.read_exact(&mut head).await.ok()?;
+    if recv.read_exact(&mut head).await.is_err() {
+        return Read::Broken;
+    }
     let header = match chunk_frame::decode_request_header(&head) {
         Ok(h) => h,
-        Err(e) => return Some(Reply::Error(Status::BadRequest, e.to_string())),
+        Err(e) => return Read::Refused(e.to_string()),
     };
     // body_len is within the operation's limit (at most a chunk plus its hash), which is
     // below the budget, so this always completes once earlier bodies are released.
     let permits = u32::try_from(header.body_len).unwrap_or(u32::MAX);
-    let _permit = budget.acquire_many(permits).await.ok()?;
+    let Ok(permit) = budget.clone().acquire_many_owned(permits).await else {
+        return Read::Broken;
+    };
     let mut body = vec![0u8; header.body_len];
-    recv.read_exact(&mut body).await.ok()?;
+    if recv.read_exact(&mut body).await.is_err() {
+        return Read::Broken;
+    }
     // Decoded into owned parts so the body can be handed on without a copy.
     let action = match chunk_frame::decode_request_body(&header, &body) {
         Ok(Request::Put { hash, .. }) => Action::Put(hash),
         Ok(Request::Get { hash }) => Action::Get(hash),
         Ok(Request::Has { hashes }) => Action::Has(hashes),
-        Err(e) => return Some(Reply::Error(Status::BadRequest, e.to_string())),
+        Err(e) => return Read::Refused(e.to_string()),
     };
-    Some(match action {
+    Read::Request { action, body, permit }
+}
+
+/// Serves one well-formed request.
+async fn execute(action: Action, body: Vec<u8>, store: &Arc<Store>) -> Reply {
+    match action {
         Action::Put(hash) => {
             // The decoder checked the data against the hash; keep the body, drop the name.
             let data = Bytes::from(body).slice(proto::chunk::HASH_LEN..);
@@ -219,5 +248,5 @@ async fn request(recv: &mut RecvStream, store: &Arc<Store>, budget: &Semaphore) 
                 Err(e) => Reply::from_error(&BlockdError::Task(e)),
             }
         }
-    })
+    }
 }

@@ -41,7 +41,7 @@ async fn start() -> Harness {
         min_free_bytes: 0,
     };
     let blockd = Blockd::start(opts, shutdown.clone()).await.expect("start blockd");
-    let tls = cluster::tls::client_config(&[anchor.clone()], CHUNK_ALPN).expect("client tls");
+    let tls = cluster::tls::client_config(std::slice::from_ref(&anchor), CHUNK_ALPN).expect("client tls");
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic crypto");
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     cfg.transport_config(Arc::new(blockd::transport_config()));

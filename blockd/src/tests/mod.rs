@@ -3,6 +3,10 @@
 //! They live inside the crate to reach the store's fault hooks (`store::Hooks`); the QUIC
 //! server is tested through the public API in `tests/quic.rs`.
 
+// The writer's gate is a std mutex held across awaits on purpose: it blocks the writer
+// *thread* while the single-threaded test runtime queues puts.
+#![allow(clippy::await_holding_lock)]
+
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
