@@ -28,7 +28,9 @@ pub enum BlockdError {
     SegmentVersion { path: PathBuf, found: u16, supported: u16 },
     #[error("segment {path} has a malformed file header ({what})")]
     SegmentHeader { path: PathBuf, what: &'static str },
-    #[error("segment {path} holds a record of format version {found} at offset {offset}; this build understands {supported}")]
+    #[error(
+        "segment {path} holds a record of format version {found} at offset {offset}; this build understands {supported}"
+    )]
     RecordVersion { path: PathBuf, offset: u64, found: u8, supported: u8 },
     #[error("segment {id} is listed in the index but its file is missing")]
     SegmentMissing { id: u32 },

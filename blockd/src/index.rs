@@ -133,14 +133,19 @@ impl Index {
     pub fn totals(&self) -> Result<Totals, BlockdError> {
         let txn = self.db.begin_read().map_err(index_err)?;
         let meta = txn.open_table(META).map_err(index_err)?;
-        let get = |k| -> Result<u64, BlockdError> { Ok(meta.get(k).map_err(index_err)?.map(|v| v.value()).unwrap_or(0)) };
+        let get =
+            |k| -> Result<u64, BlockdError> { Ok(meta.get(k).map_err(index_err)?.map(|v| v.value()).unwrap_or(0)) };
         Ok(Totals { chunks: get(KEY_CHUNKS)?, bytes: get(KEY_BYTES)? })
     }
 
     /// Commits new entries and segment states in one fsynced transaction. An entry whose
     /// hash is already indexed is skipped (the first copy stays authoritative). Returns the
     /// new totals.
-    pub fn commit(&self, entries: &[(ChunkHash, Location)], segments: &[(u32, SegmentState)]) -> Result<Totals, BlockdError> {
+    pub fn commit(
+        &self,
+        entries: &[(ChunkHash, Location)],
+        segments: &[(u32, SegmentState)],
+    ) -> Result<Totals, BlockdError> {
         let txn = self.begin()?;
         let totals = {
             let mut meta = txn.open_table(META).map_err(index_err)?;
@@ -190,7 +195,10 @@ mod tests {
         let index = Index::create(&path).expect("create");
         let loc = Location { segment: 1, data_offset: 88, len: 10 };
         let t = index
-            .commit(&[(h(1), loc), (h(2), Location { len: 5, ..loc })], &[(1, SegmentState { end: 200, sealed: false })])
+            .commit(
+                &[(h(1), loc), (h(2), Location { len: 5, ..loc })],
+                &[(1, SegmentState { end: 200, sealed: false })],
+            )
             .expect("commit");
         assert_eq!(t, Totals { chunks: 2, bytes: 15 });
         // A duplicate entry is not counted twice and does not move the chunk.

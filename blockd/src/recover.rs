@@ -92,7 +92,10 @@ fn reconcile(index: Index, seg_dir: &Path) -> Result<Recovered, BlockdError> {
         let end = segment::scan(&file, &path, start, |rec| {
             if rec.intact {
                 found += 1;
-                entries.push((rec.header.hash, Location { segment: id, data_offset: rec.data_offset, len: rec.header.len }));
+                entries.push((
+                    rec.header.hash,
+                    Location { segment: id, data_offset: rec.data_offset, len: rec.header.len },
+                ));
                 ControlFlow::Continue(())
             } else if rebuilding {
                 tracing::error!(segment = id, offset = rec.data_offset, hash = %rec.header.hash,
@@ -110,7 +113,11 @@ fn reconcile(index: Index, seg_dir: &Path) -> Result<Recovered, BlockdError> {
                 tracing::warn!(segment = id, offset = end.offset, "ignoring a torn record at the segment tail");
                 segment::zero_header(&file, &path, end.offset)?;
             } else {
-                tracing::warn!(segment = id, offset = end.offset, "damaged record header ends an older segment; sealing it there");
+                tracing::warn!(
+                    segment = id,
+                    offset = end.offset,
+                    "damaged record header ends an older segment; sealing it there"
+                );
             }
         }
         updates.push((id, SegmentState { end: end.offset, sealed: !is_last }));

@@ -16,9 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::BlockdError;
-use crate::format::{
-    self, RECORD_HEADER_LEN, RecordHeader, RecordHeaderError, SEGMENT_HEADER_LEN, SegmentHeaderError,
-};
+use crate::format::{self, RECORD_HEADER_LEN, RecordHeader, RecordHeaderError, SEGMENT_HEADER_LEN, SegmentHeaderError};
 
 const SEGMENTS_DIR: &str = "segments";
 const PREFIX: &str = "seg-";
@@ -87,11 +85,7 @@ pub fn create(dir: &Path, id: u32, size: u64) -> Result<File, BlockdError> {
 
 /// Opens an existing segment, checking that its header is understood and names `id`.
 pub fn open(path: &Path, id: u32, writable: bool) -> Result<File, BlockdError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(writable)
-        .open(path)
-        .map_err(BlockdError::io("opening", path))?;
+    let file = OpenOptions::new().read(true).write(writable).open(path).map_err(BlockdError::io("opening", path))?;
     let found = read_header(&file, path)?;
     if found != id {
         return Err(BlockdError::SegmentHeader { path: path.to_path_buf(), what: "id does not match file name" });
@@ -117,7 +111,13 @@ pub fn read_header(file: &File, path: &Path) -> Result<u32, BlockdError> {
 }
 
 /// Writes one record at `offset` (data first, then header). Not synced.
-pub fn write_record(file: &File, path: &Path, offset: u64, header: &[u8; RECORD_HEADER_LEN], data: &[u8]) -> Result<(), BlockdError> {
+pub fn write_record(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    header: &[u8; RECORD_HEADER_LEN],
+    data: &[u8],
+) -> Result<(), BlockdError> {
     let io = BlockdError::io("appending to", path);
     file.write_all_at(data, offset + RECORD_HEADER_LEN as u64)
         .and_then(|()| file.write_all_at(header, offset))
@@ -165,7 +165,12 @@ pub struct ScanEnd {
 /// each record with a valid header and hashing its data. Stops at the first header that is
 /// zero, torn or damaged, or when `visit` breaks. A record of an unknown version is an
 /// error (a newer build wrote it; it must not be overwritten).
-pub fn scan(file: &File, path: &Path, start: u64, mut visit: impl FnMut(Scanned) -> ControlFlow<()>) -> Result<ScanEnd, BlockdError> {
+pub fn scan(
+    file: &File,
+    path: &Path,
+    start: u64,
+    mut visit: impl FnMut(Scanned) -> ControlFlow<()>,
+) -> Result<ScanEnd, BlockdError> {
     let size = file.metadata().map_err(BlockdError::io("inspecting", path))?.len();
     let mut pos = start.max(FIRST_RECORD);
     let mut data = Vec::new();

@@ -63,7 +63,13 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<PutRequest>, opts: &StoreOptions, active: Option<Active>, next_id: u32) -> Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<PutRequest>,
+        opts: &StoreOptions,
+        active: Option<Active>,
+        next_id: u32,
+    ) -> Writer {
         Writer {
             shared,
             rx,
@@ -135,7 +141,11 @@ impl Writer {
             fates.push(fate);
         }
 
-        let durable = if entries.is_empty() && seg_updates.is_empty() { Ok(()) } else { self.make_durable(&entries, &seg_updates, &to_sync) };
+        let durable = if entries.is_empty() && seg_updates.is_empty() {
+            Ok(())
+        } else {
+            self.make_durable(&entries, &seg_updates, &to_sync)
+        };
         let mut deduplicated = 0u64;
         for (req, fate) in batch.into_iter().zip(fates) {
             let answer = match fate {
@@ -213,7 +223,11 @@ impl Writer {
         let active = self.room_for(need, seg_updates)?;
         let header = format::encode_record_header(chunk.hash(), data.len() as u32);
         segment::write_record(&active.file, &active.path, active.end, &header, data)?;
-        let loc = Location { segment: active.id, data_offset: active.end + format::RECORD_HEADER_LEN as u64, len: data.len() as u32 };
+        let loc = Location {
+            segment: active.id,
+            data_offset: active.end + format::RECORD_HEADER_LEN as u64,
+            len: data.len() as u32,
+        };
         active.end += need;
         seg_updates.insert(active.id, SegmentState { end: active.end, sealed: false });
         to_sync.entry(active.id).or_insert_with(|| (active.file.clone(), active.path.clone()));
@@ -222,7 +236,11 @@ impl Writer {
 
     /// The active segment, sealing it and creating the next one if `need` bytes do not fit.
     /// A record larger than a whole segment goes alone into a segment sized for it.
-    fn room_for(&mut self, need: u64, seg_updates: &mut BTreeMap<u32, SegmentState>) -> Result<&mut Active, BlockdError> {
+    fn room_for(
+        &mut self,
+        need: u64,
+        seg_updates: &mut BTreeMap<u32, SegmentState>,
+    ) -> Result<&mut Active, BlockdError> {
         let fits = self.active.as_ref().is_some_and(|a| a.end + need <= a.capacity || a.end == FIRST_RECORD);
         if !fits {
             if let Some(old) = self.active.take() {
@@ -235,7 +253,9 @@ impl Writer {
             let path = segment::segment_path(&self.shared.seg_dir, id);
             let size = self.segment_bytes.max(FIRST_RECORD + need);
             let file = segment::create(&self.shared.seg_dir, id, size)?;
-            self.next_id = id.checked_add(1).ok_or(BlockdError::SegmentHeader { path: path.clone(), what: "segment ids exhausted" })?;
+            self.next_id = id
+                .checked_add(1)
+                .ok_or(BlockdError::SegmentHeader { path: path.clone(), what: "segment ids exhausted" })?;
             seg_updates.insert(id, SegmentState { end: FIRST_RECORD, sealed: false });
             self.active = Some(Active { id, path, file: Arc::new(file), end: FIRST_RECORD, capacity: size });
         }

@@ -101,7 +101,8 @@ async fn put_get_has_over_quic() {
     assert_eq!((status, body), (Status::Ok, a.clone()));
     let (status, _) = call(&conn, &Request::Get { hash: hash_of(b"missing") }).await;
     assert_eq!(status, Status::NotFound);
-    let (status, body) = call(&conn, &Request::Has { hashes: vec![hash_of(&b), hash_of(b"missing"), hash_of(&a)] }).await;
+    let (status, body) =
+        call(&conn, &Request::Has { hashes: vec![hash_of(&b), hash_of(b"missing"), hash_of(&a)] }).await;
     assert_eq!(status, Status::Ok);
     assert_eq!(chunk_frame::decode_has_body(&body, 3).expect("has body"), vec![true, false, true]);
     assert_eq!(h.blockd.store().stats().chunks, 2);
@@ -173,11 +174,8 @@ async fn corrupt_chunk_is_reported_not_served() {
     let bad = b"soon corrupt".repeat(100);
     assert_eq!(put(&conn, &good).await, Status::Ok);
     assert_eq!(put(&conn, &bad).await, Status::Ok);
-    let rec = blockd::scan_records(&h.data_dir)
-        .expect("scan")
-        .into_iter()
-        .find(|r| r.hash == hash_of(&bad))
-        .expect("record");
+    let rec =
+        blockd::scan_records(&h.data_dir).expect("scan").into_iter().find(|r| r.hash == hash_of(&bad)).expect("record");
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(&rec.segment).expect("open");
     f.write_all_at(b"X", rec.data_offset).expect("flip");
