@@ -146,24 +146,25 @@ impl Writer {
         } else {
             self.make_durable(&entries, &seg_updates, &to_sync)
         };
-        let mut deduplicated = 0u64;
-        for (req, fate) in batch.into_iter().zip(fates) {
-            let answer = match fate {
+        let answers: Vec<Result<PutOutcome, BlockdError>> = fates
+            .into_iter()
+            .map(|fate| match fate {
                 Fate::Done(r) => r,
                 Fate::AfterCommit(outcome) => match &durable {
                     Ok(()) => Ok(outcome),
                     Err(cause) => Err(BlockdError::WriterFailed { cause: cause.clone() }),
                 },
-            };
-            if matches!(answer, Ok(PutOutcome::Deduplicated)) {
-                deduplicated += 1;
-            }
-            // The caller may have gone away (connection closed); the put is durable anyway.
-            let _ = req.reply.send(answer);
-        }
+            })
+            .collect();
+        // Counters first, so a caller that reads them after its answer sees its own put.
+        let deduplicated = answers.iter().filter(|a| matches!(a, Ok(PutOutcome::Deduplicated))).count() as u64;
         if deduplicated > 0 {
             self.shared.counters.deduplicated.fetch_add(deduplicated, Ordering::Relaxed);
             metrics::counter!(names::CHUNK_PUTS_DEDUPLICATED).increment(deduplicated);
+        }
+        for (req, answer) in batch.into_iter().zip(answers) {
+            // The caller may have gone away (connection closed); the put is durable anyway.
+            let _ = req.reply.send(answer);
         }
     }
 

@@ -369,3 +369,25 @@ fn unknown_segment_version_is_refused() {
     std::fs::write(segment::segment_path(&seg_dir, 1), h).expect("write");
     assert!(matches!(Store::open(o), Err(BlockdError::SegmentVersion { found: 7, .. })));
 }
+
+#[tokio::test]
+async fn rebuild_skips_a_corrupt_record_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = opts(dir.path());
+    let chunks: Vec<Chunk> = (0..3).map(|i| chunk(i, 1200)).collect();
+    {
+        let store = Store::open(o.clone()).expect("open");
+        put_all(&store, &chunks).await;
+    }
+    let victim = scan_records(&o.data_dir).expect("scan").into_iter().nth(1).expect("second record");
+    let f = std::fs::OpenOptions::new().write(true).open(&victim.segment).expect("open");
+    f.write_all_at(&[0u8; 8], victim.data_offset).expect("damage");
+    std::fs::remove_file(index_path(&o.data_dir)).expect("delete index");
+    let store = Store::open(o).expect("rebuild");
+    assert_all_readable(&store, &[chunks[0].clone(), chunks[2].clone()]);
+    assert!(matches!(store.get(chunks[1].hash()), Err(BlockdError::NotFound { .. })));
+    assert_eq!((store.stats().chunks, store.stats().bytes), (2, 2400));
+    // The damaged chunk can be stored again (a repair), and is then served.
+    put_all(&store, &[chunks[1].clone()]).await;
+    assert_all_readable(&store, &chunks);
+}
