@@ -1,1 +1,101 @@
-//! blockd (placeholder, being written).
+//! The block daemon: a content-addressed chunk store on local disk and its QUIC server.
+//!
+//! Owns: chunks named by their BLAKE3 hash, appended to preallocated segment files
+//! (`segment`, `format`), the hash index in the daemon's own redb file (`index`), start-up
+//! recovery (`recover`), group-committed puts (`writer`), hash-verified reads (`store`),
+//! offline/online verification (`verify`) and the chunk protocol over QUIC (`server`).
+//! Later: replication to peers, the S3 tier, scrub and compaction.
+//!
+//! Must never: acknowledge a put before the chunk is fsynced and indexed; serve bytes that
+//! fail their hash check; allocate a length read from the network or disk before checking
+//! it against a limit; panic on outside input.
+//!
+//! Entry points: [`Blockd::start`] for the daemon, [`Store`] for in-process use,
+//! [`verify_store`] / [`scan_records`] for tools.
+
+mod error;
+mod format;
+mod index;
+mod recover;
+mod segment;
+mod server;
+mod store;
+mod verify;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use error::BlockdError;
+pub use server::{MAX_STREAMS_PER_CONNECTION, transport_config};
+pub use store::{Chunk, PutOutcome, Store, StoreOptions, StoreStats};
+pub use verify::{RecordLocation, VerifyReport, scan_records, verify_store};
+
+/// Default size a segment is preallocated to.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How to run a block daemon.
+#[derive(Debug, Clone)]
+pub struct BlockdOptions {
+    /// The daemon's own directory (created if missing): `segments/` and `blockd.redb`.
+    pub data_dir: PathBuf,
+    /// UDP address of the QUIC listener; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// The server certificate presented to clients.
+    pub identity: cluster::tls::Identity,
+    /// Size a new segment is preallocated to (default [`DEFAULT_SEGMENT_BYTES`]).
+    pub segment_bytes: u64,
+    /// Puts are refused with `Status::NoSpace` when the disk has less free space than this.
+    pub min_free_bytes: u64,
+}
+
+/// A running block daemon.
+pub struct Blockd {
+    local_addr: SocketAddr,
+    store: Arc<Store>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Blockd {
+    /// Opens the store (recovering it if needed) and starts serving QUIC on `opts.listen`
+    /// until `shutdown` is cancelled.
+    pub async fn start(opts: BlockdOptions, shutdown: cluster::Shutdown) -> Result<Blockd, BlockdError> {
+        let store_opts = StoreOptions {
+            data_dir: opts.data_dir.clone(),
+            segment_bytes: opts.segment_bytes,
+            min_free_bytes: opts.min_free_bytes,
+        };
+        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(store_opts)).await??);
+        let endpoint = server::bind(&opts.identity, opts.listen)?;
+        let local_addr = endpoint.local_addr().map_err(|source| BlockdError::Bind { addr: opts.listen, source })?;
+        tracing::info!(%local_addr, data_dir = %opts.data_dir.display(), "block daemon serving");
+        let server = tokio::spawn(server::serve(endpoint, store.clone(), shutdown));
+        Ok(Blockd { local_addr, store, server })
+    }
+
+    /// The bound QUIC address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The chunk store, for in-process callers (`tessera dev`). Holding it past
+    /// [`Blockd::wait`] is harmless: the store is closed there regardless.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// Resolves once shutdown has completed: the endpoint is closed, every stream task has
+    /// ended, every put handed to the store is fsynced and indexed, and the writer stopped.
+    pub async fn wait(self) -> Result<(), BlockdError> {
+        let served = self.server.await;
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.close()).await?;
+        served?;
+        tracing::info!("block daemon stopped");
+        Ok(())
+    }
+}
