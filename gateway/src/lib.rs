@@ -1,2 +1,3 @@
 //! gateway
 pub mod vfs;
+pub mod engine;
