@@ -25,6 +25,8 @@ use tokio::sync::Mutex;
 use super::api::ChunkApi;
 use super::error::EngineError;
 
+/// Upper bound of a connection handshake (a LAN peer answers in milliseconds).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound of one request (a 16 MiB put included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const IDLE_TIMEOUT_MS: u32 = 30_000;
@@ -44,6 +46,7 @@ pub struct QuicChunks {
     config: ClientConfig,
     addr: SocketAddr,
     conn: Mutex<Option<Connection>>,
+    connect_timeout: Duration,
 }
 
 /// Why one exchange failed: a lost connection is retried once on a new one.
@@ -82,7 +85,7 @@ impl QuicChunks {
         };
         let bind = SocketAddr::new(bind_ip, 0);
         let endpoint = Endpoint::client(bind).map_err(|source| EngineError::Bind { addr: bind, source })?;
-        Ok(QuicChunks { endpoint, config, addr, conn: Mutex::new(None) })
+        Ok(QuicChunks { endpoint, config, addr, conn: Mutex::new(None), connect_timeout: CONNECT_TIMEOUT })
     }
 
     /// The live connection, connecting if there is none or the last one was lost.
@@ -99,7 +102,7 @@ impl QuicChunks {
             .endpoint
             .connect_with(self.config.clone(), self.addr, cluster::tls::DEV_SERVER_NAME)
             .map_err(|e| unavailable(&e))?;
-        let conn = tokio::time::timeout(REQUEST_TIMEOUT, connecting)
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| unavailable(&"connect timed out"))?
             .map_err(|e| unavailable(&e))?;
