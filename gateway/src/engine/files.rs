@@ -2,7 +2,8 @@
 //!
 //! Owns, for each file with buffered writes (or recently written): the dirty buffer, the
 //! write-buffer permits it holds, whether UNSTABLE data was acknowledged from it, flush
-//! retry timing, the last attributes metad returned, and the flush lock that serializes
+//! retry timing, the last attributes metad returned, the last chunk it committed, and the
+//! flush lock that serializes
 //! this file's flushes (so its extents are committed in order). Must never hold the
 //! `inner` mutex across an `.await` (it is a std mutex), and never drop a file whose
 //! buffer is not empty.
@@ -11,7 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::{FileHandle, pb};
+use bytes::Bytes;
+use proto::{ChunkHash, FileHandle, pb};
 
 use super::buffer::DirtyBuffer;
 use super::lock;
@@ -34,6 +36,9 @@ pub struct FileInner {
     pub failures: u32,
     /// Last attributes from metad, and when they were received.
     pub attr: Option<(pb::Attr, Instant)>,
+    /// The last chunk this gateway committed for the file (hashed here, so verified): a
+    /// sequential writer's next flush re-chunks from its start without fetching it back.
+    pub tail: Option<(ChunkHash, Bytes)>,
 }
 
 impl FileInner {
@@ -82,6 +87,7 @@ impl FileState {
                 retry_at: None,
                 failures: 0,
                 attr: None,
+                tail: None,
             }),
         }
     }

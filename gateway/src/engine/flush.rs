@@ -57,7 +57,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         if snap.pieces.is_empty() {
             return Ok(());
         }
-        match self.commit_snapshot(node, &snap).await {
+        match self.commit_snapshot(node, file, &snap).await {
             Ok(attr) => {
                 let excess = {
                     let mut inner = lock(&file.inner);
@@ -103,13 +103,13 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     }
 
     /// Commits every run of `snap`; returns the attributes after the last commit.
-    async fn commit_snapshot(&self, node: FileHandle, snap: &Snapshot) -> Result<Option<pb::Attr>, FsError> {
+    async fn commit_snapshot(&self, node: FileHandle, file: &FileState, snap: &Snapshot) -> Result<Option<pb::Attr>, FsError> {
         let mut attr = None;
         for run in runs(&snap.pieces) {
             let mut lo = run.lo;
             while lo < run.hi {
                 let hi = run.hi.min(lo.saturating_add(MAX_SPAN_BYTES));
-                attr = Some(self.flush_span(node, lo, hi, &snap.pieces).await?);
+                attr = Some(self.flush_span(node, file, lo, hi, &snap.pieces).await?);
                 lo = hi;
             }
         }
@@ -117,7 +117,14 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     }
 
     /// Widens, chunks, stores and commits the dirty span `[lo, hi)`.
-    async fn flush_span(&self, node: FileHandle, lo: u64, hi: u64, pieces: &[(u64, Bytes)]) -> Result<pb::Attr, FsError> {
+    async fn flush_span(
+        &self,
+        node: FileHandle,
+        file: &FileState,
+        lo: u64,
+        hi: u64,
+        pieces: &[(u64, Bytes)],
+    ) -> Result<pb::Attr, FsError> {
         let probe_lo = lo.saturating_sub(1);
         let probe = self
             .meta
@@ -138,8 +145,9 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 .await?;
             let (left, rest) = buf.split_at_mut((lo - span_lo) as usize);
             let right = &mut rest[(hi - lo) as usize..];
-            self.fill_from_extents(&existing.extents, span_lo, left, CacheFill::No).await?;
-            self.fill_from_extents(&existing.extents, hi, right, CacheFill::No).await?;
+            let tail = lock(&file.inner).tail.clone();
+            self.fill_from_extents(&existing.extents, span_lo, left, CacheFill::No, tail.as_ref()).await?;
+            self.fill_from_extents(&existing.extents, hi, right, CacheFill::No, tail.as_ref()).await?;
         }
         overlay(pieces, span_lo, &mut buf);
 
@@ -172,6 +180,11 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 extents,
             })
             .await?;
+        if let Some(last) = chunks.last() {
+            // A copy: a slice would pin the whole span's buffer.
+            let bytes = Bytes::copy_from_slice(&data[last.offset..last.offset + last.len]);
+            lock(&file.inner).tail = Some((last.hash, bytes));
+        }
         reply.after.ok_or_else(|| no_attr("CommitExtents"))
     }
 

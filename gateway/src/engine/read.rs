@@ -99,7 +99,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         let n = if offset >= size { 0 } else { (size - offset).min(count) };
         // n <= MAX_READ_BYTES.
         let mut buf = vec![0u8; n as usize];
-        self.fill_from_extents(&extents, offset, &mut buf, CacheFill::Yes).await?;
+        self.fill_from_extents(&extents, offset, &mut buf, CacheFill::Yes, None).await?;
         overlay(&dirty, offset, &mut buf);
         attr.size = size;
         Ok(ReadReply { data: Bytes::from(buf), eof: offset + n >= size, attr })
@@ -107,12 +107,14 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
 
     /// Copies the committed content of `[start, start + out.len())` described by `extents`
     /// into `out`; bytes no extent covers are left as they are (zeros for a fresh buffer).
+    /// `known` is a chunk already held and verified by the caller (used before the cache).
     pub(super) async fn fill_from_extents(
         &self,
         extents: &[pb::Extent],
         start: u64,
         out: &mut [u8],
         fill: CacheFill,
+        known: Option<&(ChunkHash, Bytes)>,
     ) -> Result<(), FsError> {
         if out.is_empty() {
             return Ok(());
@@ -130,7 +132,12 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             wanted.insert(v.hash, v.chunk_length);
         }
         let fetched: HashMap<ChunkHash, Bytes> = futures::stream::iter(wanted)
-            .map(|(hash, len)| async move { self.fetch_chunk(hash, len, fill).await.map(|b| (hash, b)) })
+            .map(|(hash, len)| async move {
+                match known {
+                    Some((h, b)) if *h == hash && b.len() as u64 == len => Ok((hash, b.clone())),
+                    _ => self.fetch_chunk(hash, len, fill).await.map(|b| (hash, b)),
+                }
+            })
             .buffer_unordered(FETCH_CONCURRENCY)
             .try_collect()
             .await?;

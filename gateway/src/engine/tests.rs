@@ -197,6 +197,7 @@ async fn identical_content_in_a_second_file_stores_no_new_chunk() {
     write_in_pieces(&f.engine, a, &bytes, 4_096, Stability::FileSync).await;
     let puts = f.chunks.puts();
     assert!(puts > 0);
+    assert_eq!(f.chunks.gets(), 0, "sequential flushes re-chunk the tail without fetching it back");
     let b = create(&f.engine, "b").await;
     // Other write sizes, flushed differently: still the same chunks.
     write_in_pieces(&f.engine, b, &bytes, 7_777, Stability::Unstable).await;
