@@ -21,11 +21,15 @@ const MAX_TICK: Duration = Duration::from_secs(1);
 const FLUSH_CONCURRENCY: usize = 4;
 
 /// Starts the flusher task of `engine` on the current runtime.
-pub(super) fn spawn<M: MetaApi, C: ChunkApi>(engine: &Arc<Engine<M, C>>, shutdown: cluster::Shutdown) {
+pub(super) fn spawn<M: MetaApi, C: ChunkApi>(
+    runtime: &tokio::runtime::Handle,
+    engine: &Arc<Engine<M, C>>,
+    shutdown: cluster::Shutdown,
+) {
     let weak: Weak<Engine<M, C>> = Arc::downgrade(engine);
     let pressure = engine.pressure.clone();
     let tick = (engine.flush_idle / 4).clamp(MIN_TICK, MAX_TICK);
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,

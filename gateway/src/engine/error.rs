@@ -18,6 +18,8 @@ pub enum EngineError {
     Tls(#[from] cluster::tls::TlsError),
     #[error("QUIC cannot use this TLS configuration: {reason}")]
     QuicTls { reason: String },
+    #[error("the engine must be created inside a tokio runtime")]
+    NoRuntime,
     #[error("binding the QUIC client socket on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
 }

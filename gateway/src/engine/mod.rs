@@ -138,6 +138,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// flusher on the current tokio runtime. `metad_endpoint`, `blockd_addr` and
     /// `blockd_trust` of `opts` are not used here.
     pub fn new(meta: M, chunks: C, opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Self>, EngineError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let chunker = ChunkerParams::new(opts.chunk_min_bytes, opts.chunk_avg_bytes, opts.chunk_max_bytes)?;
         if opts.write_buffer_bytes == 0 {
             return Err(EngineError::WriteBuffer { bytes: 0, reason: "must be at least one byte" });
@@ -154,7 +155,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             pressure: Arc::new(Notify::new()),
             writers_waiting: AtomicUsize::new(0),
         });
-        background::spawn(&engine, shutdown);
+        background::spawn(&runtime, &engine, shutdown);
         Ok(engine)
     }
 }

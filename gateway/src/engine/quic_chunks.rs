@@ -84,6 +84,7 @@ impl QuicChunks {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
         let bind = SocketAddr::new(bind_ip, 0);
+        tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let endpoint = Endpoint::client(bind).map_err(|source| EngineError::Bind { addr: bind, source })?;
         Ok(QuicChunks { endpoint, config, addr, conn: Mutex::new(None), connect_timeout: CONNECT_TIMEOUT })
     }

@@ -382,6 +382,20 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(fut)
 }
 
+#[test]
+fn bad_options_and_a_missing_runtime_are_setup_errors() {
+    let err = Engine::new(FakeMeta::new(), FakeChunks::default(), options(), cluster::Shutdown::new()).err();
+    assert!(matches!(err, Some(super::EngineError::NoRuntime)));
+    block_on(async {
+        let bad = EngineOptions { chunk_min_bytes: 2_000, ..options() };
+        let err = Engine::new(FakeMeta::new(), FakeChunks::default(), bad, cluster::Shutdown::new()).err();
+        assert!(matches!(err, Some(super::EngineError::ChunkSizes { .. })));
+        let bad = EngineOptions { write_buffer_bytes: 0, ..options() };
+        let err = Engine::new(FakeMeta::new(), FakeChunks::default(), bad, cluster::Shutdown::new()).err();
+        assert!(matches!(err, Some(super::EngineError::WriteBuffer { .. })));
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
