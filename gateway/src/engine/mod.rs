@@ -20,7 +20,10 @@
 //! Simplifications, documented: one block daemon (placement over many comes later);
 //! one CommitExtents per contiguous dirty span (not one per file); FSSTAT capacity is an
 //! estimate (`fsstat` in `vfs_impl`); attributes in WRITE replies may come from a cache of
-//! metad's last answer for this file no older than `files::ATTR_TTL`.
+//! metad's last answer for this file no older than `files::ATTR_TTL` (size extended over the
+//! buffer; mtime/change move only when a flush commits). Each file keeps its last committed
+//! chunk (`FileInner::tail`, at most one chunk, outside the write budget) so a sequential
+//! writer's next flush re-chunks from it without a GET.
 
 mod api;
 mod background;
