@@ -1,4 +1,15 @@
-//! gateway
+//! The gateway: protocol front ends and the file I/O engine.
+//!
+//! Owns: ONC RPC (`rpc`, `xdr`), NFSv3 and MOUNTv3 (`nfs3`, `mount`), the TCP server
+//! (`server`), the seam between protocols and the engine (`vfs`), and the engine itself
+//! (`engine`: write buffering, FastCDC chunking, BLAKE3, the chunk cache, and the clients
+//! of metad and blockd).
+//!
+//! Must never: open redb or a segment, or hold state a client cannot recover — handles,
+//! the namespace and locks live in metad (invariant 1). Protocol handlers translate and
+//! delegate to `Vfs`; they never talk to metad or blockd themselves.
+
+pub mod engine;
 pub mod mount;
 pub mod nfs3;
 pub mod rpc;

@@ -1,0 +1,49 @@
+//! The two narrow seams the engine core is written against: metadata (`MetaApi`, mirroring
+//! metad's `Meta` gRPC service) and chunk storage (`ChunkApi`, mirroring a block daemon's
+//! QUIC chunk frames).
+//!
+//! Owns only the trait definitions. Real implementations live in `grpc_meta` and
+//! `quic_chunks`; tests use in-memory fakes. Must never carry engine logic: every method is
+//! one remote call (plus transport-level retry), answering with `FsError`.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use proto::pb;
+use proto::{ChunkHash, FsError};
+
+/// metad's `Meta` service, one method per RPC the engine uses.
+pub trait MetaApi: Send + Sync + 'static {
+    fn list_shares(&self) -> impl Future<Output = Result<Vec<pb::Share>, FsError>> + Send;
+    fn get_share(&self, export_path: &str) -> impl Future<Output = Result<pb::Share, FsError>> + Send;
+    fn get_attr(&self, node: pb::NodeRef) -> impl Future<Output = Result<pb::Attr, FsError>> + Send;
+    fn lookup(&self, req: pb::LookupRequest) -> impl Future<Output = Result<pb::LookupReply, FsError>> + Send;
+    fn create(&self, req: pb::CreateRequest) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
+    fn read_dir(&self, req: pb::ReadDirRequest) -> impl Future<Output = Result<pb::ReadDirReply, FsError>> + Send;
+    fn remove(&self, req: pb::RemoveRequest) -> impl Future<Output = Result<pb::RemoveReply, FsError>> + Send;
+    fn set_attr(&self, req: pb::SetAttrRequest) -> impl Future<Output = Result<pb::SetAttrReply, FsError>> + Send;
+    /// Replaces everything in `[range_start, range_end)` by `extents`; size becomes
+    /// `max(size, range_end)`.
+    fn commit_extents(
+        &self,
+        req: pb::CommitExtentsRequest,
+    ) -> impl Future<Output = Result<pb::CommitExtentsReply, FsError>> + Send;
+    /// Extents clipped to the asked range, ascending, holes omitted, plus the attributes.
+    fn get_extents(
+        &self,
+        req: pb::GetExtentsRequest,
+    ) -> impl Future<Output = Result<pb::GetExtentsReply, FsError>> + Send;
+    fn fs_stat(&self, node: pb::NodeRef) -> impl Future<Output = Result<pb::FsStatReply, FsError>> + Send;
+}
+
+/// A block daemon's chunk store.
+pub trait ChunkApi: Send + Sync + 'static {
+    /// Which of `hashes` the daemon holds, in order. Any number of hashes (implementations
+    /// batch as their protocol requires).
+    fn has(&self, hashes: &[ChunkHash]) -> impl Future<Output = Result<Vec<bool>, FsError>> + Send;
+    /// Stores a chunk; `Ok` means it is durable (fsynced) on the daemon.
+    fn put(&self, hash: ChunkHash, data: Bytes) -> impl Future<Output = Result<(), FsError>> + Send;
+    /// The chunk's bytes. Implementations that cross a network verify the hash; the engine
+    /// verifies again before the bytes enter its cache.
+    fn get(&self, hash: ChunkHash) -> impl Future<Output = Result<Bytes, FsError>> + Send;
+}

@@ -1,0 +1,97 @@
+//! The background flusher and `flush_all`.
+//!
+//! Owns when buffered data is flushed without a client asking: files idle for
+//! `flush_idle`, every dirty file when the write budget runs low or a writer waits for it,
+//! and failed flushes after their backoff. Also forgets clean file state. Must never keep
+//! the engine alive (it holds a `Weak`), and stops when the shutdown token is cancelled;
+//! `flush_all` is how a graceful shutdown makes the remaining writes durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use proto::FsError;
+
+use super::{ChunkApi, Engine, MetaApi, lock};
+
+const MIN_TICK: Duration = Duration::from_millis(5);
+const MAX_TICK: Duration = Duration::from_secs(1);
+/// Files flushed at once by the background flusher.
+const FLUSH_CONCURRENCY: usize = 4;
+
+/// Starts the flusher task of `engine` on the current runtime.
+pub(super) fn spawn<M: MetaApi, C: ChunkApi>(
+    runtime: &tokio::runtime::Handle,
+    engine: &Arc<Engine<M, C>>,
+    shutdown: cluster::Shutdown,
+) {
+    let weak: Weak<Engine<M, C>> = Arc::downgrade(engine);
+    let pressure = engine.pressure.clone();
+    let tick = (engine.flush_idle / 4).clamp(MIN_TICK, MAX_TICK);
+    runtime.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = pressure.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+            }
+            let Some(engine) = weak.upgrade() else { break };
+            tokio::select! {
+                // Abandoning a flush midway is safe: data leaves a buffer only after commit.
+                _ = shutdown.cancelled() => break,
+                _ = engine.background_pass() => {}
+            }
+        }
+        tracing::debug!("engine background flusher stopped");
+    });
+}
+
+impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
+    /// Whether writers wait, or soon will, for write-buffer budget.
+    fn under_pressure(&self) -> bool {
+        self.writers_waiting.load(Ordering::SeqCst) > 0 || self.budget.available() < self.budget.capacity() / 4
+    }
+
+    async fn background_pass(&self) {
+        let now = Instant::now();
+        let pressure = self.under_pressure();
+        let due: Vec<_> = self
+            .files
+            .all()
+            .into_iter()
+            .filter(|(_, f)| {
+                let inner = lock(&f.inner);
+                !inner.buf.is_empty()
+                    && inner.retry_at.is_none_or(|t| t <= now)
+                    && (pressure || now.duration_since(inner.last_write) >= self.flush_idle)
+            })
+            .collect();
+        futures::stream::iter(due)
+            .for_each_concurrent(FLUSH_CONCURRENCY, |(node, f)| async move {
+                // Failures are logged and scheduled for retry by flush_locked.
+                let _ = self.flush_file(node, &f).await;
+            })
+            .await;
+        self.files.forget_clean(now);
+    }
+
+    /// Makes every buffered write durable (graceful shutdown, or an SMB-wide flush).
+    /// Returns the first failure after trying every file; files that no longer exist are
+    /// not failures (their data has nowhere to go).
+    pub async fn flush_all(&self) -> Result<(), FsError> {
+        let mut first_err = None;
+        for (node, f) in self.files.all() {
+            if lock(&f.inner).buf.is_empty() {
+                continue;
+            }
+            match self.flush_file(node, &f).await {
+                Ok(()) | Err(FsError::Stale | FsError::NotFound) => {}
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

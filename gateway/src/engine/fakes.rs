@@ -1,0 +1,295 @@
+//! In-memory `MetaApi` and `ChunkApi` for the engine's tests.
+//!
+//! `FakeMeta` implements metad's extent semantics faithfully (CommitExtents replaces
+//! everything in its range, trimming extents that straddle its ends; size becomes
+//! `max(size, range_end)`; GetExtents clips to the asked range; truncation trims) so the
+//! engine's flush logic is tested against the real contract. `FakeChunks` stores verified
+//! chunks and can be told to fail or to corrupt. Test-only; must never be used by
+//! production code.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use proto::{ChunkHash, FileHandle, FsError, pb};
+
+use super::api::{ChunkApi, MetaApi};
+use super::lock;
+
+pub const SHARE_ID: u64 = 1;
+pub const ROOT_INO: u64 = 1;
+
+pub fn root() -> FileHandle {
+    FileHandle { share_id: SHARE_ID, ino: ROOT_INO, generation: 1 }
+}
+
+#[derive(Debug)]
+struct Inode {
+    attr: pb::Attr,
+    extents: BTreeMap<u64, pb::Extent>,
+    entries: BTreeMap<Vec<u8>, u64>,
+}
+
+#[derive(Debug, Default)]
+struct MetaState {
+    inodes: HashMap<u64, Inode>,
+    next_ino: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct MetaInner {
+    state: Mutex<MetaState>,
+    /// CommitExtents answers `Unavailable` while set.
+    pub fail_commits: AtomicBool,
+    pub commits: AtomicUsize,
+}
+
+/// A cloneable handle to one in-memory metad.
+#[derive(Clone, Debug)]
+pub struct FakeMeta(pub Arc<MetaInner>);
+
+fn new_attr(ino: u64, kind: pb::FileType) -> pb::Attr {
+    pb::Attr {
+        node: Some(pb::NodeRef { share_id: SHARE_ID, ino, generation: 1 }),
+        kind: kind as i32,
+        mode: 0o644,
+        nlink: 1,
+        ..Default::default()
+    }
+}
+
+fn ext_end(e: &pb::Extent) -> u64 {
+    e.offset + e.length
+}
+
+/// The part of `e` inside `[lo, hi)` (which must overlap it).
+fn clip(e: &pb::Extent, lo: u64, hi: u64) -> pb::Extent {
+    let (a, b) = (e.offset.max(lo), ext_end(e).min(hi));
+    pb::Extent { offset: a, length: b - a, chunk_offset: e.chunk_offset + (a - e.offset), ..e.clone() }
+}
+
+/// Removes everything in `[lo, hi)`, keeping the outside parts of straddling extents.
+fn punch(map: &mut BTreeMap<u64, pb::Extent>, lo: u64, hi: u64) {
+    let hit: Vec<u64> = map.values().filter(|e| e.offset < hi && ext_end(e) > lo).map(|e| e.offset).collect();
+    for k in hit {
+        let Some(e) = map.remove(&k) else { continue };
+        if e.offset < lo {
+            let left = clip(&e, e.offset, lo);
+            map.insert(left.offset, left);
+        }
+        if ext_end(&e) > hi {
+            let right = clip(&e, hi, ext_end(&e));
+            map.insert(right.offset, right);
+        }
+    }
+}
+
+impl FakeMeta {
+    pub fn new() -> FakeMeta {
+        let mut st = MetaState { inodes: HashMap::new(), next_ino: ROOT_INO + 1 };
+        st.inodes.insert(
+            ROOT_INO,
+            Inode { attr: new_attr(ROOT_INO, pb::FileType::Directory), extents: BTreeMap::new(), entries: BTreeMap::new() },
+        );
+        FakeMeta(Arc::new(MetaInner { state: Mutex::new(st), ..Default::default() }))
+    }
+
+    fn with_node<T>(&self, node: Option<pb::NodeRef>, f: impl FnOnce(&mut Inode) -> Result<T, FsError>) -> Result<T, FsError> {
+        let node = node.ok_or(FsError::BadHandle)?;
+        let mut st = lock(&self.0.state);
+        let inode = st.inodes.get_mut(&node.ino).ok_or(FsError::Stale)?;
+        if inode.attr.node.map(|n| n.generation) != Some(node.generation) {
+            return Err(FsError::Stale);
+        }
+        f(inode)
+    }
+
+    /// The committed extents of `ino`: (offset, length, hash, chunk_offset, chunk_length).
+    pub fn extents(&self, ino: u64) -> Vec<pb::Extent> {
+        lock(&self.0.state).inodes.get(&ino).map(|i| i.extents.values().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn size(&self, ino: u64) -> Option<u64> {
+        lock(&self.0.state).inodes.get(&ino).map(|i| i.attr.size)
+    }
+}
+
+impl MetaApi for FakeMeta {
+    async fn list_shares(&self) -> Result<Vec<pb::Share>, FsError> {
+        Ok(vec![self.get_share("/export").await?])
+    }
+
+    async fn get_share(&self, export_path: &str) -> Result<pb::Share, FsError> {
+        if export_path != "/export" {
+            return Err(FsError::NotFound);
+        }
+        let root = self.get_attr(root().into()).await?;
+        Ok(pb::Share { share_id: SHARE_ID, name: "export".into(), export_path: "/export".into(), root: Some(root) })
+    }
+
+    async fn get_attr(&self, node: pb::NodeRef) -> Result<pb::Attr, FsError> {
+        self.with_node(Some(node), |i| Ok(i.attr.clone()))
+    }
+
+    async fn lookup(&self, req: pb::LookupRequest) -> Result<pb::LookupReply, FsError> {
+        let ino = self.with_node(req.dir, |d| d.entries.get(&req.name).copied().ok_or(FsError::NotFound))?;
+        let st = lock(&self.0.state);
+        let attr = st.inodes.get(&ino).map(|i| i.attr.clone()).ok_or(FsError::NotFound)?;
+        Ok(pb::LookupReply { attr: Some(attr), dir: None })
+    }
+
+    async fn create(&self, req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
+        let dir = req.dir.ok_or(FsError::BadHandle)?;
+        let mut st = lock(&self.0.state);
+        let ino = st.next_ino;
+        let d = st.inodes.get_mut(&dir.ino).ok_or(FsError::Stale)?;
+        if d.entries.contains_key(&req.name) {
+            return Err(FsError::Exists);
+        }
+        d.entries.insert(req.name.clone(), ino);
+        let kind = pb::FileType::try_from(req.kind).unwrap_or(pb::FileType::Regular);
+        let attr = new_attr(ino, kind);
+        st.inodes.insert(ino, Inode { attr: attr.clone(), extents: BTreeMap::new(), entries: BTreeMap::new() });
+        st.next_ino += 1;
+        Ok(pb::CreateReply { attr: Some(attr), dir: None })
+    }
+
+    async fn read_dir(&self, req: pb::ReadDirRequest) -> Result<pb::ReadDirReply, FsError> {
+        let names: Vec<(Vec<u8>, u64)> =
+            self.with_node(req.dir, |d| Ok(d.entries.iter().map(|(k, v)| (k.clone(), *v)).collect()))?;
+        let st = lock(&self.0.state);
+        let entries = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, ino))| pb::DirEntry {
+                name,
+                cookie: i as u64 + 1,
+                attr: st.inodes.get(&ino).map(|n| n.attr.clone()),
+            })
+            .collect();
+        Ok(pb::ReadDirReply { entries, eof: true, dir: None, cookie_verifier: 0 })
+    }
+
+    async fn remove(&self, req: pb::RemoveRequest) -> Result<pb::RemoveReply, FsError> {
+        let ino = self.with_node(req.dir, |d| d.entries.remove(&req.name).ok_or(FsError::NotFound))?;
+        lock(&self.0.state).inodes.remove(&ino);
+        Ok(pb::RemoveReply { dir: Some(pb::WccDir::default()) })
+    }
+
+    async fn set_attr(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
+        self.with_node(req.node, |i| {
+            let before = i.attr.clone();
+            if let Some(size) = req.size {
+                punch(&mut i.extents, size, u64::MAX);
+                i.attr.size = size;
+            }
+            if let Some(mode) = req.mode {
+                i.attr.mode = mode;
+            }
+            Ok(pb::SetAttrReply { before: Some(before), after: Some(i.attr.clone()) })
+        })
+    }
+
+    async fn commit_extents(&self, req: pb::CommitExtentsRequest) -> Result<pb::CommitExtentsReply, FsError> {
+        if self.0.fail_commits.load(Ordering::SeqCst) {
+            return Err(FsError::Unavailable("injected".into()));
+        }
+        self.0.commits.fetch_add(1, Ordering::SeqCst);
+        let (lo, hi) = (req.range_start, req.range_end);
+        if lo > hi {
+            return Err(FsError::Invalid("range".into()));
+        }
+        let mut next = lo;
+        for e in &req.extents {
+            if e.offset < next || ext_end(e) > hi || e.length == 0 || e.hash.len() != 32 {
+                return Err(FsError::Invalid(format!("extent {e:?} outside range or overlapping")));
+            }
+            next = ext_end(e);
+        }
+        self.with_node(req.node, |i| {
+            let before = i.attr.clone();
+            punch(&mut i.extents, lo, hi);
+            for e in req.extents {
+                i.extents.insert(e.offset, e);
+            }
+            i.attr.size = i.attr.size.max(hi);
+            i.attr.used = i.extents.values().map(|e| e.length).sum();
+            Ok(pb::CommitExtentsReply { before: Some(before), after: Some(i.attr.clone()) })
+        })
+    }
+
+    async fn get_extents(&self, req: pb::GetExtentsRequest) -> Result<pb::GetExtentsReply, FsError> {
+        let (lo, hi) = (req.offset, req.offset.saturating_add(req.length));
+        self.with_node(req.node, |i| {
+            let extents =
+                i.extents.values().filter(|e| e.offset < hi && ext_end(e) > lo).map(|e| clip(e, lo, hi)).collect();
+            Ok(pb::GetExtentsReply { attr: Some(i.attr.clone()), extents })
+        })
+    }
+
+    async fn fs_stat(&self, _node: pb::NodeRef) -> Result<pb::FsStatReply, FsError> {
+        let st = lock(&self.0.state);
+        Ok(pb::FsStatReply { files: st.inodes.len() as u64, bytes_used: st.inodes.values().map(|i| i.attr.used).sum() })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ChunksInner {
+    store: Mutex<HashMap<ChunkHash, Bytes>>,
+    corrupt: Mutex<HashSet<ChunkHash>>,
+    pub fail_puts: AtomicBool,
+    pub puts: AtomicUsize,
+    pub gets: AtomicUsize,
+}
+
+/// A cloneable handle to one in-memory block daemon.
+#[derive(Clone, Debug, Default)]
+pub struct FakeChunks(pub Arc<ChunksInner>);
+
+impl FakeChunks {
+    pub fn puts(&self) -> usize {
+        self.0.puts.load(Ordering::SeqCst)
+    }
+
+    pub fn gets(&self) -> usize {
+        self.0.gets.load(Ordering::SeqCst)
+    }
+
+    /// From now on `get(hash)` answers bytes that do not match `hash`.
+    pub fn corrupt(&self, hash: ChunkHash) {
+        lock(&self.0.corrupt).insert(hash);
+    }
+}
+
+impl ChunkApi for FakeChunks {
+    async fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, FsError> {
+        let store = lock(&self.0.store);
+        Ok(hashes.iter().map(|h| store.contains_key(h)).collect())
+    }
+
+    async fn put(&self, hash: ChunkHash, data: Bytes) -> Result<(), FsError> {
+        if self.0.fail_puts.load(Ordering::SeqCst) {
+            return Err(FsError::Unavailable("injected".into()));
+        }
+        if blake3::hash(&data).as_bytes() != hash.as_bytes() {
+            return Err(FsError::Invalid("put with a wrong hash".into()));
+        }
+        self.0.puts.fetch_add(1, Ordering::SeqCst);
+        lock(&self.0.store).insert(hash, data);
+        Ok(())
+    }
+
+    async fn get(&self, hash: ChunkHash) -> Result<Bytes, FsError> {
+        self.0.gets.fetch_add(1, Ordering::SeqCst);
+        let data = lock(&self.0.store).get(&hash).cloned().ok_or_else(|| FsError::Io("no such chunk".into()))?;
+        if lock(&self.0.corrupt).contains(&hash) {
+            let mut bad = data.to_vec();
+            if let Some(b) = bad.first_mut() {
+                *b ^= 0xff;
+            }
+            return Ok(Bytes::from(bad));
+        }
+        Ok(data)
+    }
+}

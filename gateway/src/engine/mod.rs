@@ -1,0 +1,170 @@
+//! The file I/O engine: implements `Vfs` against metad (`MetaApi`) and a block daemon
+//! (`ChunkApi`).
+//!
+//! Owns write buffering (per-file dirty ranges under a global byte budget with
+//! back-pressure), flushing (widen the dirty span to the neighbouring chunk boundaries,
+//! FastCDC re-chunking and BLAKE3 naming on a blocking thread, HAS-deduplicated PUTs, one
+//! CommitExtents per span), the write verifier, the read path (extents -> chunks through a
+//! hash-keyed verified cache) and the background idle flusher.
+//!
+//! Must never: acknowledge FILE_SYNC/COMMIT before the chunks are stored and the extents
+//! committed (invariant 3); drop buffered data except when its file is gone; return chunk
+//! bytes that failed their hash check (invariant 5); panic on anything metad or a block
+//! daemon answers (invariant 6). Protocol encoding is not its business (`nfs3` does that).
+//!
+//! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams), `buffer`
+//! (dirty ranges), `budget` (byte permits), `files` (per-file state), `write` (WRITE,
+//! COMMIT, SETATTR), `flush` (one file's flush), `read` (READ and chunk fetching), `cache`,
+//! `chunker`, `verifier`, `background` (idle/pressure flusher, `flush_all`), `vfs_impl`.
+//!
+//! Simplifications, documented: one block daemon (placement over many comes later);
+//! one CommitExtents per contiguous dirty span (not one per file); FSSTAT capacity is an
+//! estimate (`fsstat` in `vfs_impl`); attributes in WRITE replies may come from a cache of
+//! metad's last answer for this file no older than `files::ATTR_TTL` (size extended over the
+//! buffer; mtime/change move only when a flush commits). Each file keeps its last committed
+//! chunk (`FileInner::tail`, at most one chunk, outside the write budget) so a sequential
+//! writer's next flush re-chunks from it without a GET.
+
+mod api;
+mod background;
+mod budget;
+mod buffer;
+mod cache;
+mod chunker;
+mod error;
+mod files;
+mod flush;
+mod grpc_meta;
+mod quic_chunks;
+mod read;
+mod verifier;
+mod vfs_impl;
+mod write;
+
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use tokio::sync::Notify;
+
+pub use api::{ChunkApi, MetaApi};
+pub use error::EngineError;
+pub use grpc_meta::GrpcMeta;
+pub use quic_chunks::QuicChunks;
+
+use budget::Budget;
+use cache::ChunkCache;
+use chunker::ChunkerParams;
+use files::FileTable;
+use verifier::WriteVerifier;
+
+/// Settings of one engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// metad's gRPC endpoint, e.g. `http://127.0.0.1:7100`.
+    pub metad_endpoint: String,
+    /// The block daemon's QUIC address (one daemon for now).
+    pub blockd_addr: SocketAddr,
+    /// Certificates trusted for the block daemon's TLS identity.
+    pub blockd_trust: Vec<CertificateDer<'static>>,
+    pub chunk_min_bytes: u32,
+    pub chunk_avg_bytes: u32,
+    pub chunk_max_bytes: u32,
+    /// Dirty bytes all files may buffer together before writes wait.
+    pub write_buffer_bytes: u64,
+    /// Bytes of the shared chunk cache.
+    pub cache_bytes: u64,
+    /// A file's buffered writes are flushed after this long without a write.
+    pub flush_idle: Duration,
+}
+
+impl EngineOptions {
+    /// Options from the node's gateway configuration.
+    pub fn from_config(
+        metad_endpoint: String,
+        blockd_addr: SocketAddr,
+        blockd_trust: Vec<CertificateDer<'static>>,
+        cfg: &cluster::config::GatewayConfig,
+    ) -> EngineOptions {
+        EngineOptions {
+            metad_endpoint,
+            blockd_addr,
+            blockd_trust,
+            chunk_min_bytes: cfg.chunk_min_bytes,
+            chunk_avg_bytes: cfg.chunk_avg_bytes,
+            chunk_max_bytes: cfg.chunk_max_bytes,
+            write_buffer_bytes: cfg.write_buffer_bytes,
+            cache_bytes: cfg.cache_bytes,
+            flush_idle: Duration::from_millis(cfg.flush_idle_ms),
+        }
+    }
+}
+
+/// The file I/O engine. Create with [`Engine::connect`] (real metad and block daemon) or
+/// [`Engine::new`] (any `MetaApi`/`ChunkApi`).
+pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = QuicChunks> {
+    meta: M,
+    chunks: C,
+    chunker: ChunkerParams,
+    flush_idle: Duration,
+    files: FileTable,
+    budget: Budget,
+    cache: ChunkCache,
+    verifier: WriteVerifier,
+    /// Wakes the background flusher when a writer waits for budget.
+    pressure: Arc<Notify>,
+    /// Writers currently waiting for budget.
+    writers_waiting: AtomicUsize,
+}
+
+impl Engine {
+    /// An engine over metad at `opts.metad_endpoint` and the block daemon at
+    /// `opts.blockd_addr`. Connections are made on first use. Must be called inside a tokio
+    /// runtime; the background flusher stops when `shutdown` is cancelled (call
+    /// [`Engine::flush_all`] afterwards to make buffered writes durable).
+    pub async fn connect(opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Engine>, EngineError> {
+        let meta = GrpcMeta::connect_lazy(&opts.metad_endpoint)?;
+        let chunks = QuicChunks::new(opts.blockd_addr, &opts.blockd_trust)?;
+        Engine::new(meta, chunks, opts, shutdown)
+    }
+}
+
+impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
+    /// An engine over the given seams (tests use in-memory fakes). Spawns the background
+    /// flusher on the current tokio runtime. `metad_endpoint`, `blockd_addr` and
+    /// `blockd_trust` of `opts` are not used here.
+    pub fn new(meta: M, chunks: C, opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Self>, EngineError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let chunker = ChunkerParams::new(opts.chunk_min_bytes, opts.chunk_avg_bytes, opts.chunk_max_bytes)?;
+        if opts.write_buffer_bytes == 0 {
+            return Err(EngineError::WriteBuffer { bytes: 0, reason: "must be at least one byte" });
+        }
+        let engine = Arc::new(Engine {
+            meta,
+            chunks,
+            chunker,
+            flush_idle: opts.flush_idle,
+            files: FileTable::default(),
+            budget: Budget::new(opts.write_buffer_bytes),
+            cache: ChunkCache::new(opts.cache_bytes),
+            verifier: WriteVerifier::new(),
+            pressure: Arc::new(Notify::new()),
+            writers_waiting: AtomicUsize::new(0),
+        });
+        background::spawn(&runtime, &engine, shutdown);
+        Ok(engine)
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning: every critical section here leaves its data
+/// consistent before any point that could panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,466 @@
+//! Engine behaviour against the in-memory fakes: the write path, flush widening and dedup,
+//! failure handling, back-pressure and the read path.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use proto::{ChunkHash, FileHandle, FsError, pb};
+
+use super::chunker::{ChunkerParams, chunk_and_hash};
+use super::fakes::{FakeChunks, FakeMeta, root};
+use super::{Engine, EngineOptions};
+use crate::vfs::{Stability, Vfs};
+
+type TestEngine = Arc<Engine<FakeMeta, FakeChunks>>;
+
+const MIN: u32 = 64;
+const AVG: u32 = 256;
+const MAX: u32 = 1024;
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        metad_endpoint: String::new(),
+        blockd_addr: "127.0.0.1:1".parse().expect("addr"),
+        blockd_trust: Vec::new(),
+        chunk_min_bytes: MIN,
+        chunk_avg_bytes: AVG,
+        chunk_max_bytes: MAX,
+        write_buffer_bytes: 1 << 20,
+        cache_bytes: 1 << 20,
+        // Long enough that the idle flusher never runs unless a test asks for it.
+        flush_idle: Duration::from_secs(3600),
+    }
+}
+
+struct Fixture {
+    engine: TestEngine,
+    meta: FakeMeta,
+    chunks: FakeChunks,
+    shutdown: cluster::Shutdown,
+}
+
+fn fixture_with(opts: EngineOptions) -> Fixture {
+    let meta = FakeMeta::new();
+    let chunks = FakeChunks::default();
+    let shutdown = cluster::Shutdown::new();
+    let engine = Engine::new(meta.clone(), chunks.clone(), opts, shutdown.clone()).expect("valid options");
+    Fixture { engine, meta, chunks, shutdown }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(options())
+}
+
+async fn create(engine: &TestEngine, name: &str) -> FileHandle {
+    let req = pb::CreateRequest {
+        dir: Some(root().into()),
+        name: name.as_bytes().to_vec(),
+        kind: pb::FileType::Regular as i32,
+        mode: 0o644,
+        ..Default::default()
+    };
+    let reply = engine.create(req).await.expect("create");
+    reply.attr.and_then(|a| a.node).expect("node").into()
+}
+
+/// Deterministic pseudo-random bytes (xorshift).
+fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+async fn read_all(engine: &TestEngine, node: FileHandle, len: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let r = engine.read(node, offset, 7_000).await.expect("read");
+        out.extend_from_slice(&r.data);
+        offset += r.data.len() as u64;
+        if r.eof {
+            break;
+        }
+        assert!(!r.data.is_empty(), "short read without eof");
+    }
+    assert_eq!(out.len() as u64, len);
+    out
+}
+
+async fn write_in_pieces(engine: &TestEngine, node: FileHandle, bytes: &[u8], piece: usize, stable: Stability) {
+    for (i, p) in bytes.chunks(piece).enumerate() {
+        let r = engine.write(node, (i * piece) as u64, Bytes::copy_from_slice(p), stable).await.expect("write");
+        assert_eq!(r.after.size, ((i * piece) + p.len()) as u64);
+    }
+}
+
+/// Asserts committed extents tile `[0, size)` exactly with whole chunks.
+fn assert_tiled(meta: &FakeMeta, ino: u64, size: u64) {
+    let mut next = 0;
+    for e in meta.extents(ino) {
+        assert_eq!(e.offset, next, "extents must tile the file");
+        assert_eq!(e.chunk_offset, 0);
+        assert_eq!(e.chunk_length, e.length);
+        next += e.length;
+    }
+    assert_eq!(next, size);
+}
+
+/// Asserts committed extents are ascending, non-overlapping, whole chunks within the size.
+fn assert_well_formed(meta: &FakeMeta, ino: u64, size: u64) {
+    let mut next = 0;
+    for e in meta.extents(ino) {
+        assert!(e.offset >= next, "extents must not overlap");
+        assert_eq!((e.chunk_offset, e.chunk_length), (0, e.length));
+        next = e.offset + e.length;
+    }
+    assert!(next <= size);
+    assert_eq!(meta.size(ino), Some(size));
+}
+
+#[tokio::test]
+async fn unstable_writes_are_readable_at_once_and_durable_after_commit() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let bytes = data(20_000, 1);
+    write_in_pieces(&f.engine, node, &bytes, 3_000, Stability::Unstable).await;
+    // Nothing reached metad yet, but the gateway shows the writes.
+    assert_eq!(f.meta.size(node.ino), Some(0));
+    assert_eq!(f.engine.getattr(node).await.expect("getattr").size, 20_000);
+    assert_eq!(read_all(&f.engine, node, 20_000).await, bytes);
+
+    let attr = f.engine.commit(node).await.expect("commit");
+    assert_eq!(attr.size, 20_000);
+    assert_eq!(f.meta.size(node.ino), Some(20_000));
+    assert_tiled(&f.meta, node.ino, 20_000);
+    assert_eq!(read_all(&f.engine, node, 20_000).await, bytes);
+}
+
+#[tokio::test]
+async fn file_sync_writes_are_committed_before_the_reply() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let bytes = data(5_000, 2);
+    let r = f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    assert_eq!(r.committed, Stability::FileSync);
+    assert_eq!(r.before.size, 0);
+    assert_eq!(r.after.size, 5_000);
+    assert_eq!(f.meta.size(node.ino), Some(5_000));
+    assert_tiled(&f.meta, node.ino, 5_000);
+    let r = f.engine.write(node, 5_000, Bytes::from_static(b"tail"), Stability::DataSync).await.expect("write");
+    assert_eq!(r.committed, Stability::FileSync);
+    assert_eq!(f.meta.size(node.ino), Some(5_004));
+}
+
+#[tokio::test]
+async fn overwrite_in_the_middle_reads_back_the_new_bytes() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let mut model = data(10_000, 3);
+    f.engine.write(node, 0, Bytes::from(model.clone()), Stability::FileSync).await.expect("write");
+    let patch = data(500, 4);
+    f.engine.write(node, 4_000, Bytes::from(patch.clone()), Stability::Unstable).await.expect("write");
+    model[4_000..4_500].copy_from_slice(&patch);
+    assert_eq!(read_all(&f.engine, node, 10_000).await, model, "read-your-writes over committed data");
+    f.engine.commit(node).await.expect("commit");
+    assert_eq!(read_all(&f.engine, node, 10_000).await, model);
+    assert_tiled(&f.meta, node.ino, 10_000);
+}
+
+#[tokio::test]
+async fn a_sparse_write_leaves_zeros_before_it() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    f.engine.write(node, 5_000, Bytes::from_static(b"hello"), Stability::Unstable).await.expect("write");
+    f.engine.commit(node).await.expect("commit");
+    assert_eq!(f.engine.getattr(node).await.expect("getattr").size, 5_005);
+    let got = read_all(&f.engine, node, 5_005).await;
+    assert!(got[..5_000].iter().all(|b| *b == 0));
+    assert_eq!(&got[5_000..], b"hello");
+    let r = f.engine.read(node, 5_005, 10).await.expect("read at eof");
+    assert!(r.eof && r.data.is_empty());
+}
+
+#[tokio::test]
+async fn identical_content_in_a_second_file_stores_no_new_chunk() {
+    let f = fixture();
+    let bytes = data(30_000, 5);
+    let a = create(&f.engine, "a").await;
+    write_in_pieces(&f.engine, a, &bytes, 4_096, Stability::FileSync).await;
+    let puts = f.chunks.puts();
+    assert!(puts > 0);
+    assert_eq!(f.chunks.gets(), 0, "sequential flushes re-chunk the tail without fetching it back");
+    let b = create(&f.engine, "b").await;
+    // Other write sizes, flushed differently: still the same chunks.
+    write_in_pieces(&f.engine, b, &bytes, 7_777, Stability::Unstable).await;
+    f.engine.commit(b).await.expect("commit");
+    assert_eq!(f.chunks.puts(), puts, "the second copy must deduplicate completely");
+    let hashes = |ino| f.meta.extents(ino).into_iter().map(|e| e.hash).collect::<Vec<_>>();
+    assert_eq!(hashes(a.ino), hashes(b.ino));
+    assert_eq!(read_all(&f.engine, b, 30_000).await, bytes);
+}
+
+#[tokio::test]
+async fn reads_of_deduplicated_content_are_cached_once() {
+    let f = fixture();
+    let bytes = data(8_000, 6);
+    let a = create(&f.engine, "a").await;
+    let b = create(&f.engine, "b").await;
+    f.engine.write(a, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    f.engine.write(b, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    assert_eq!(f.chunks.gets(), 0, "the write path does not read chunks it did not need");
+    read_all(&f.engine, a, 8_000).await;
+    let gets = f.chunks.gets();
+    assert!(gets > 0);
+    assert_eq!(read_all(&f.engine, b, 8_000).await, bytes);
+    assert_eq!(f.chunks.gets(), gets, "file b is served from the cache filled by file a");
+}
+
+#[tokio::test]
+async fn a_failed_flush_changes_the_verifier_and_keeps_the_data() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let bytes = data(6_000, 7);
+    let v0 = f.engine.write_verifier();
+    f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("write");
+    f.chunks.0.fail_puts.store(true, Ordering::SeqCst);
+    let err = f.engine.commit(node).await;
+    assert!(matches!(err, Err(FsError::Unavailable(_))), "{err:?}");
+    let v1 = f.engine.write_verifier();
+    assert_ne!(v0, v1, "clients must resend after a lost flush");
+    assert_eq!(read_all(&f.engine, node, 6_000).await, bytes, "data stays buffered");
+
+    // metad failing is handled the same way.
+    f.chunks.0.fail_puts.store(false, Ordering::SeqCst);
+    f.meta.0.fail_commits.store(true, Ordering::SeqCst);
+    f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("resend");
+    assert!(f.engine.commit(node).await.is_err());
+    let v2 = f.engine.write_verifier();
+    assert_ne!(v1, v2);
+
+    f.meta.0.fail_commits.store(false, Ordering::SeqCst);
+    f.engine.commit(node).await.expect("commit after recovery");
+    assert_eq!(f.engine.write_verifier(), v2, "a successful flush keeps the verifier");
+    assert_eq!(f.meta.size(node.ino), Some(6_000));
+    assert_eq!(read_all(&f.engine, node, 6_000).await, bytes);
+}
+
+#[tokio::test]
+async fn a_removed_file_drops_its_buffer_without_changing_the_verifier() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    f.engine.write(node, 0, Bytes::from(data(3_000, 8)), Stability::Unstable).await.expect("write");
+    let v0 = f.engine.write_verifier();
+    f.engine.remove(root(), b"a", false).await.expect("remove");
+    assert_eq!(f.engine.commit(node).await.err(), Some(FsError::Stale));
+    assert_eq!(f.engine.write_verifier(), v0);
+    assert_eq!(f.engine.files.buffered_end(&node), None);
+    assert_eq!(f.engine.budget.available(), f.engine.budget.capacity(), "its budget is returned");
+    f.engine.flush_all().await.expect("nothing left to flush");
+}
+
+#[tokio::test]
+async fn a_small_budget_applies_back_pressure_and_loses_nothing() {
+    let f = fixture_with(EngineOptions { write_buffer_bytes: 4_096, ..options() });
+    let mut tasks = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..4u64 {
+        let node = create(&f.engine, &format!("f{i}")).await;
+        let bytes = data(40_000, 100 + i);
+        expected.push((node, bytes.clone()));
+        let engine = f.engine.clone();
+        tasks.push(tokio::spawn(async move {
+            write_in_pieces(&engine, node, &bytes, 1_000, Stability::Unstable).await;
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    let done = tokio::time::timeout(Duration::from_secs(30), all).await.expect("writers must not deadlock");
+    assert!(done.iter().all(|r| r.is_ok()));
+    for (node, bytes) in expected {
+        f.engine.commit(node).await.expect("commit");
+        assert_eq!(f.meta.size(node.ino), Some(40_000));
+        assert_eq!(read_all(&f.engine, node, 40_000).await, bytes);
+    }
+    assert_eq!(f.engine.budget.available(), 4_096, "every permit is returned");
+}
+
+#[tokio::test]
+async fn a_corrupt_chunk_reads_as_an_io_error() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    f.engine.write(node, 0, Bytes::from(data(3_000, 9)), Stability::FileSync).await.expect("write");
+    let first = f.meta.extents(node.ino).first().cloned().expect("an extent");
+    let hash = ChunkHash::from_slice(&first.hash).expect("hash");
+    f.chunks.corrupt(hash);
+    let r = f.engine.read(node, 0, 100).await;
+    assert!(matches!(r, Err(FsError::Io(_))), "{r:?}");
+    // Nor is the bad copy cached: it fails again.
+    assert!(matches!(f.engine.read(node, 0, 100).await, Err(FsError::Io(_))));
+}
+
+#[tokio::test]
+async fn idle_files_are_flushed_in_the_background() {
+    let f = fixture_with(EngineOptions { flush_idle: Duration::from_millis(20), ..options() });
+    let node = create(&f.engine, "a").await;
+    f.engine.write(node, 0, Bytes::from(data(2_000, 10)), Stability::Unstable).await.expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.meta.size(node.ino) != Some(2_000) {
+        assert!(Instant::now() < deadline, "idle flush did not happen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_tiled(&f.meta, node.ino, 2_000);
+}
+
+#[tokio::test]
+async fn flush_all_after_shutdown_makes_everything_durable() {
+    let f = fixture();
+    let a = create(&f.engine, "a").await;
+    let b = create(&f.engine, "b").await;
+    f.engine.write(a, 0, Bytes::from(data(1_500, 11)), Stability::Unstable).await.expect("write");
+    f.engine.write(b, 100, Bytes::from(data(2_500, 12)), Stability::Unstable).await.expect("write");
+    f.shutdown.cancel();
+    f.engine.flush_all().await.expect("flush_all");
+    assert_eq!(f.meta.size(a.ino), Some(1_500));
+    assert_eq!(f.meta.size(b.ino), Some(2_600));
+}
+
+#[tokio::test]
+async fn truncation_flushes_first_and_then_shrinks() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let bytes = data(10_000, 13);
+    f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("write");
+    let req = pb::SetAttrRequest { node: Some(node.into()), size: Some(3_000), ..Default::default() };
+    let reply = f.engine.setattr(req).await.expect("setattr");
+    assert_eq!(reply.after.map(|a| a.size), Some(3_000));
+    assert_eq!(read_all(&f.engine, node, 3_000).await, bytes[..3_000]);
+    // Extending again shows zeros, not the old bytes.
+    f.engine.write(node, 5_000, Bytes::from_static(b"x"), Stability::FileSync).await.expect("write");
+    let got = read_all(&f.engine, node, 5_001).await;
+    assert_eq!(got[..3_000], bytes[..3_000]);
+    assert!(got[3_000..5_000].iter().all(|b| *b == 0));
+}
+
+#[tokio::test]
+async fn writes_to_a_directory_are_refused() {
+    let f = fixture();
+    let r = f.engine.write(root(), 0, Bytes::from_static(b"x"), Stability::Unstable).await;
+    assert_eq!(r.err(), Some(FsError::IsDir));
+    let r = f.engine.write(root(), u64::MAX - 1, Bytes::from_static(b"xx"), Stability::Unstable).await;
+    assert_eq!(r.err(), Some(FsError::TooBig));
+}
+
+#[tokio::test]
+async fn metadata_calls_pass_through() {
+    let f = fixture();
+    assert_eq!(f.engine.exports().await.expect("exports").len(), 1);
+    let share = f.engine.mount("/export").await.expect("mount");
+    assert_eq!(share.root.and_then(|a| a.node).map(FileHandle::from), Some(root()));
+    assert_eq!(f.engine.mount("/nope").await.err(), Some(FsError::NotFound));
+    let node = create(&f.engine, "a").await;
+    f.engine.write(node, 0, Bytes::from_static(b"12345"), Stability::Unstable).await.expect("write");
+    let l = f.engine.lookup(root(), b"a").await.expect("lookup");
+    assert_eq!(l.attr.map(|a| a.size), Some(5), "lookup sees buffered size");
+    let d = f.engine.readdir(root(), 0, 10).await.expect("readdir");
+    assert_eq!(d.entries.len(), 1);
+    assert_eq!(d.entries[0].attr.as_ref().map(|a| a.size), Some(5));
+    f.engine.commit(node).await.expect("commit");
+    let s = f.engine.fsstat(root()).await.expect("fsstat");
+    assert_eq!(s.total_bytes - s.free_bytes, 5);
+}
+
+/// Runs `fut` on a fresh single-threaded runtime (proptest bodies are synchronous).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(fut)
+}
+
+#[test]
+fn bad_options_and_a_missing_runtime_are_setup_errors() {
+    let err = Engine::new(FakeMeta::new(), FakeChunks::default(), options(), cluster::Shutdown::new()).err();
+    assert!(matches!(err, Some(super::EngineError::NoRuntime)));
+    block_on(async {
+        let bad = EngineOptions { chunk_min_bytes: 2_000, ..options() };
+        let err = Engine::new(FakeMeta::new(), FakeChunks::default(), bad, cluster::Shutdown::new()).err();
+        assert!(matches!(err, Some(super::EngineError::ChunkSizes { .. })));
+        let bad = EngineOptions { write_buffer_bytes: 0, ..options() };
+        let err = Engine::new(FakeMeta::new(), FakeChunks::default(), bad, cluster::Shutdown::new()).err();
+        assert!(matches!(err, Some(super::EngineError::WriteBuffer { .. })));
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Widening makes a file written sequentially, each write flushed on its own, end with
+    /// exactly the chunks of chunking the whole file at once.
+    #[test]
+    fn sequential_flushes_chunk_like_the_whole_file(
+        seed in any::<u64>(),
+        sizes in proptest::collection::vec(1usize..3_000, 1..25),
+    ) {
+        let total: usize = sizes.iter().sum();
+        let bytes = data(total, seed);
+        let (got, puts_second) = block_on(async {
+            let f = fixture();
+            let node = create(&f.engine, "a").await;
+            let mut offset = 0;
+            for s in &sizes {
+                let piece = Bytes::copy_from_slice(&bytes[offset..offset + s]);
+                f.engine.write(node, offset as u64, piece, Stability::FileSync).await.expect("write");
+                offset += s;
+            }
+            assert_eq!(read_all(&f.engine, node, total as u64).await, bytes);
+            let got: Vec<(u64, u64, Vec<u8>)> =
+                f.meta.extents(node.ino).into_iter().map(|e| (e.offset, e.length, e.hash)).collect();
+            // Writing the same content again, all at once, stores nothing new.
+            let puts = f.chunks.puts();
+            let other = create(&f.engine, "b").await;
+            f.engine.write(other, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+            (got, f.chunks.puts() - puts)
+        });
+        let params = ChunkerParams::new(MIN, AVG, MAX).expect("params");
+        let want: Vec<(u64, u64, Vec<u8>)> = chunk_and_hash(&bytes, params)
+            .into_iter()
+            .map(|c| (c.offset as u64, c.len as u64, c.hash.as_bytes().to_vec()))
+            .collect();
+        prop_assert_eq!(got, want);
+        prop_assert_eq!(puts_second, 0);
+    }
+
+    /// Random writes (any offsets, overlaps, stabilities, commits) read back like a byte
+    /// model, before and after the final commit, and the extents tile the file.
+    #[test]
+    fn random_writes_match_a_byte_model(
+        ops in proptest::collection::vec((0usize..12_000, 1usize..2_500, 0u8..4), 1..30),
+    ) {
+        block_on(async {
+            let f = fixture();
+            let node = create(&f.engine, "a").await;
+            let mut model: Vec<u8> = Vec::new();
+            for (i, (offset, len, how)) in ops.iter().enumerate() {
+                let piece = data(*len, i as u64 + 1);
+                let stable = match how { 0 => Stability::FileSync, _ => Stability::Unstable };
+                f.engine.write(node, *offset as u64, Bytes::from(piece.clone()), stable).await.expect("write");
+                if model.len() < offset + len {
+                    model.resize(offset + len, 0);
+                }
+                model[*offset..offset + len].copy_from_slice(&piece);
+                if *how == 3 {
+                    f.engine.commit(node).await.expect("commit");
+                }
+            }
+            assert_eq!(read_all(&f.engine, node, model.len() as u64).await, model);
+            f.engine.commit(node).await.expect("commit");
+            assert_eq!(read_all(&f.engine, node, model.len() as u64).await, model);
+            assert_well_formed(&f.meta, node.ino, model.len() as u64);
+        });
+    }
+}

@@ -1,0 +1,147 @@
+//! WRITE, COMMIT and size-changing SETATTR: how client writes enter the dirty buffers and
+//! when they must be made durable before the answer.
+//!
+//! Owns the budget handshake (permits before data enters a buffer; a writer that must wait
+//! wakes the background flusher) and the stability rules (UNSTABLE answered from the
+//! buffer, DATA_SYNC/FILE_SYNC flushed before the answer and reported as FILE_SYNC).
+//! Must never answer FILE_SYNC before the flush succeeded, nor let a flush that started
+//! before a truncation commit after it (the truncation holds the file's flush lock).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use proto::{FileHandle, FsError, pb};
+
+use super::files::FileState;
+use super::{ChunkApi, Engine, MetaApi, lock};
+use crate::vfs::{Stability, WriteReply};
+
+/// Counts a writer waiting for budget while it exists (also if the write is cancelled).
+struct WaitingWriter<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingWriter<'a> {
+    fn enter(count: &'a AtomicUsize) -> WaitingWriter<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        WaitingWriter(count)
+    }
+}
+
+impl Drop for WaitingWriter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Largest file offset the engine accepts (keeps offsets representable as `i64` for NFS).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+
+impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
+    /// Attributes of a tracked file: cached if fresh, else from metad; size extended over
+    /// the buffered data.
+    pub(super) async fn file_attr(&self, node: FileHandle, file: &FileState) -> Result<pb::Attr, FsError> {
+        let cached = lock(&file.inner).fresh_attr(Instant::now());
+        let attr = match cached {
+            Some(a) => a,
+            None => {
+                let a = self.meta.get_attr(node.into()).await?;
+                file.remember_attr(&a);
+                a
+            }
+        };
+        Ok(lock(&file.inner).with_buffered_size(attr))
+    }
+
+    pub(super) async fn write_impl(
+        &self,
+        node: FileHandle,
+        offset: u64,
+        data: Bytes,
+        stable: Stability,
+    ) -> Result<WriteReply, FsError> {
+        let len = data.len() as u64;
+        offset.checked_add(len).filter(|e| *e <= MAX_FILE_SIZE).ok_or(FsError::TooBig)?;
+        let file = self.files.get_or_insert(node);
+        let before = self.file_attr(node, &file).await?;
+        match pb::FileType::try_from(before.kind) {
+            Ok(pb::FileType::Regular) => {}
+            Ok(pb::FileType::Directory) => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid("not a regular file".into())),
+        }
+        if len > 0 {
+            self.buffer_write(&file, offset, data, stable).await?;
+        }
+        let committed = match stable {
+            Stability::Unstable => Stability::Unstable,
+            Stability::DataSync | Stability::FileSync => {
+                self.flush_file(node, &file).await?;
+                Stability::FileSync
+            }
+        };
+        let after = self.file_attr(node, &file).await?;
+        Ok(WriteReply { before, after, committed })
+    }
+
+    /// Takes budget (waiting if needed) and records the data in the file's buffer.
+    async fn buffer_write(&self, file: &Arc<FileState>, offset: u64, data: Bytes, stable: Stability) -> Result<(), FsError> {
+        let want = data.len() as u64;
+        let got = match self.budget.try_acquire(want) {
+            Some(n) => n,
+            None => {
+                let _waiting = WaitingWriter::enter(&self.writers_waiting);
+                self.pressure.notify_one();
+                self.budget.acquire(want).await?
+            }
+        };
+        let excess = {
+            let mut inner = lock(&file.inner);
+            inner.held += got;
+            inner.buf.insert(offset, data);
+            inner.last_write = Instant::now();
+            if stable == Stability::Unstable {
+                inner.unstable_acked = true;
+            }
+            inner.excess_permits()
+        };
+        self.budget.release(excess);
+        if self.budget.available() < self.budget.capacity() / 4 {
+            self.pressure.notify_one();
+        }
+        Ok(())
+    }
+
+    pub(super) async fn commit_impl(&self, node: FileHandle) -> Result<pb::Attr, FsError> {
+        match self.files.get(&node) {
+            Some(file) => {
+                self.flush_file(node, &file).await?;
+                self.file_attr(node, &file).await
+            }
+            None => self.meta.get_attr(node.into()).await,
+        }
+    }
+
+    pub(super) async fn setattr_impl(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
+        let node: FileHandle = req.node.ok_or(FsError::BadHandle)?.into();
+        let Some(file) = self.files.get(&node) else {
+            return self.meta.set_attr(req).await;
+        };
+        // A size change must not race a flush: flush what is buffered, then truncate, all
+        // under the flush lock so no older flush commits beyond the new size afterwards.
+        let _guard = if req.size.is_some() {
+            let guard = file.flush_lock.lock().await;
+            self.flush_locked(node, &file).await?;
+            Some(guard)
+        } else {
+            None
+        };
+        let mut reply = self.meta.set_attr(req).await?;
+        if let Some(after) = &reply.after {
+            file.remember_attr(after);
+        }
+        let inner = lock(&file.inner);
+        reply.before = reply.before.map(|a| inner.with_buffered_size(a));
+        reply.after = reply.after.map(|a| inner.with_buffered_size(a));
+        Ok(reply)
+    }
+}
