@@ -5,6 +5,9 @@
 //! gives them back. Must never drop data or fail a write for lack of budget, and never
 //! deadlock on a single write larger than the whole budget (such a write takes the whole
 //! budget and is allowed to overshoot).
+//!
+//! Publishes the bytes held as the `tessera_gateway_dirty_bytes` gauge: 0 means every
+//! acknowledged write is durable.
 
 use proto::FsError;
 use tokio::sync::Semaphore;
@@ -30,6 +33,11 @@ impl Budget {
         self.sem.available_permits() as u64
     }
 
+    fn publish(&self) {
+        let held = self.capacity.saturating_sub(self.available());
+        metrics::gauge!(cluster::metrics::GATEWAY_DIRTY_BYTES).set(held as f64);
+    }
+
     fn clamp(&self, want: u64) -> u32 {
         want.min(self.capacity).min(u64::from(u32::MAX)) as u32
     }
@@ -39,6 +47,7 @@ impl Budget {
         let n = self.clamp(want);
         let permit = self.sem.try_acquire_many(n).ok()?;
         permit.forget();
+        self.publish();
         Some(u64::from(n))
     }
 
@@ -52,12 +61,14 @@ impl Budget {
             .await
             .map_err(|_| FsError::Internal("write buffer budget closed".into()))?;
         permit.forget();
+        self.publish();
         Ok(u64::from(n))
     }
 
     pub fn release(&self, n: u64) {
         if n > 0 {
             self.sem.add_permits(n.min(self.capacity) as usize);
+            self.publish();
         }
     }
 }

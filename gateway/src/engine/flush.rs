@@ -73,6 +73,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                     inner.excess_permits()
                 };
                 self.budget.release(excess);
+                metrics::counter!(cluster::metrics::GATEWAY_FLUSHES).increment(1);
                 Ok(())
             }
             Err(e @ (FsError::Stale | FsError::NotFound)) => {
