@@ -30,3 +30,6 @@ pub mod store;
 pub mod validate;
 
 pub use error::MetadError;
+
+#[cfg(test)]
+mod storage_suite;
