@@ -25,11 +25,15 @@ pub mod extents;
 pub mod fsm;
 pub mod log_store;
 pub mod model;
+pub mod network;
+pub mod node;
+pub mod service;
 pub mod state_machine;
 pub mod store;
 pub mod validate;
 
 pub use error::MetadError;
+pub use node::{Metad, MetadOptions};
 
 #[cfg(test)]
 mod storage_suite;
