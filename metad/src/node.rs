@@ -30,6 +30,9 @@ use crate::state_machine::StateMachineStore;
 /// How long [`Metad::open`] waits for a leader before giving up.
 pub const LEADER_DEADLINE: Duration = Duration::from_secs(15);
 
+/// How long [`Metad::shutdown`] waits for Raft's tasks to release the store.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How to start a metad node.
 #[derive(Debug, Clone)]
 pub struct MetadOptions {
@@ -122,9 +125,21 @@ impl Metad {
         }
     }
 
-    /// Stops Raft. Drop every clone (and the services) afterwards to close the store.
+    /// Stops Raft and waits (up to [`SHUTDOWN_DEADLINE`]) until openraft's background tasks
+    /// have released the store. The file closes when the last clone of this handle (and of
+    /// the services built from it) is dropped.
     pub async fn shutdown(&self) -> Result<()> {
-        self.inner.raft.shutdown().await.map_err(raft_err)
+        self.inner.raft.shutdown().await.map_err(raft_err)?;
+        // openraft's workers (state machine, replication) finish shortly after the core task
+        // and drop their store handles then; there is no event for it, so poll the count.
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+        while Arc::strong_count(&self.inner.db) > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MetadError::Timeout { what: "Raft tasks to release the store" });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 
     /// The Raft handle (membership changes, metrics), for the binary and tests.
