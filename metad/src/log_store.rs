@@ -115,7 +115,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some((_, v)) => Some(decode_entry(v.value())?.log_id),
                 None => None,
             };
-            Ok(LogState { last_log_id: last.or_else(|| last_purged_log_id.clone()), last_purged_log_id })
+            Ok(LogState { last_log_id: last.or(last_purged_log_id), last_purged_log_id })
         })
         .await
         .map_err(MetadError::into_io)
@@ -126,7 +126,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let vote = vote.clone();
+        let vote = *vote;
         blocking::run(&self.db, move |db| write_meta(db, "vote", &vote, Durability::Immediate))
             .await
             .map_err(MetadError::into_io)

@@ -103,10 +103,8 @@ impl Metad {
             .metrics(|m| m.current_leader.is_some() && m.state != ServerState::Candidate, "a known leader")
             .await
             .map_err(|_| MetadError::Timeout { what: "a Raft leader" })?;
-        if m.current_leader == Some(opts.node_id) {
-            if let Some((name, path)) = &opts.default_share {
-                metad.ensure_share(name, path).await?;
-            }
+        if let (true, Some((name, path))) = (m.current_leader == Some(opts.node_id), &opts.default_share) {
+            metad.ensure_share(name, path).await?;
         }
         tracing::info!(node_id = opts.node_id, leader = ?m.current_leader, term = m.current_term, "metad started");
         Ok(metad)

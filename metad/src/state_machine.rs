@@ -179,12 +179,12 @@ fn apply_batch(db: &Database, entries: Vec<Entry>) -> Result<Vec<CommandResult>>
                 EntryPayload::Blank => Ok(Reply::Nothing),
                 EntryPayload::Normal(cmd) => tables.apply(cmd)?,
                 EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(entry.log_id.clone()), m.clone()));
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
                     Ok(Reply::Nothing)
                 }
             };
             results.push(r);
-            last = Some(entry.log_id.clone());
+            last = Some(entry.log_id);
         }
         access::put_json(&mut meta, "last_applied", "last applied", &last)?;
         if let Some(m) = membership {

@@ -1,6 +1,8 @@
 //! Filesystem behaviour of metad, driven through the `Meta` service implementation on a real
 //! single-voter Raft group with its redb store in a temporary directory.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (workspace lint note)
+
 use std::path::Path;
 
 use metad::service::control::ControlService;
