@@ -1,0 +1,144 @@
+//! The records metad persists: inodes, shares and extents, and their byte encodings.
+//!
+//! Owns: the in-store shape of every state-machine value and the functions that encode and
+//! decode them. Decoding is the only place that trusts bytes from disk, so it never panics and
+//! reports a [`MetadError::Corrupt`] for anything malformed.
+//! Must never: open tables or transactions (that is `store`), or know about gRPC.
+//!
+//! Encodings: inode and share records are versioned serde-JSON structs (the store's schema
+//! version in the `schema` table covers their layout); extents, the hottest and most numerous
+//! rows, use a fixed 56-byte big-endian layout.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MetadError, Result};
+
+/// Length of a chunk name (BLAKE3).
+pub const HASH_LEN: usize = 32;
+
+/// What kind of object an inode is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+}
+
+/// One inode. Times are nanoseconds since the Unix epoch, stamped by the proposer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Inode {
+    pub share_id: u64,
+    pub generation: u64,
+    pub kind: FileKind,
+    /// Permission bits only (07777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    /// Bytes of content referenced by extents.
+    pub used: u64,
+    pub atime_ns: i64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+    pub btime_ns: i64,
+    /// Bumped on every change of the inode (NFS change attribute).
+    pub change: u64,
+    /// Directories: the parent directory's inode (the root names itself).
+    pub parent: u64,
+    /// Directories: the slot (readdir cookie) the next entry gets. Starts at [`FIRST_SLOT`].
+    pub next_slot: u64,
+    /// Regular files created EXCLUSIVE: the client's verifier, for retransmissions.
+    pub verifier: Option<[u8; 8]>,
+}
+
+/// Cookies 1 and 2 are reserved for "." and ".."; real entries start here.
+pub const FIRST_SLOT: u64 = 3;
+
+/// An inode together with its number: what attribute replies are built from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AttrOut {
+    pub ino: u64,
+    pub inode: Inode,
+}
+
+/// A share: an exported namespace with its own root directory and usage counters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ShareRec {
+    pub name: String,
+    pub export_path: String,
+    pub root_ino: u64,
+    /// Inodes in use in the share (the root included).
+    pub files: u64,
+    /// Sum of extent lengths of the share's files.
+    pub bytes_used: u64,
+}
+
+/// A byte range `[offset, offset + length)` of a file mapped onto a slice of a chunk.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: u64,
+    pub length: u64,
+    pub hash: [u8; HASH_LEN],
+    pub chunk_offset: u64,
+    pub chunk_length: u64,
+}
+
+impl Extent {
+    /// One past the last file byte this extent covers (validated extents never overflow).
+    pub fn end(&self) -> u64 {
+        self.offset.saturating_add(self.length)
+    }
+}
+
+/// Encoded length of an extent value (everything but the offset, which is in the key).
+pub const EXTENT_VALUE_LEN: usize = 8 + HASH_LEN + 8 + 8;
+
+/// Encodes the value part of an extent row: `length | hash | chunk_offset | chunk_length`.
+pub fn encode_extent_value(e: &Extent) -> [u8; EXTENT_VALUE_LEN] {
+    let mut out = [0u8; EXTENT_VALUE_LEN];
+    out[0..8].copy_from_slice(&e.length.to_be_bytes());
+    out[8..40].copy_from_slice(&e.hash);
+    out[40..48].copy_from_slice(&e.chunk_offset.to_be_bytes());
+    out[48..56].copy_from_slice(&e.chunk_length.to_be_bytes());
+    out
+}
+
+/// Decodes an extent row whose key carried `offset`.
+pub fn decode_extent_value(offset: u64, bytes: &[u8]) -> Result<Extent> {
+    let b: &[u8; EXTENT_VALUE_LEN] = bytes.try_into().map_err(|_| MetadError::Corrupt {
+        what: "extent",
+        reason: format!("{} bytes, expected {EXTENT_VALUE_LEN}", bytes.len()),
+    })?;
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_be_bytes(w)
+    };
+    let mut hash = [0u8; HASH_LEN];
+    hash.copy_from_slice(&b[8..40]);
+    Ok(Extent { offset, length: word(0), hash, chunk_offset: word(40), chunk_length: word(48) })
+}
+
+/// Encodes a JSON record.
+pub fn encode_json<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| MetadError::Codec { what, source })
+}
+
+/// Decodes a JSON record read from the store.
+pub fn decode_json<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| MetadError::Corrupt { what, reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extent_value_round_trips_and_rejects_bad_lengths() {
+        let e = Extent { offset: 7, length: 100, hash: [9; 32], chunk_offset: 5, chunk_length: 200 };
+        let v = encode_extent_value(&e);
+        assert_eq!(decode_extent_value(7, &v).unwrap(), e);
+        assert!(matches!(decode_extent_value(7, &v[..55]), Err(MetadError::Corrupt { .. })));
+        assert!(matches!(decode_json::<Inode>("inode", b"{nope"), Err(MetadError::Corrupt { .. })));
+    }
+}

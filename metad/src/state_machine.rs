@@ -1,0 +1,293 @@
+//! openraft's state machine over the redb file: apply batches, snapshots, applied state.
+//!
+//! Owns: the `sm_meta` and `snapshot` tables and the transaction boundaries of the state
+//! machine. One apply batch = one write transaction that holds the data changes of every entry
+//! *and* `last_applied`/`last_membership`, so a restart never sees one without the other.
+//! Applies commit with `Durability::None`: the Raft log (fsynced on append) is the source of
+//! truth, the next immediate commit (any log append) makes them durable, and entries at or
+//! below `last_applied` are skipped so a replay after a crash is idempotent.
+//!
+//! Snapshots are a serde-JSON image of the state-machine tables, built from one MVCC read
+//! transaction (apply is not blocked while it is serialised) and kept as the current snapshot
+//! in the `snapshot` table. The image is held in memory whole: fine for the walking skeleton,
+//! to be replaced by a streamed format before namespaces get large.
+//! Must never: touch the Raft log tables, or answer a client before its batch has committed.
+
+use std::io;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::blocking;
+use crate::command::alias::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership};
+use crate::command::{CommandResult, Reply, TypeConfig};
+use crate::error::{MetadError, Result};
+use crate::fsm::apply::WriteTables;
+use crate::model;
+use crate::store::{self, access};
+
+/// Version of the snapshot image format.
+const IMAGE_FORMAT: u32 = 1;
+
+/// The state machine of one metad node. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    db: Arc<Database>,
+}
+
+impl StateMachineStore {
+    pub fn new(db: Arc<Database>) -> Self {
+        StateMachineStore { db }
+    }
+
+    /// The database, for linearizable reads after the read index has been applied.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+}
+
+/// Every state-machine row, as a snapshot carries it.
+#[derive(Serialize, Deserialize, Default)]
+struct Image {
+    format: u32,
+    counters: Vec<(String, u64)>,
+    inodes: Vec<(u64, Vec<u8>)>,
+    dentries: Vec<(u64, Vec<u8>, u64, u64)>,
+    extents: Vec<(u64, u64, Vec<u8>)>,
+    chunk_refs: Vec<(Vec<u8>, u64)>,
+    shares: Vec<(u64, Vec<u8>)>,
+    share_paths: Vec<(String, u64)>,
+}
+
+fn applied_state(rtx: &ReadTransaction) -> Result<(Option<LogId>, StoredMembership)> {
+    let meta = rtx.open_table(store::SM_META)?;
+    let last: Option<LogId> = access::get_json(&meta, "last_applied", "last applied")?;
+    let membership: Option<StoredMembership> = access::get_json(&meta, "last_membership", "membership")?;
+    Ok((last, membership.unwrap_or_default()))
+}
+
+fn dump(rtx: &ReadTransaction) -> Result<Image> {
+    let mut img = Image { format: IMAGE_FORMAT, ..Image::default() };
+    for row in rtx.open_table(store::COUNTERS)?.iter()? {
+        let (k, v) = row?;
+        img.counters.push((k.value().to_string(), v.value()));
+    }
+    for row in rtx.open_table(store::INODES)?.iter()? {
+        let (k, v) = row?;
+        img.inodes.push((k.value(), v.value().to_vec()));
+    }
+    for row in rtx.open_table(store::DENTRIES)?.iter()? {
+        let (k, v) = row?;
+        let (dir, name) = k.value();
+        let (slot, ino) = v.value();
+        img.dentries.push((dir, name.to_vec(), slot, ino));
+    }
+    for row in rtx.open_table(store::EXTENTS)?.iter()? {
+        let (k, v) = row?;
+        let (ino, off) = k.value();
+        img.extents.push((ino, off, v.value().to_vec()));
+    }
+    for row in rtx.open_table(store::CHUNK_REFS)?.iter()? {
+        let (k, v) = row?;
+        img.chunk_refs.push((k.value().to_vec(), v.value()));
+    }
+    for row in rtx.open_table(store::SHARES)?.iter()? {
+        let (k, v) = row?;
+        img.shares.push((k.value(), v.value().to_vec()));
+    }
+    for row in rtx.open_table(store::SHARE_PATHS)?.iter()? {
+        let (k, v) = row?;
+        img.share_paths.push((k.value().to_string(), v.value()));
+    }
+    Ok(img)
+}
+
+/// Replaces every state-machine table by the image's rows.
+fn load(wtx: &WriteTransaction, img: &Image) -> Result<()> {
+    let mut counters = wtx.open_table(store::COUNTERS)?;
+    counters.retain(|_, _| false)?;
+    for (k, v) in &img.counters {
+        counters.insert(k.as_str(), *v)?;
+    }
+    let mut inodes = wtx.open_table(store::INODES)?;
+    inodes.retain(|_, _| false)?;
+    for (k, v) in &img.inodes {
+        inodes.insert(*k, v.as_slice())?;
+    }
+    let mut dentries = wtx.open_table(store::DENTRIES)?;
+    dentries.retain(|_, _| false)?;
+    let mut slots = wtx.open_table(store::DIR_SLOTS)?;
+    slots.retain(|_, _| false)?;
+    for (dir, name, slot, ino) in &img.dentries {
+        dentries.insert((*dir, name.as_slice()), (*slot, *ino))?;
+        slots.insert((*dir, *slot), (name.as_slice(), *ino))?;
+    }
+    let mut extents = wtx.open_table(store::EXTENTS)?;
+    extents.retain(|_, _| false)?;
+    for (ino, off, v) in &img.extents {
+        if v.len() != model::EXTENT_VALUE_LEN {
+            return Err(MetadError::Corrupt { what: "snapshot extent", reason: format!("{} bytes", v.len()) });
+        }
+        extents.insert((*ino, *off), v.as_slice())?;
+    }
+    let mut refs = wtx.open_table(store::CHUNK_REFS)?;
+    refs.retain(|_, _| false)?;
+    for (k, v) in &img.chunk_refs {
+        refs.insert(k.as_slice(), *v)?;
+    }
+    let mut shares = wtx.open_table(store::SHARES)?;
+    shares.retain(|_, _| false)?;
+    for (k, v) in &img.shares {
+        shares.insert(*k, v.as_slice())?;
+    }
+    let mut paths = wtx.open_table(store::SHARE_PATHS)?;
+    paths.retain(|_, _| false)?;
+    for (k, v) in &img.share_paths {
+        paths.insert(k.as_str(), *v)?;
+    }
+    Ok(())
+}
+
+fn save_current_snapshot(wtx: &WriteTransaction, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+    let mut t = wtx.open_table(store::SNAPSHOT)?;
+    access::put_json(&mut t, "meta", "snapshot meta", meta)?;
+    t.insert("data", data)?;
+    Ok(())
+}
+
+/// Applies a batch in one write transaction; returns one result per entry.
+fn apply_batch(db: &Database, entries: Vec<Entry>) -> Result<Vec<CommandResult>> {
+    let mut wtx = db.begin_write()?;
+    wtx.set_durability(Durability::None)?;
+    let mut results = Vec::with_capacity(entries.len());
+    {
+        let mut meta = wtx.open_table(store::SM_META)?;
+        let mut last: Option<LogId> = access::get_json(&meta, "last_applied", "last applied")?;
+        let mut membership: Option<StoredMembership> = None;
+        let mut tables = WriteTables::open(&wtx)?;
+        for entry in entries {
+            if last.as_ref().is_some_and(|l| l.index() >= entry.log_id.index()) {
+                // Already applied before a restart: replaying must not apply it twice.
+                results.push(Ok(Reply::Nothing));
+                continue;
+            }
+            let r = match &entry.payload {
+                EntryPayload::Blank => Ok(Reply::Nothing),
+                EntryPayload::Normal(cmd) => tables.apply(cmd)?,
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(entry.log_id), m.clone()));
+                    Ok(Reply::Nothing)
+                }
+            };
+            results.push(r);
+            last = Some(entry.log_id);
+        }
+        access::put_json(&mut meta, "last_applied", "last applied", &last)?;
+        if let Some(m) = membership {
+            access::put_json(&mut meta, "last_membership", "membership", &m)?;
+        }
+    }
+    wtx.commit()?;
+    Ok(results)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        blocking::run(&self.db, |db| {
+            let (meta, data) = {
+                let rtx = db.begin_read()?;
+                let (last_log_id, last_membership) = applied_state(&rtx)?;
+                let img = dump(&rtx)?;
+                let data = model::encode_json("snapshot image", &img)?;
+                (SnapshotMeta { last_log_id, last_membership }, data)
+            };
+            let mut wtx = db.begin_write()?;
+            wtx.set_durability(Durability::None)?;
+            save_current_snapshot(&wtx, &meta, &data)?;
+            wtx.commit()?;
+            Ok(Snapshot { meta, snapshot: data })
+        })
+        .await
+        .map_err(MetadError::into_io)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = StateMachineStore;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        blocking::run(&self.db, |db| applied_state(&db.begin_read()?)).await.map_err(MetadError::into_io)
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let n = batch.len() as u64;
+        let results = blocking::run(&self.db, move |db| apply_batch(db, batch)).await.map_err(MetadError::into_io)?;
+        metrics::counter!(cluster::metrics::RAFT_COMMITS).increment(n);
+        for (responder, result) in responders.into_iter().zip(results) {
+            if let Some(r) = responder {
+                r.send(result);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+        let meta = meta.clone();
+        blocking::run(&self.db, move |db| {
+            let img: Image = model::decode_json("snapshot image", &snapshot)?;
+            if img.format != IMAGE_FORMAT {
+                return Err(MetadError::Corrupt { what: "snapshot image", reason: format!("format {}", img.format) });
+            }
+            let mut wtx = db.begin_write()?;
+            wtx.set_durability(Durability::Immediate)?;
+            load(&wtx, &img)?;
+            {
+                let mut m = wtx.open_table(store::SM_META)?;
+                access::put_json(&mut m, "last_applied", "last applied", &meta.last_log_id)?;
+                access::put_json(&mut m, "last_membership", "membership", &meta.last_membership)?;
+            }
+            save_current_snapshot(&wtx, &meta, &snapshot)?;
+            wtx.commit()?;
+            Ok(())
+        })
+        .await
+        .map_err(MetadError::into_io)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        blocking::run(&self.db, |db| {
+            let rtx = db.begin_read()?;
+            let t = rtx.open_table(store::SNAPSHOT)?;
+            let meta: Option<SnapshotMeta> = access::get_json(&t, "meta", "snapshot meta")?;
+            let Some(meta) = meta else { return Ok(None) };
+            let data = t.get("data")?.map(|v| v.value().to_vec()).unwrap_or_default();
+            Ok(Some(Snapshot { meta, snapshot: data }))
+        })
+        .await
+        .map_err(MetadError::into_io)
+    }
+}

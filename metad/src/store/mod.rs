@@ -1,0 +1,137 @@
+//! The one redb file behind a metad node: its tables, its schema version, and opening it.
+//!
+//! Owns: every table definition (Raft log, Raft meta, state machine, snapshot, schema), the
+//! schema-version check at open, and small typed accessors shared by apply, reads and
+//! snapshots ([`access`]).
+//! Must never: decide filesystem semantics (that is `fsm`) or talk to openraft (that is
+//! `log_store` / `state_machine`).
+
+pub mod access;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::error::{MetadError, Result};
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u64 = 1;
+/// File name of the store inside metad's data directory.
+pub const DB_FILE: &str = "metad.redb";
+
+/// `"version"` -> schema version, stamped at creation.
+pub const SCHEMA: TableDefinition<&str, u64> = TableDefinition::new("schema");
+
+// ---- Raft log and Raft meta (written with Durability::Immediate) ----
+/// log index -> serde-JSON `Entry<TypeConfig>`.
+pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// `"vote"`, `"committed"`, `"last_purged"` -> serde JSON.
+pub const RAFT_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+
+// ---- State machine (written once per apply batch) ----
+/// `"last_applied"`, `"last_membership"` -> serde JSON.
+pub const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
+/// Named counters: `"next_ino"`, `"next_share_id"`.
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// ino -> JSON [`crate::model::Inode`].
+pub const INODES: TableDefinition<u64, &[u8]> = TableDefinition::new("inodes");
+/// (dir ino, name) -> (slot, child ino).
+pub const DENTRIES: TableDefinition<(u64, &[u8]), (u64, u64)> = TableDefinition::new("dentries");
+/// (dir ino, slot) -> (name, child ino): the readdir order.
+pub const DIR_SLOTS: TableDefinition<(u64, u64), (&[u8], u64)> = TableDefinition::new("dir_slots");
+/// (ino, file offset) -> 56-byte extent value.
+pub const EXTENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("extents");
+/// chunk hash -> number of extents referencing it.
+pub const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("chunk_refs");
+/// share id -> JSON [`crate::model::ShareRec`].
+pub const SHARES: TableDefinition<u64, &[u8]> = TableDefinition::new("shares");
+/// export path -> share id.
+pub const SHARE_PATHS: TableDefinition<&str, u64> = TableDefinition::new("share_paths");
+
+// ---- The current snapshot (built or installed) ----
+/// `"meta"` -> JSON `SnapshotMeta`, `"data"` -> snapshot image bytes.
+pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+/// Opens (or creates) `dir/metad.redb`, creating every table and stamping the schema version
+/// on a new file; refuses a file stamped with a version this build does not understand.
+pub fn open(dir: &Path) -> Result<Arc<Database>> {
+    std::fs::create_dir_all(dir).map_err(|source| MetadError::DataDir { path: dir.to_path_buf(), source })?;
+    let path = dir.join(DB_FILE);
+    let db = Database::create(&path)?;
+    check_or_stamp_schema(&db, &path)?;
+    Ok(Arc::new(db))
+}
+
+fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
+    let found = {
+        let rtx = db.begin_read()?;
+        match rtx.open_table(SCHEMA) {
+            Ok(t) => t.get("version")?.map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    match found {
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) => Err(MetadError::SchemaVersion { path: PathBuf::from(path), found, supported: SCHEMA_VERSION }),
+        None => {
+            let wtx = db.begin_write()?;
+            {
+                // A file without a schema stamp is new only if it has no Raft state either.
+                let log = wtx.open_table(RAFT_LOG)?;
+                if log.iter()?.next().is_some() {
+                    return Err(MetadError::Corrupt { what: "schema", reason: "store has a log but no schema version".into() });
+                }
+                let mut schema = wtx.open_table(SCHEMA)?;
+                schema.insert("version", SCHEMA_VERSION)?;
+                wtx.open_table(RAFT_META)?;
+                wtx.open_table(SM_META)?;
+                wtx.open_table(COUNTERS)?;
+                wtx.open_table(INODES)?;
+                wtx.open_table(DENTRIES)?;
+                wtx.open_table(DIR_SLOTS)?;
+                wtx.open_table(EXTENTS)?;
+                wtx.open_table(CHUNK_REFS)?;
+                wtx.open_table(SHARES)?;
+                wtx.open_table(SHARE_PATHS)?;
+                wtx.open_table(SNAPSHOT)?;
+            }
+            wtx.commit()?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_a_schema_version_it_does_not_understand() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let wtx = db.begin_write().unwrap();
+            wtx.open_table(SCHEMA).unwrap().insert("version", SCHEMA_VERSION + 1).unwrap();
+            wtx.commit().unwrap();
+        }
+        match open(dir.path()) {
+            Err(MetadError::SchemaVersion { found, supported, .. }) => {
+                assert_eq!(found, SCHEMA_VERSION + 1);
+                assert_eq!(supported, SCHEMA_VERSION);
+            }
+            other => panic!("expected a schema version error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_the_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        let db = open(dir.path()).unwrap();
+        let v = db.begin_read().unwrap().open_table(SCHEMA).unwrap().get("version").unwrap().map(|g| g.value());
+        assert_eq!(v, Some(SCHEMA_VERSION));
+    }
+}
