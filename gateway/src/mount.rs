@@ -53,10 +53,16 @@ pub async fn call<V: Vfs>(vfs: &V, ctx: &CallContext, proc_num: u32, args: &[u8]
     }
 }
 
+/// `/export/` and `/export` name the same export, as they do for knfsd.
+fn normalize_export_path(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() { "/" } else { trimmed }
+}
+
 async fn mnt<V: Vfs>(vfs: &V, ctx: &CallContext, path: &[u8], w: &mut XdrWriter) -> ProcOutcome {
     let r: Result<FileHandle, FsError> = async {
         let path = std::str::from_utf8(path).map_err(|_| FsError::NotFound)?;
-        let share = vfs.mount(path).await?;
+        let share = vfs.mount(normalize_export_path(path)).await?;
         share
             .root
             .and_then(|root| root.node)
@@ -97,5 +103,19 @@ async fn export<V: Vfs>(vfs: &V, w: &mut XdrWriter) -> ProcOutcome {
             tracing::warn!(error = %e, "listing exports failed");
             ProcOutcome::SystemErr
         }
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::normalize_export_path;
+
+    #[test]
+    fn trailing_slashes_name_the_same_export() {
+        assert_eq!(normalize_export_path("/export/"), "/export");
+        assert_eq!(normalize_export_path("/export//"), "/export");
+        assert_eq!(normalize_export_path("/export"), "/export");
+        assert_eq!(normalize_export_path("/"), "/");
+        assert_eq!(normalize_export_path(""), "/");
     }
 }
