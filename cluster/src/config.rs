@@ -245,6 +245,7 @@ fn path_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PathBuf, D::
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err, reason = "figment::Jail's closures return figment's own error type")]
 mod tests {
     use super::*;
 

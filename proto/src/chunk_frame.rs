@@ -222,7 +222,7 @@ pub fn decode_request_body<'a>(header: &RequestHeader, body: &'a [u8]) -> Result
         }
         Op::Get => Ok(Request::Get { hash: ChunkHash::from_slice(body).ok_or(malformed)? }),
         Op::Has => {
-            if body.is_empty() || body.len() % HASH_LEN != 0 {
+            if body.is_empty() || !body.len().is_multiple_of(HASH_LEN) {
                 return Err(malformed);
             }
             let hashes = body.chunks_exact(HASH_LEN).filter_map(ChunkHash::from_slice).collect();

@@ -103,11 +103,10 @@ impl FsError {
         if let Ok(v) = self.code().parse() {
             status.metadata_mut().insert(ERROR_CODE_KEY, v);
         }
-        if let FsError::NotLeader { leader: Some(id) } = self {
-            if let Ok(v) = id.to_string().parse() {
+        if let FsError::NotLeader { leader: Some(id) } = self
+            && let Ok(v) = id.to_string().parse() {
                 status.metadata_mut().insert("x-tessera-leader", v);
             }
-        }
         status
     }
 

@@ -61,11 +61,10 @@ impl DirtyBuffer {
         }
         let end = offset + data.len() as u64;
         let mut overlapped: Vec<u64> = Vec::new();
-        if let Some((&o, p)) = self.pieces.range(..offset).next_back() {
-            if o + p.data.len() as u64 > offset {
+        if let Some((&o, p)) = self.pieces.range(..offset).next_back()
+            && o + p.data.len() as u64 > offset {
                 overlapped.push(o);
             }
-        }
         overlapped.extend(self.pieces.range(offset..end).map(|(&o, _)| o));
         for o in overlapped {
             let Some(old) = self.pieces.remove(&o) else { continue };
@@ -98,11 +97,10 @@ impl DirtyBuffer {
     /// Pieces overlapping `[offset, end)`, for a read.
     pub fn overlapping(&self, offset: u64, end: u64) -> Vec<(u64, Bytes)> {
         let mut out = Vec::new();
-        if let Some((&o, p)) = self.pieces.range(..offset).next_back() {
-            if o + p.data.len() as u64 > offset {
+        if let Some((&o, p)) = self.pieces.range(..offset).next_back()
+            && o + p.data.len() as u64 > offset {
                 out.push((o, p.data.clone()));
             }
-        }
         out.extend(self.pieces.range(offset..end).map(|(&o, p)| (o, p.data.clone())));
         out
     }

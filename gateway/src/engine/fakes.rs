@@ -129,13 +129,13 @@ impl MetaApi for FakeMeta {
     }
 
     async fn get_attr(&self, node: pb::NodeRef) -> Result<pb::Attr, FsError> {
-        self.with_node(Some(node), |i| Ok(i.attr.clone()))
+        self.with_node(Some(node), |i| Ok(i.attr))
     }
 
     async fn lookup(&self, req: pb::LookupRequest) -> Result<pb::LookupReply, FsError> {
         let ino = self.with_node(req.dir, |d| d.entries.get(&req.name).copied().ok_or(FsError::NotFound))?;
         let st = lock(&self.0.state);
-        let attr = st.inodes.get(&ino).map(|i| i.attr.clone()).ok_or(FsError::NotFound)?;
+        let attr = st.inodes.get(&ino).map(|i| i.attr).ok_or(FsError::NotFound)?;
         Ok(pb::LookupReply { attr: Some(attr), dir: None })
     }
 
@@ -150,7 +150,7 @@ impl MetaApi for FakeMeta {
         d.entries.insert(req.name.clone(), ino);
         let kind = pb::FileType::try_from(req.kind).unwrap_or(pb::FileType::Regular);
         let attr = new_attr(ino, kind);
-        st.inodes.insert(ino, Inode { attr: attr.clone(), extents: BTreeMap::new(), entries: BTreeMap::new() });
+        st.inodes.insert(ino, Inode { attr, extents: BTreeMap::new(), entries: BTreeMap::new() });
         st.next_ino += 1;
         Ok(pb::CreateReply { attr: Some(attr), dir: None })
     }
@@ -165,7 +165,7 @@ impl MetaApi for FakeMeta {
             .map(|(i, (name, ino))| pb::DirEntry {
                 name,
                 cookie: i as u64 + 1,
-                attr: st.inodes.get(&ino).map(|n| n.attr.clone()),
+                attr: st.inodes.get(&ino).map(|n| n.attr),
             })
             .collect();
         Ok(pb::ReadDirReply { entries, eof: true, dir: None, cookie_verifier: 0 })
@@ -179,7 +179,7 @@ impl MetaApi for FakeMeta {
 
     async fn set_attr(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
         self.with_node(req.node, |i| {
-            let before = i.attr.clone();
+            let before = i.attr;
             if let Some(size) = req.size {
                 punch(&mut i.extents, size, u64::MAX);
                 i.attr.size = size;
@@ -187,7 +187,7 @@ impl MetaApi for FakeMeta {
             if let Some(mode) = req.mode {
                 i.attr.mode = mode;
             }
-            Ok(pb::SetAttrReply { before: Some(before), after: Some(i.attr.clone()) })
+            Ok(pb::SetAttrReply { before: Some(before), after: Some(i.attr) })
         })
     }
 
@@ -208,14 +208,14 @@ impl MetaApi for FakeMeta {
             next = ext_end(e);
         }
         self.with_node(req.node, |i| {
-            let before = i.attr.clone();
+            let before = i.attr;
             punch(&mut i.extents, lo, hi);
             for e in req.extents {
                 i.extents.insert(e.offset, e);
             }
             i.attr.size = i.attr.size.max(hi);
             i.attr.used = i.extents.values().map(|e| e.length).sum();
-            Ok(pb::CommitExtentsReply { before: Some(before), after: Some(i.attr.clone()) })
+            Ok(pb::CommitExtentsReply { before: Some(before), after: Some(i.attr) })
         })
     }
 
@@ -224,7 +224,7 @@ impl MetaApi for FakeMeta {
         self.with_node(req.node, |i| {
             let extents =
                 i.extents.values().filter(|e| e.offset < hi && ext_end(e) > lo).map(|e| clip(e, lo, hi)).collect();
-            Ok(pb::GetExtentsReply { attr: Some(i.attr.clone()), extents })
+            Ok(pb::GetExtentsReply { attr: Some(i.attr), extents })
         })
     }
 

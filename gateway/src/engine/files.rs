@@ -56,7 +56,7 @@ impl FileInner {
 
     /// Cached attributes if still fresh.
     pub fn fresh_attr(&self, now: Instant) -> Option<pb::Attr> {
-        self.attr.as_ref().filter(|(_, at)| now.duration_since(*at) < ATTR_TTL).map(|(a, _)| a.clone())
+        self.attr.as_ref().filter(|(_, at)| now.duration_since(*at) < ATTR_TTL).map(|(a, _)| *a)
     }
 
     /// `attr` with its size extended over the buffered data (read-your-writes).
@@ -94,7 +94,7 @@ impl FileState {
 
     /// Records attributes metad just returned for this file.
     pub fn remember_attr(&self, attr: &pb::Attr) {
-        lock(&self.inner).attr = Some((attr.clone(), Instant::now()));
+        lock(&self.inner).attr = Some((*attr, Instant::now()));
     }
 }
 

@@ -92,11 +92,10 @@ impl QuicChunks {
     /// The live connection, connecting if there is none or the last one was lost.
     async fn connection(&self) -> Result<Connection, FsError> {
         let mut slot = self.conn.lock().await;
-        if let Some(c) = slot.as_ref() {
-            if c.close_reason().is_none() {
+        if let Some(c) = slot.as_ref()
+            && c.close_reason().is_none() {
                 return Ok(c.clone());
             }
-        }
         *slot = None;
         let unavailable = |e: &dyn std::fmt::Display| FsError::Unavailable(format!("block daemon {}: {e}", self.addr));
         let connecting = self

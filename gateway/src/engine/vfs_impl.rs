@@ -23,11 +23,10 @@ pub const ASSUMED_FREE_FILES: u64 = 1 << 32;
 impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// `attr` with its size extended over data buffered here for the same node.
     fn with_buffered(&self, mut attr: pb::Attr) -> pb::Attr {
-        if let Some(n) = attr.node {
-            if let Some(end) = self.files.buffered_end(&FileHandle::from(n)) {
+        if let Some(n) = attr.node
+            && let Some(end) = self.files.buffered_end(&FileHandle::from(n)) {
                 attr.size = attr.size.max(end);
             }
-        }
         attr
     }
 }
