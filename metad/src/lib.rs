@@ -36,7 +36,7 @@ pub mod store;
 pub mod validate;
 
 pub use error::MetadError;
-pub use node::{Metad, MetadOptions};
+pub use node::{Bootstrap, Metad, MetadOptions};
 
 #[cfg(test)]
 mod storage_suite;
