@@ -113,6 +113,23 @@ async fn three_voters_replicate_and_fail_over() {
         assert_eq!(FsError::from_status(&r.unwrap_err()), FsError::NotLeader { leader: Some(leader_id) });
     }
 
+    // A snapshot replaces the log; a new learner can then only catch up by receiving it
+    // through the `FullSnapshot` RPC.
+    let lr = leader.metad.raft();
+    lr.trigger().snapshot().await.unwrap();
+    lr.wait(Some(DEADLINE))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index() >= applied), "snapshot built")
+        .await
+        .unwrap();
+    lr.trigger().purge_log(applied).await.unwrap();
+    lr.wait(Some(DEADLINE)).metrics(|m| m.purged.is_some_and(|p| p.index() >= applied), "log purged").await.unwrap();
+    let learner = start_learner(4).await;
+    lr.add_learner(4, openraft::BasicNode::new(learner.1.clone()), true).await.unwrap();
+    let m = learner.0.metad.raft().wait(Some(DEADLINE)).applied_index_at_least(Some(applied), "learner caught up").await.unwrap();
+    assert!(m.snapshot.is_some_and(|s| s.index() >= applied), "the learner installed the leader's snapshot");
+    let (learner_node, _, learner_dir) = learner;
+    nodes.push(learner_node);
+
     // Kill the leader: the two survivors elect a new one that still has the committed change.
     let pos = nodes.iter().position(|n| n.id == leader_id).unwrap();
     nodes.remove(pos).kill().await;
@@ -134,4 +151,20 @@ async fn three_voters_replicate_and_fail_over() {
     for n in nodes {
         n.kill().await;
     }
+    drop(learner_dir);
+}
+
+/// Starts a node that joins later (no bootstrap) and serves it; returns it and its address.
+async fn start_learner(id: u64) -> (Node, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = format!("http://{}", incoming.local_addr().unwrap());
+    let opts = MetadOptions { node_id: id, data_dir: dir.path().to_path_buf(), advertise_addr: addr.clone(), default_share: None };
+    let metad = Metad::start(&opts, Bootstrap::Join).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder().add_service(metad.meta_service()).add_service(metad.raft_service());
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    (Node { id, metad, stop: Some(stop), server }, addr, dir)
 }
