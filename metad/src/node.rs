@@ -75,6 +75,8 @@ fn raft_config() -> Result<Config> {
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
+        // Whole snapshots travel in one RPC (see `network`); give them time.
+        install_snapshot_timeout: 60_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
         ..Default::default()

@@ -368,3 +368,21 @@ async fn chunk_references_follow_the_extents() {
         .collect();
     assert_eq!(refs, vec![(0xA, 2), (0xB, 1), (0xC, 1), (0xF, 1)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_service_refuses_malformed_payloads() {
+    use metad::service::raft::RaftService;
+    use proto::pb::raft_server::Raft;
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let svc = RaftService::new(m.raft().clone());
+    let junk = || Request::new(pb::RaftPayload { data: b"\xff{not json".to_vec() });
+    assert_eq!(svc.append_entries(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(svc.vote(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(svc.full_snapshot(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let huge_header = Request::new(pb::RaftPayload { data: vec![0xff, 0xff, 0xff, 0xff, b'{'] });
+    assert_eq!(svc.full_snapshot(huge_header).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // The node is still serving.
+    assert_eq!(Fs::new(&m).root().await.ino, 1);
+    m.shutdown().await.unwrap();
+}
