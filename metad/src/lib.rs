@@ -6,14 +6,17 @@
 //! leader's read index.
 //!
 //! Module map (each module's doc says what it owns and must never do):
-//! - [`node`]: [`Metad`], the handle the binary opens, serves and shuts down.
+//! - [`node`]: [`Metad`] (open / start + wait_ready / read / write / shutdown), [`MetadOptions`],
+//!   [`Bootstrap`].
 //! - [`command`]: the Raft command enum, its replies, and the openraft type config.
-//! - [`fsm`]: namespace rules: applying commands and answering queries over the tables.
-//! - [`extents`], [`validate`], [`model`]: pure range arithmetic, input checks, record codecs.
+//! - [`fsm`]: namespace rules: applying commands ([`fsm::apply`]) and answering queries
+//!   ([`fsm::query`]) over the tables.
+//! - [`extents`], [`validate`], [`model`]: pure range arithmetic, input checks and limits,
+//!   record codecs.
 //! - [`store`]: the redb tables and schema version; [`log_store`] and [`state_machine`]:
-//!   openraft's storage traits over them.
+//!   openraft's storage traits over them; [`blocking`]: redb work off the async runtime.
 //! - [`network`]: openraft's network over the gRPC `Raft` service; [`service`]: the gRPC
-//!   adapters.
+//!   adapters (`Meta`, `Raft`, `Control`) and protobuf conversions.
 //!
 //! Architecture invariants: metad never knows which protocol (NFS/SMB) asked; apply never reads
 //! a clock; nothing assumes a single voter.
@@ -36,7 +39,7 @@ pub mod store;
 pub mod validate;
 
 pub use error::MetadError;
-pub use node::{Metad, MetadOptions};
+pub use node::{Bootstrap, Metad, MetadOptions};
 
 #[cfg(test)]
 mod storage_suite;

@@ -49,10 +49,11 @@ pub mod codec {
     pub const MAX_SNAPSHOT_HEADER: usize = 16 * 1024 * 1024;
 
     /// `len:u32be | header JSON | snapshot image`.
-    pub fn encode_snapshot(header: &SnapshotHeader, data: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
-        let h = serde_json::to_vec(header)?;
+    pub fn encode_snapshot(header: &SnapshotHeader, data: &[u8]) -> Result<Vec<u8>, String> {
+        let h = serde_json::to_vec(header).map_err(|e| e.to_string())?;
+        let len = u32::try_from(h.len()).ok().filter(|l| *l as usize <= MAX_SNAPSHOT_HEADER).ok_or("snapshot header too large")?;
         let mut out = Vec::with_capacity(4 + h.len() + data.len());
-        out.extend_from_slice(&(h.len() as u32).to_be_bytes());
+        out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&h);
         out.extend_from_slice(data);
         Ok(out)
@@ -176,7 +177,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let header = codec::SnapshotHeader { vote, meta: snapshot.meta };
-        let data = codec::encode_snapshot(&header, &snapshot.snapshot).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let data = codec::encode_snapshot(&header, &snapshot.snapshot).map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let target = self.target;
         let send = self.call::<SnapshotResponse<TypeConfig>, openraft::errors::Fatal<TypeConfig>>(Rpc::Snapshot, data, &option);
         tokio::select! {
@@ -206,6 +207,15 @@ impl PeerClient {
 #[cfg(test)]
 mod tests {
     use super::codec::*;
+
+    #[test]
+    fn snapshot_payload_round_trips() {
+        let header = SnapshotHeader { vote: openraft::Vote::new(3, 1), meta: Default::default() };
+        let bytes = encode_snapshot(&header, b"image").unwrap();
+        let (back, data) = decode_snapshot(&bytes).unwrap();
+        assert_eq!(back.meta, header.meta);
+        assert_eq!(data, b"image");
+    }
 
     #[test]
     fn snapshot_payload_rejects_bad_lengths() {

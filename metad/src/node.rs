@@ -46,6 +46,17 @@ pub struct MetadOptions {
     pub default_share: Option<(String, String)>,
 }
 
+/// How a node whose store has never been initialised forms its cluster.
+#[derive(Debug, Clone)]
+pub enum Bootstrap {
+    /// Become a one-voter cluster of this node (what `tessera dev` does).
+    SingleVoter,
+    /// Initialise with these voters (node id -> advertised address); run on one node only.
+    Members(BTreeMap<u64, String>),
+    /// Do nothing: wait to be added by an existing cluster.
+    Join,
+}
+
 /// A running metad node. Cheap to clone.
 #[derive(Clone)]
 pub struct Metad {
@@ -64,6 +75,8 @@ fn raft_config() -> Result<Config> {
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
+        // Whole snapshots travel in one RPC (see `network`); give them time.
+        install_snapshot_timeout: 60_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
         ..Default::default()
@@ -80,6 +93,15 @@ impl Metad {
     /// very first start, waits (up to [`LEADER_DEADLINE`]) for a leader, and — on the leader —
     /// ensures the default share exists.
     pub async fn open(opts: MetadOptions) -> Result<Metad> {
+        let metad = Metad::start(&opts, Bootstrap::SingleVoter).await?;
+        metad.wait_ready(opts.default_share.as_ref()).await?;
+        Ok(metad)
+    }
+
+    /// Opens the store and starts Raft without waiting for a leader. On a store that has never
+    /// been initialised, `bootstrap` says how the cluster is formed; on any other store it is
+    /// ignored (membership lives in the log).
+    pub async fn start(opts: &MetadOptions, bootstrap: Bootstrap) -> Result<Metad> {
         let db = crate::store::open(&opts.data_dir)?;
         let raft = Raft::new(
             opts.node_id,
@@ -95,19 +117,34 @@ impl Metad {
 
         let raft = &metad.inner.raft;
         if !raft.is_initialized().await.map_err(raft_err)? {
-            let members = BTreeMap::from([(opts.node_id, BasicNode::new(&opts.advertise_addr))]);
-            raft.initialize(members).await.map_err(raft_err)?;
+            let members = match bootstrap {
+                Bootstrap::SingleVoter => Some(BTreeMap::from([(opts.node_id, opts.advertise_addr.clone())])),
+                Bootstrap::Members(m) => Some(m),
+                Bootstrap::Join => None,
+            };
+            if let Some(members) = members {
+                let nodes: BTreeMap<u64, BasicNode> = members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+                raft.initialize(nodes).await.map_err(raft_err)?;
+            }
         }
-        let m = raft
+        Ok(metad)
+    }
+
+    /// Waits (up to [`LEADER_DEADLINE`]) until a leader is known; if it is this node, ensures
+    /// `default_share` (name, export path) exists.
+    pub async fn wait_ready(&self, default_share: Option<&(String, String)>) -> Result<()> {
+        let m = self
+            .inner
+            .raft
             .wait(Some(LEADER_DEADLINE))
             .metrics(|m| m.current_leader.is_some() && m.state != ServerState::Candidate, "a known leader")
             .await
             .map_err(|_| MetadError::Timeout { what: "a Raft leader" })?;
-        if let (true, Some((name, path))) = (m.current_leader == Some(opts.node_id), &opts.default_share) {
-            metad.ensure_share(name, path).await?;
+        if let (true, Some((name, path))) = (m.current_leader == Some(self.inner.node_id), default_share) {
+            self.ensure_share(name, path).await?;
         }
-        tracing::info!(node_id = opts.node_id, leader = ?m.current_leader, term = m.current_term, "metad started");
-        Ok(metad)
+        tracing::info!(node_id = self.inner.node_id, leader = ?m.current_leader, term = m.current_term, "metad ready");
+        Ok(())
     }
 
     /// Ensures a share exists (idempotent: an existing export path is left alone).

@@ -331,3 +331,58 @@ async fn status_and_shares() {
     assert_eq!(err(fs.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/nope".into() })).await), FsError::NotFound);
     m.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_references_follow_the_extents() {
+    use redb::{ReadableDatabase, ReadableTable};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = open(dir.path()).await;
+        let fs = Fs::new(&m);
+        let root = fs.root().await;
+        let split = fs.file(root, "split").await;
+        fs.commit(split, 0, 100, vec![ext(0, 100, 0xA, 0, 100)]).await.unwrap();
+        fs.commit(split, 40, 60, vec![ext(40, 20, 0xB, 0, 20)]).await.unwrap();
+        let trunc = fs.file(root, "trunc").await;
+        fs.commit(trunc, 0, 100, vec![ext(0, 100, 0xC, 0, 100)]).await.unwrap();
+        fs.set_size(trunc, 50).await;
+        let gone = fs.file(root, "gone").await;
+        fs.commit(gone, 0, 10, vec![ext(0, 10, 0xD, 0, 10)]).await.unwrap();
+        fs.remove(root, "gone", false).await.unwrap();
+        let over = fs.file(root, "over").await;
+        fs.commit(over, 0, 10, vec![ext(0, 10, 0xE, 0, 10)]).await.unwrap();
+        fs.commit(over, 0, 10, vec![ext(0, 10, 0xF, 0, 10)]).await.unwrap();
+        m.shutdown().await.unwrap();
+    }
+    let db = metad::store::open(dir.path()).unwrap();
+    let rtx = db.begin_read().unwrap();
+    let refs: Vec<(u8, u64)> = rtx
+        .open_table(metad::store::CHUNK_REFS)
+        .unwrap()
+        .iter()
+        .unwrap()
+        .map(|r| {
+            let (k, v) = r.unwrap();
+            (k.value()[0], v.value())
+        })
+        .collect();
+    assert_eq!(refs, vec![(0xA, 2), (0xB, 1), (0xC, 1), (0xF, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_service_refuses_malformed_payloads() {
+    use metad::service::raft::RaftService;
+    use proto::pb::raft_server::Raft;
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let svc = RaftService::new(m.raft().clone());
+    let junk = || Request::new(pb::RaftPayload { data: b"\xff{not json".to_vec() });
+    assert_eq!(svc.append_entries(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(svc.vote(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(svc.full_snapshot(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let huge_header = Request::new(pb::RaftPayload { data: vec![0xff, 0xff, 0xff, 0xff, b'{'] });
+    assert_eq!(svc.full_snapshot(huge_header).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // The node is still serving.
+    assert_eq!(Fs::new(&m).root().await.ino, 1);
+    m.shutdown().await.unwrap();
+}

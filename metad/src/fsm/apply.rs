@@ -29,11 +29,18 @@ impl From<ApplyError> for Fail {
     }
 }
 
-impl<E: Into<MetadError>> From<E> for Fail {
-    fn from(e: E) -> Self {
-        Fail::Store(e.into())
-    }
+// Storage failures only: an `FsError` must never reach apply as a storage failure (it would
+// stop Raft), so there is deliberately no blanket conversion.
+macro_rules! store_fail_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Fail {
+            fn from(e: $t) -> Self {
+                Fail::Store(e.into())
+            }
+        }
+    )*};
 }
+store_fail_from!(MetadError, redb::StorageError);
 
 type R<T> = Result<T, Fail>;
 

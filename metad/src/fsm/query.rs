@@ -102,7 +102,7 @@ impl ReadTables {
         let from = cookie.saturating_add(1);
         let mut out = Vec::new();
         let mut eof = true;
-        if from != 0 && cookie != u64::MAX {
+        if cookie < u64::MAX {
             for row in self.dir_slots.range((dir_key.ino, from)..=(dir_key.ino, u64::MAX))? {
                 let (k, v) = row?;
                 if out.len() == max {

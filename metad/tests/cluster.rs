@@ -1,0 +1,170 @@
+//! A three-voter metad cluster over real gRPC on loopback: replication through the `Raft`
+//! service, NotLeader answers on followers, and fail-over to a new leader without losing a
+//! committed change.
+#![allow(clippy::unwrap_used)] // tests may unwrap (workspace lint note)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use metad::service::control::ControlService;
+use openraft::async_runtime::WatchReceiver;
+use metad::service::meta::MetaService;
+use metad::{Bootstrap, Metad, MetadOptions};
+use proto::FsError;
+use proto::pb::control_server::Control;
+use proto::pb::meta_server::Meta;
+use proto::pb::{self, CreateHow, FileType};
+use tonic::Request;
+use tonic::transport::server::TcpIncoming;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+struct Node {
+    id: u64,
+    metad: Metad,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Node {
+    async fn kill(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.await.unwrap().unwrap();
+        self.metad.shutdown().await.unwrap();
+    }
+}
+
+async fn leader_of(nodes: &[Node], not: Option<u64>) -> u64 {
+    let m = nodes[0]
+        .metad
+        .raft()
+        .wait(Some(DEADLINE))
+        .metrics(|m| m.current_leader.is_some() && m.current_leader != not, "a leader")
+        .await
+        .unwrap();
+    m.current_leader.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_replicate_and_fail_over() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut incomings = Vec::new();
+    let mut members = BTreeMap::new();
+    for id in 1..=3u64 {
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        members.insert(id, format!("http://{}", incoming.local_addr().unwrap()));
+        incomings.push(incoming);
+    }
+
+    let mut nodes = Vec::new();
+    for (i, incoming) in incomings.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        let opts = MetadOptions {
+            node_id: id,
+            data_dir: dirs[i].path().to_path_buf(),
+            advertise_addr: members[&id].clone(),
+            default_share: Some(("default".into(), "/export".into())),
+        };
+        let bootstrap = if id == 1 { Bootstrap::Members(members.clone()) } else { Bootstrap::Join };
+        let metad = Metad::start(&opts, bootstrap).await.unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder().add_service(metad.meta_service()).add_service(metad.raft_service());
+        let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = stopped.await;
+        }));
+        nodes.push(Node { id, metad, stop: Some(stop), server });
+    }
+    for n in &nodes {
+        n.metad.wait_ready(Some(&("default".to_string(), "/export".to_string()))).await.unwrap();
+    }
+
+    let leader_id = leader_of(&nodes, None).await;
+    let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
+    let meta = MetaService::new(leader.metad.clone());
+    let share = meta.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
+    let root = share.root.unwrap().node.unwrap();
+    let created = meta
+        .create(Request::new(pb::CreateRequest {
+            dir: Some(root),
+            name: b"replicated".to_vec(),
+            kind: FileType::Regular as i32,
+            mode: 0o600,
+            uid: 1,
+            gid: 1,
+            how: CreateHow::Guarded as i32,
+            verifier: vec![],
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let file = created.attr.unwrap().node.unwrap();
+    let extent = pb::Extent { offset: 0, length: 4096, hash: vec![7; 32], chunk_offset: 0, chunk_length: 4096 };
+    meta.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 4096, extents: vec![extent.clone()] }))
+        .await
+        .unwrap();
+    let applied = leader.metad.raft().metrics().borrow_watched().last_applied.unwrap().index();
+
+    // Followers apply the same log and send clients to the leader.
+    for n in nodes.iter().filter(|n| n.id != leader_id) {
+        n.metad.raft().wait(Some(DEADLINE)).applied_index_at_least(Some(applied), "replicated").await.unwrap();
+        let r = MetaService::new(n.metad.clone()).get_attr(Request::new(pb::GetAttrRequest { node: Some(file) })).await;
+        assert_eq!(FsError::from_status(&r.unwrap_err()), FsError::NotLeader { leader: Some(leader_id) });
+    }
+
+    // A snapshot replaces the log; a new learner can then only catch up by receiving it
+    // through the `FullSnapshot` RPC.
+    let lr = leader.metad.raft();
+    lr.trigger().snapshot().await.unwrap();
+    lr.wait(Some(DEADLINE))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index() >= applied), "snapshot built")
+        .await
+        .unwrap();
+    lr.trigger().purge_log(applied).await.unwrap();
+    lr.wait(Some(DEADLINE)).metrics(|m| m.purged.is_some_and(|p| p.index() >= applied), "log purged").await.unwrap();
+    let learner = start_learner(4).await;
+    lr.add_learner(4, openraft::BasicNode::new(learner.1.clone()), true).await.unwrap();
+    let m = learner.0.metad.raft().wait(Some(DEADLINE)).applied_index_at_least(Some(applied), "learner caught up").await.unwrap();
+    assert!(m.snapshot.is_some_and(|s| s.index() >= applied), "the learner installed the leader's snapshot");
+    let (learner_node, _, learner_dir) = learner;
+    nodes.push(learner_node);
+
+    // Kill the leader: the two survivors elect a new one that still has the committed change.
+    let pos = nodes.iter().position(|n| n.id == leader_id).unwrap();
+    nodes.remove(pos).kill().await;
+    let new_leader_id = leader_of(&nodes, Some(leader_id)).await;
+    let new_leader = nodes.iter().find(|n| n.id == new_leader_id).unwrap();
+    let meta = MetaService::new(new_leader.metad.clone());
+    let got = meta
+        .get_extents(Request::new(pb::GetExtentsRequest { node: Some(file), offset: 0, length: 1 << 20 }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.extents, vec![extent]);
+    assert_eq!(got.attr.unwrap().size, 4096);
+    let st = ControlService::new(new_leader.metad.clone()).status(Request::new(pb::StatusRequest {})).await.unwrap().into_inner();
+    assert_eq!((st.leader_id, st.voters), (Some(new_leader_id), 3));
+    // And it can still commit with two of three voters.
+    meta.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"replicated".to_vec(), directory: false })).await.unwrap();
+
+    for n in nodes {
+        n.kill().await;
+    }
+    drop(learner_dir);
+}
+
+/// Starts a node that joins later (no bootstrap) and serves it; returns it and its address.
+async fn start_learner(id: u64) -> (Node, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = format!("http://{}", incoming.local_addr().unwrap());
+    let opts = MetadOptions { node_id: id, data_dir: dir.path().to_path_buf(), advertise_addr: addr.clone(), default_share: None };
+    let metad = Metad::start(&opts, Bootstrap::Join).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder().add_service(metad.meta_service()).add_service(metad.raft_service());
+    let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    (Node { id, metad, stop: Some(stop), server }, addr, dir)
+}
