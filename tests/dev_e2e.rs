@@ -52,6 +52,8 @@ fn big_file_round_trips_survives_restart_and_deduplicates() {
     assert!(back == content, "nfs-cat returns the bytes written (got {} bytes)", back.len());
 
     wait_flushed(&dev);
+    assert!(metric(&dev, r#"tessera_nfs_requests_total{proc="WRITE"}"#) >= 64.0, "WRITEs are counted by procedure");
+    assert!(metric(&dev, "tessera_raft_commits_total") > 0.0, "metad counts Raft commits");
     let chunks1 = metric(&dev, "tessera_chunks_stored");
     let bytes1 = metric(&dev, "tessera_chunk_bytes_stored");
     let grew = bytes1 - bytes0;
