@@ -71,6 +71,8 @@ fn new_attr(ino: u64, kind: pb::FileType, mode: u32, uid: u32, gid: u32) -> pb::
         ctime: Some(t),
         btime: Some(t),
         change: 1,
+        rdev_major: 0,
+        rdev_minor: 0,
     }
 }
 

@@ -58,6 +58,7 @@ impl Fs {
                 gid: 1000,
                 how: how as i32,
                 verifier: verifier.to_vec(),
+                ..Default::default()
             }))
             .await
             .map(|r| r.into_inner())
@@ -80,26 +81,26 @@ impl Fs {
     }
 
     async fn lookup(&self, dir: NodeRef, name: &str) -> Result<pb::LookupReply, tonic::Status> {
-        self.svc.lookup(Request::new(pb::LookupRequest { dir: Some(dir), name: name.as_bytes().to_vec() })).await.map(|r| r.into_inner())
+        self.svc.lookup(Request::new(pb::LookupRequest { dir: Some(dir), name: name.as_bytes().to_vec(), ..Default::default() })).await.map(|r| r.into_inner())
     }
 
     async fn remove(&self, dir: NodeRef, name: &str, directory: bool) -> Result<pb::RemoveReply, tonic::Status> {
         self.svc
-            .remove(Request::new(pb::RemoveRequest { dir: Some(dir), name: name.as_bytes().to_vec(), directory }))
+            .remove(Request::new(pb::RemoveRequest { dir: Some(dir), name: name.as_bytes().to_vec(), directory, ..Default::default() }))
             .await
             .map(|r| r.into_inner())
     }
 
     async fn commit(&self, n: NodeRef, start: u64, end: u64, extents: Vec<pb::Extent>) -> Result<pb::CommitExtentsReply, tonic::Status> {
         self.svc
-            .commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(n), range_start: start, range_end: end, extents }))
+            .commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(n), range_start: start, range_end: end, extents, ..Default::default() }))
             .await
             .map(|r| r.into_inner())
     }
 
     async fn extents(&self, n: NodeRef, offset: u64, length: u64) -> Vec<pb::Extent> {
         self.svc
-            .get_extents(Request::new(pb::GetExtentsRequest { node: Some(n), offset, length }))
+            .get_extents(Request::new(pb::GetExtentsRequest { node: Some(n), offset, length, ..Default::default() }))
             .await
             .unwrap()
             .into_inner()
@@ -116,7 +117,7 @@ impl Fs {
 
     async fn readdir(&self, dir: NodeRef, cookie: u64, max: u32) -> pb::ReadDirReply {
         self.svc
-            .read_dir(Request::new(pb::ReadDirRequest { dir: Some(dir), cookie, max_entries: max }))
+            .read_dir(Request::new(pb::ReadDirRequest { dir: Some(dir), cookie, max_entries: max, ..Default::default() }))
             .await
             .unwrap()
             .into_inner()

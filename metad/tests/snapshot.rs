@@ -72,6 +72,7 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
                     gid: 6,
                     how: CreateHow::Guarded as i32,
                     verifier: vec![],
+                    ..Default::default()
                 }))
                 .await
                 .unwrap()
@@ -85,10 +86,10 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
             pb::Extent { offset: 0, length: 10, hash: vec![1; 32], chunk_offset: 0, chunk_length: 10 },
             pb::Extent { offset: 10, length: 5, hash: vec![1; 32], chunk_offset: 5, chunk_length: 10 },
         ];
-        svc.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 15, extents }))
+        svc.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 15, extents, ..Default::default() }))
             .await
             .unwrap();
-        svc.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"g".to_vec(), directory: false })).await.unwrap();
+        svc.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"g".to_vec(), directory: false, ..Default::default() })).await.unwrap();
         m.shutdown().await.unwrap();
         let key = |n: pb::NodeRef| NodeKey { share_id: n.share_id, ino: n.ino, generation: n.generation };
         (key(root), key(file))

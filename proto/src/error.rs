@@ -45,6 +45,14 @@ pub enum FsError {
     NotSupported,
     #[error("I/O error: {0}")]
     Io(String),
+    #[error("cross-device link or rename")]
+    CrossDevice,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("the guard did not match: the object changed")]
+    NotSync,
+    #[error("the READDIR cookie or its verifier is no longer valid")]
+    BadCookie,
     #[error("this metad is not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
     #[error("service unavailable: {0}")]
@@ -73,6 +81,10 @@ impl FsError {
             FsError::NoSpace => "TES-NOSPC",
             FsError::NotSupported => "TES-NOTSUPP",
             FsError::Io(_) => "TES-IO",
+            FsError::CrossDevice => "TES-XDEV",
+            FsError::TooManyLinks => "TES-MLINK",
+            FsError::NotSync => "TES-NOTSYNC",
+            FsError::BadCookie => "TES-BADCOOKIE",
             FsError::NotLeader { .. } => "TES-NOTLEADER",
             FsError::Unavailable(_) => "TES-UNAVAIL",
             FsError::Internal(_) => "TES-INTERNAL",
@@ -88,7 +100,11 @@ impl FsError {
             | FsError::NotEmpty
             | FsError::BadHandle
             | FsError::NameTooLong
+            | FsError::CrossDevice
+            | FsError::TooManyLinks
+            | FsError::BadCookie
             | FsError::Invalid(_) => Code::InvalidArgument,
+            FsError::NotSync => Code::FailedPrecondition,
             FsError::Access | FsError::Perm | FsError::ReadOnly => Code::PermissionDenied,
             FsError::TooBig | FsError::NoSpace => Code::ResourceExhausted,
             FsError::NotSupported => Code::Unimplemented,
@@ -132,6 +148,10 @@ impl FsError {
             Some("TES-NOSPC") => FsError::NoSpace,
             Some("TES-NOTSUPP") => FsError::NotSupported,
             Some("TES-IO") => FsError::Io(msg()),
+            Some("TES-XDEV") => FsError::CrossDevice,
+            Some("TES-MLINK") => FsError::TooManyLinks,
+            Some("TES-NOTSYNC") => FsError::NotSync,
+            Some("TES-BADCOOKIE") => FsError::BadCookie,
             Some("TES-NOTLEADER") => FsError::NotLeader {
                 leader: status
                     .metadata()
@@ -177,6 +197,10 @@ mod tests {
             FsError::TooBig,
             FsError::NoSpace,
             FsError::NotSupported,
+            FsError::CrossDevice,
+            FsError::TooManyLinks,
+            FsError::NotSync,
+            FsError::BadCookie,
             FsError::NotLeader { leader: Some(3) },
             FsError::NotLeader { leader: None },
             FsError::Internal("boom".into()),

@@ -129,7 +129,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         let probe_lo = lo.saturating_sub(1);
         let probe = self
             .meta
-            .get_extents(pb::GetExtentsRequest { node: Some(node.into()), offset: probe_lo, length: hi + 1 - probe_lo })
+            .get_extents(pb::GetExtentsRequest { node: Some(node.into()), offset: probe_lo, length: hi + 1 - probe_lo, ..Default::default() })
             .await?;
         let size = probe.attr.as_ref().map(|a| a.size).ok_or_else(|| no_attr("GetExtents"))?;
         let (span_lo, span_hi) = widen(lo, hi, size, &probe.extents)?;
@@ -142,6 +142,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                     node: Some(node.into()),
                     offset: span_lo,
                     length: span_hi - span_lo,
+                    ..Default::default()
                 })
                 .await?;
             let (left, rest) = buf.split_at_mut((lo - span_lo) as usize);
@@ -179,6 +180,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 range_start: span_lo,
                 range_end: span_hi,
                 extents,
+                ..Default::default()
             })
             .await?;
         if let Some(last) = chunks.last() {

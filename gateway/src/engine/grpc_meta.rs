@@ -113,7 +113,10 @@ impl MetaApi for GrpcMeta {
     }
 
     async fn read_dir(&self, req: pb::ReadDirRequest) -> Result<pb::ReadDirReply, FsError> {
-        self.call(|mut c| async move { c.read_dir(req).await })
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.read_dir(req).await }
+        })
         .await
     }
 
@@ -126,7 +129,10 @@ impl MetaApi for GrpcMeta {
     }
 
     async fn set_attr(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
-        self.call(|mut c| async move { c.set_attr(req).await })
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.set_attr(req).await }
+        })
         .await
     }
 
@@ -139,13 +145,19 @@ impl MetaApi for GrpcMeta {
     }
 
     async fn get_extents(&self, req: pb::GetExtentsRequest) -> Result<pb::GetExtentsReply, FsError> {
-        self.call(|mut c| async move { c.get_extents(req).await })
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.get_extents(req).await }
+        })
         .await
     }
 
     async fn fs_stat(&self, node: pb::NodeRef) -> Result<pb::FsStatReply, FsError> {
         let req = pb::FsStatRequest { node: Some(node) };
-        self.call(|mut c| async move { c.fs_stat(req).await })
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.fs_stat(req).await }
+        })
         .await
     }
 }

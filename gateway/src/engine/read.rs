@@ -83,7 +83,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             _ => {
                 let r = self
                     .meta
-                    .get_extents(pb::GetExtentsRequest { node: Some(node.into()), offset, length: count })
+                    .get_extents(pb::GetExtentsRequest { node: Some(node.into()), offset, length: count, ..Default::default() })
                     .await?;
                 let a = r.attr.ok_or_else(|| FsError::Internal("metad answered GetExtents without attributes".into()))?;
                 if let Some(f) = &file {

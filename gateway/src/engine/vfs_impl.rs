@@ -49,7 +49,7 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
     }
 
     async fn lookup(&self, dir: FileHandle, name: &[u8]) -> Result<pb::LookupReply, FsError> {
-        let mut reply = self.meta.lookup(pb::LookupRequest { dir: Some(dir.into()), name: name.to_vec() }).await?;
+        let mut reply = self.meta.lookup(pb::LookupRequest { dir: Some(dir.into()), name: name.to_vec(), ..Default::default() }).await?;
         reply.attr = reply.attr.map(|a| self.with_buffered(a));
         Ok(reply)
     }
@@ -61,13 +61,13 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
     async fn remove(&self, dir: FileHandle, name: &[u8], directory: bool) -> Result<pb::WccDir, FsError> {
         let reply = self
             .meta
-            .remove(pb::RemoveRequest { dir: Some(dir.into()), name: name.to_vec(), directory })
+            .remove(pb::RemoveRequest { dir: Some(dir.into()), name: name.to_vec(), directory, ..Default::default() })
             .await?;
         reply.dir.ok_or_else(|| FsError::Internal("metad answered Remove without directory attributes".into()))
     }
 
     async fn readdir(&self, dir: FileHandle, cookie: u64, max_entries: u32) -> Result<pb::ReadDirReply, FsError> {
-        let mut reply = self.meta.read_dir(pb::ReadDirRequest { dir: Some(dir.into()), cookie, max_entries }).await?;
+        let mut reply = self.meta.read_dir(pb::ReadDirRequest { dir: Some(dir.into()), cookie, max_entries, ..Default::default() }).await?;
         for e in &mut reply.entries {
             e.attr = e.attr.take().map(|a| self.with_buffered(a));
         }

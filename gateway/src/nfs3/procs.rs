@@ -129,6 +129,7 @@ fn setattr_request(h: FileHandle, s: &Sattr3) -> pb::SetAttrRequest {
         gid: s.gid,
         atime: s.atime.resolve(),
         mtime: s.mtime.resolve(),
+        ..Default::default()
     }
 }
 
@@ -281,6 +282,7 @@ pub async fn create<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut Xdr
             gid: ctx.cred.gid(),
             how: how as i32,
             verifier,
+            ..Default::default()
         };
         let reply = vfs.create(req).await?;
         apply_rest(vfs, reply, &sattr).await
@@ -302,6 +304,7 @@ pub async fn mkdir<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrW
             // An existing entry of any kind is NFS3ERR_EXIST for MKDIR.
             how: pb::CreateHow::Guarded as i32,
             verifier: Vec::new(),
+            ..Default::default()
         };
         let reply = vfs.create(req).await?;
         apply_rest(vfs, reply, &a.attr).await

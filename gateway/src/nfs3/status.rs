@@ -77,6 +77,10 @@ pub fn nfsstat3_from(e: &FsError) -> NfsStat3 {
         FsError::NoSpace => NfsStat3::NoSpc,
         FsError::NotSupported => NfsStat3::NotSupp,
         FsError::Io(_) => NfsStat3::Io,
+        FsError::CrossDevice => NfsStat3::XDev,
+        FsError::TooManyLinks => NfsStat3::MLink,
+        FsError::NotSync => NfsStat3::NotSync,
+        FsError::BadCookie => NfsStat3::BadCookie,
         // Transient: the client retries later instead of failing the application.
         FsError::NotLeader { .. } | FsError::Unavailable(_) => NfsStat3::Jukebox,
         FsError::Internal(_) => NfsStat3::ServerFault,
@@ -91,9 +95,15 @@ pub fn mountstat3_from(e: &FsError) -> MountStat3 {
         FsError::NameTooLong => MountStat3::NameTooLong,
         FsError::Access => MountStat3::Acces,
         FsError::Perm => MountStat3::Perm,
-        FsError::Invalid(_) | FsError::BadHandle | FsError::Exists | FsError::IsDir | FsError::NotEmpty => {
-            MountStat3::Inval
-        }
+        FsError::Invalid(_)
+        | FsError::BadHandle
+        | FsError::Exists
+        | FsError::IsDir
+        | FsError::NotEmpty
+        | FsError::CrossDevice
+        | FsError::TooManyLinks
+        | FsError::NotSync
+        | FsError::BadCookie => MountStat3::Inval,
         FsError::NotSupported => MountStat3::NotSupp,
         FsError::Io(_) | FsError::ReadOnly | FsError::TooBig | FsError::NoSpace => MountStat3::Io,
         FsError::NotLeader { .. } | FsError::Unavailable(_) | FsError::Internal(_) => MountStat3::ServerFault,

@@ -3,7 +3,7 @@
 //! argument types (nfs_fh3, filename3, sattr3, nfstime3) are decoded.
 //!
 //! Owns: the translation between `proto::pb::Attr` and fattr3 (fsid = share id,
-//! fileid = inode number, rdev 0) and the encoded sizes used for READDIR budgeting.
+//! fileid = inode number, rdev = major/minor) and the encoded sizes used for READDIR budgeting.
 //!
 //! Must never: fail on a Vfs answer (an absent time encodes as 0, an unknown file type as
 //! a regular file, out-of-range seconds are clamped) or panic on client input.
@@ -28,7 +28,11 @@ pub const POST_OP_ATTR_SIZE: usize = 4 + FATTR3_SIZE;
 
 const NF3REG: u32 = 1;
 const NF3DIR: u32 = 2;
+const NF3BLK: u32 = 3;
+const NF3CHR: u32 = 4;
 const NF3LNK: u32 = 5;
+const NF3SOCK: u32 = 6;
+const NF3FIFO: u32 = 7;
 
 /// A decoded nfs_fh3: a well-formed Tessera handle, or `BadHandle` if the client sent
 /// bytes that are not one (the procedure answers NFS3ERR_BADHANDLE, not GARBAGE_ARGS).
@@ -153,6 +157,10 @@ fn ftype3(kind: i32) -> u32 {
     match pb::FileType::try_from(kind) {
         Ok(pb::FileType::Directory) => NF3DIR,
         Ok(pb::FileType::Symlink) => NF3LNK,
+        Ok(pb::FileType::Fifo) => NF3FIFO,
+        Ok(pb::FileType::Socket) => NF3SOCK,
+        Ok(pb::FileType::CharDevice) => NF3CHR,
+        Ok(pb::FileType::BlockDevice) => NF3BLK,
         Ok(pb::FileType::Regular | pb::FileType::Unspecified) | Err(_) => NF3REG,
     }
 }
@@ -172,8 +180,8 @@ pub fn write_fattr3(w: &mut XdrWriter, a: &pb::Attr) {
     w.u32(a.gid);
     w.u64(a.size);
     w.u64(a.used);
-    w.u32(0); // rdev specdata1
-    w.u32(0); // rdev specdata2
+    w.u32(a.rdev_major); // rdev specdata1
+    w.u32(a.rdev_minor); // rdev specdata2
     w.u64(node.share_id);
     w.u64(node.ino);
     write_time(w, a.atime.as_ref());
@@ -252,6 +260,8 @@ mod tests {
             ctime: None,
             btime: None,
             change: 9,
+            rdev_major: 0,
+            rdev_minor: 0,
         }
     }
 

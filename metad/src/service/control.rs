@@ -36,4 +36,16 @@ impl pb::control_server::Control for ControlService {
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }
+
+    async fn members(&self, _request: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        Err(proto::FsError::NotSupported.to_status())
+    }
+
+    async fn add_node(&self, _request: Request<pb::AddNodeRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        Err(proto::FsError::NotSupported.to_status())
+    }
+
+    async fn remove_node(&self, _request: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        Err(proto::FsError::NotSupported.to_status())
+    }
 }

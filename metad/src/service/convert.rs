@@ -114,6 +114,8 @@ pub fn attr_to_pb(a: &AttrOut) -> pb::Attr {
         ctime: Some(time_to_pb(i.ctime_ns)),
         btime: Some(time_to_pb(i.btime_ns)),
         change: i.change,
+        rdev_major: 0,
+        rdev_minor: 0,
     }
 }
 

@@ -184,4 +184,28 @@ impl pb::meta_server::Meta for MetaService {
         let (files, bytes_used) = self.metad.read(move |t| t.fs_stat(&node)).await.map_err(status)?;
         Ok(Response::new(pb::FsStatReply { files, bytes_used }))
     }
+
+    async fn symlink(&self, _request: Request<pb::SymlinkRequest>) -> Result<Response<pb::CreateReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn read_link(&self, _request: Request<pb::ReadLinkRequest>) -> Result<Response<pb::ReadLinkReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn mknod(&self, _request: Request<pb::MknodRequest>) -> Result<Response<pb::CreateReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn link(&self, _request: Request<pb::LinkRequest>) -> Result<Response<pb::LinkReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn rename(&self, _request: Request<pb::RenameRequest>) -> Result<Response<pb::RenameReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn access(&self, _request: Request<pb::AccessRequest>) -> Result<Response<pb::AccessReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
 }

@@ -49,4 +49,11 @@ impl pb::raft_server::Raft for RaftService {
         let snapshot = Snapshot { meta: header.meta, snapshot: data };
         encode(&self.raft.install_full_snapshot(header.vote, snapshot).await)
     }
+
+    async fn stream_snapshot(
+        &self,
+        _request: Request<tonic::Streaming<pb::SnapshotChunk>>,
+    ) -> Result<Response<pb::RaftPayload>, Status> {
+        Err(Status::unimplemented("streamed snapshots are not implemented yet"))
+    }
 }
