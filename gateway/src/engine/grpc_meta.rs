@@ -154,10 +154,7 @@ impl MetaApi for GrpcMeta {
 
     async fn fs_stat(&self, node: pb::NodeRef) -> Result<pb::FsStatReply, FsError> {
         let req = pb::FsStatRequest { node: Some(node) };
-        self.call(|mut c| {
-            let req = req.clone();
-            async move { c.fs_stat(req).await }
-        })
+        self.call(|mut c| async move { c.fs_stat(req).await })
         .await
     }
 }
