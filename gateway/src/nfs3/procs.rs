@@ -114,9 +114,9 @@ pub async fn setattr<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut Xd
             s
         }
         Err(FsError::NotSync) => {
-            // The object's current attributes tell the client why (informational only).
+            // Nothing changed: the current attributes are both before and after.
             let cur = vfs.getattr(h).await.ok();
-            fail(w, &FsError::NotSync, |w| types::write_wcc(w, None, cur.as_ref()))
+            fail(w, &FsError::NotSync, |w| types::write_wcc(w, cur.as_ref(), cur.as_ref()))
         }
         Err(e) => fail(w, &e, no_wcc),
     })
