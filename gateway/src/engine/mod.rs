@@ -53,6 +53,8 @@ mod write;
 mod fakes;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_creds;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;

@@ -14,10 +14,10 @@ use super::fakes::{FakeChunks, FakeMeta, root};
 use super::{Engine, EngineOptions};
 use crate::vfs::{Stability, Vfs};
 
-type TestEngine = Arc<Engine<FakeMeta, FakeChunks>>;
+pub(super) type TestEngine = Arc<Engine<FakeMeta, FakeChunks>>;
 
 /// The caller of most tests: not the owner of the fakes' files (uid 0).
-fn cred() -> pb::Cred {
+pub(super) fn cred() -> pb::Cred {
     pb::Cred { uid: 1000, gid: 1000, gids: vec![4, 5] }
 }
 
@@ -25,7 +25,7 @@ const MIN: u32 = 64;
 const AVG: u32 = 256;
 const MAX: u32 = 1024;
 
-fn options() -> EngineOptions {
+pub(super) fn options() -> EngineOptions {
     EngineOptions {
         metad_endpoints: Vec::new(),
         blockd_addr: "127.0.0.1:1".parse().expect("addr"),
@@ -40,14 +40,14 @@ fn options() -> EngineOptions {
     }
 }
 
-struct Fixture {
-    engine: TestEngine,
-    meta: FakeMeta,
-    chunks: FakeChunks,
-    shutdown: cluster::Shutdown,
+pub(super) struct Fixture {
+    pub engine: TestEngine,
+    pub meta: FakeMeta,
+    pub chunks: FakeChunks,
+    pub shutdown: cluster::Shutdown,
 }
 
-fn fixture_with(opts: EngineOptions) -> Fixture {
+pub(super) fn fixture_with(opts: EngineOptions) -> Fixture {
     let meta = FakeMeta::new();
     let chunks = FakeChunks::default();
     let shutdown = cluster::Shutdown::new();
@@ -55,11 +55,11 @@ fn fixture_with(opts: EngineOptions) -> Fixture {
     Fixture { engine, meta, chunks, shutdown }
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(options())
 }
 
-async fn create(engine: &TestEngine, name: &str) -> FileHandle {
+pub(super) async fn create(engine: &TestEngine, name: &str) -> FileHandle {
     let req = pb::CreateRequest {
         dir: Some(root().into()),
         name: name.as_bytes().to_vec(),
@@ -72,7 +72,7 @@ async fn create(engine: &TestEngine, name: &str) -> FileHandle {
 }
 
 /// Deterministic pseudo-random bytes (xorshift).
-fn data(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -84,7 +84,7 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn read_all(engine: &TestEngine, node: FileHandle, len: u64) -> Vec<u8> {
+pub(super) async fn read_all(engine: &TestEngine, node: FileHandle, len: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
