@@ -127,12 +127,14 @@ impl MemVfs {
             data: Vec::new(),
             children: BTreeMap::new(),
         };
-        MemVfs { state: Mutex::new(State {
-            nodes: HashMap::from([(ROOT_INO, root)]),
-            next_ino: 2,
-            events: Vec::new(),
-            last_cred: None,
-        }) }
+        MemVfs {
+            state: Mutex::new(State {
+                nodes: HashMap::from([(ROOT_INO, root)]),
+                next_ino: 2,
+                events: Vec::new(),
+                last_cred: None,
+            }),
+        }
     }
 
     /// The root directory's handle.
@@ -184,7 +186,13 @@ impl State {
     }
 
     /// Adds a new node named `name` in `dir` (refusing an existing name).
-    fn add(&mut self, dir: FileHandle, name: &[u8], mut attr: pb::Attr, data: Vec<u8>) -> Result<pb::CreateReply, FsError> {
+    fn add(
+        &mut self,
+        dir: FileHandle,
+        name: &[u8],
+        mut attr: pb::Attr,
+        data: Vec<u8>,
+    ) -> Result<pb::CreateReply, FsError> {
         let before = self.dir(dir)?.attr;
         if self.dir(dir)?.children.contains_key(name) {
             return Err(FsError::Exists);
@@ -271,7 +279,10 @@ impl Vfs for MemVfs {
                         n.attr.used = size as u64;
                         touch(&mut n.attr);
                     }
-                    Ok(pb::CreateReply { attr: Some(n.attr), dir: Some(pb::WccDir { before: Some(before), after: Some(before) }) })
+                    Ok(pb::CreateReply {
+                        attr: Some(n.attr),
+                        dir: Some(pb::WccDir { before: Some(before), after: Some(before) }),
+                    })
                 }
                 _ => Err(FsError::Exists),
             };
@@ -282,7 +293,13 @@ impl Vfs for MemVfs {
         s.add(dir_h, &req.name, attr, vec![0; size])
     }
 
-    async fn remove(&self, cred: &pb::Cred, dir: FileHandle, name: &[u8], directory: bool) -> Result<pb::WccDir, FsError> {
+    async fn remove(
+        &self,
+        cred: &pb::Cred,
+        dir: FileHandle,
+        name: &[u8],
+        directory: bool,
+    ) -> Result<pb::WccDir, FsError> {
         let mut s = self.lock();
         s.seen(cred);
         let d = s.dir(dir)?;
@@ -451,7 +468,9 @@ impl Vfs for MemVfs {
         s.seen(cred);
         let dir: FileHandle = req.dir.ok_or(FsError::BadHandle)?.into();
         let kind = match pb::FileType::try_from(req.kind) {
-            Ok(k @ (pb::FileType::Fifo | pb::FileType::Socket | pb::FileType::CharDevice | pb::FileType::BlockDevice)) => k,
+            Ok(
+                k @ (pb::FileType::Fifo | pb::FileType::Socket | pb::FileType::CharDevice | pb::FileType::BlockDevice),
+            ) => k,
             _ => return Err(FsError::Invalid("mknod kind".into())),
         };
         let mut attr = new_attr(0, kind, req.mode, cred.uid, cred.gid);
@@ -459,7 +478,13 @@ impl Vfs for MemVfs {
         s.add(dir, &req.name, attr, Vec::new())
     }
 
-    async fn link(&self, cred: &pb::Cred, node: FileHandle, dir: FileHandle, name: &[u8]) -> Result<pb::LinkReply, FsError> {
+    async fn link(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        dir: FileHandle,
+        name: &[u8],
+    ) -> Result<pb::LinkReply, FsError> {
         let mut s = self.lock();
         s.seen(cred);
         if node.share_id != dir.share_id {
@@ -482,7 +507,12 @@ impl Vfs for MemVfs {
         Ok(pb::LinkReply { attr: Some(attr), dir: Some(pb::WccDir { before: Some(before), after: Some(d.attr) }) })
     }
 
-    async fn rename(&self, cred: &pb::Cred, from: (FileHandle, &[u8]), to: (FileHandle, &[u8])) -> Result<pb::RenameReply, FsError> {
+    async fn rename(
+        &self,
+        cred: &pb::Cred,
+        from: (FileHandle, &[u8]),
+        to: (FileHandle, &[u8]),
+    ) -> Result<pb::RenameReply, FsError> {
         let mut s = self.lock();
         s.seen(cred);
         if from.0.share_id != to.0.share_id {

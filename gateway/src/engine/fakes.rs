@@ -96,12 +96,20 @@ impl FakeMeta {
         let mut st = MetaState { inodes: HashMap::new(), next_ino: ROOT_INO + 1 };
         st.inodes.insert(
             ROOT_INO,
-            Inode { attr: new_attr(ROOT_INO, pb::FileType::Directory), extents: BTreeMap::new(), entries: BTreeMap::new() },
+            Inode {
+                attr: new_attr(ROOT_INO, pb::FileType::Directory),
+                extents: BTreeMap::new(),
+                entries: BTreeMap::new(),
+            },
         );
         FakeMeta(Arc::new(MetaInner { state: Mutex::new(st), ..Default::default() }))
     }
 
-    fn with_node<T>(&self, node: Option<pb::NodeRef>, f: impl FnOnce(&mut Inode) -> Result<T, FsError>) -> Result<T, FsError> {
+    fn with_node<T>(
+        &self,
+        node: Option<pb::NodeRef>,
+        f: impl FnOnce(&mut Inode) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
         let node = node.ok_or(FsError::BadHandle)?;
         let mut st = lock(&self.0.state);
         let inode = st.inodes.get_mut(&node.ino).ok_or(FsError::Stale)?;
@@ -178,7 +186,15 @@ impl MetaApi for FakeMeta {
     async fn create(&self, req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
         self.saw("Create", &req.cred);
         let kind = pb::FileType::try_from(req.kind).unwrap_or(pb::FileType::Regular);
-        match self.add(req.dir, &req.name, kind) {
+        let added = self.add(req.dir, &req.name, kind).and_then(|mut reply| {
+            let node = reply.attr.and_then(|a| a.node);
+            reply.attr = Some(self.with_node(node, |i| {
+                i.attr.uid = req.uid;
+                Ok(i.attr)
+            })?);
+            Ok(reply)
+        });
+        match added {
             Err(FsError::Exists) if req.how == pb::CreateHow::Unchecked as i32 => {
                 let ino = self.with_node(req.dir, |d| d.entries.get(&req.name).copied().ok_or(FsError::NotFound))?;
                 let node = pb::NodeRef { share_id: SHARE_ID, ino, generation: 1 };

@@ -177,7 +177,8 @@ async fn fails_over_to_the_next_endpoint_and_sticks_to_it() {
 async fn filesystem_errors_are_not_retried() {
     let fake = Fake::default();
     fake.not_found.store(true, Ordering::SeqCst);
-    let meta = GrpcMeta::connect_lazy_many(&[serve(fake.clone()).await, serve(Fake::default()).await]).expect("endpoints");
+    let meta =
+        GrpcMeta::connect_lazy_many(&[serve(fake.clone()).await, serve(Fake::default()).await]).expect("endpoints");
     assert_eq!(meta.get_attr(NODE).await, Err(FsError::NotFound));
     assert_eq!(fake.hits(), 1);
 }

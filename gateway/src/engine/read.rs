@@ -62,7 +62,15 @@ pub fn check_extent(e: &pb::Extent) -> Result<ExtentView, FsError> {
     let end = e.offset.checked_add(e.length).ok_or_else(|| bad("overflow"))?;
     let chunk_start = e.offset.checked_sub(e.chunk_offset).ok_or_else(|| bad("chunk starts before the file"))?;
     let chunk_end = chunk_start.checked_add(e.chunk_length).ok_or_else(|| bad("overflow"))?;
-    Ok(ExtentView { offset: e.offset, end, hash, chunk_offset: e.chunk_offset, chunk_length: e.chunk_length, chunk_start, chunk_end })
+    Ok(ExtentView {
+        offset: e.offset,
+        end,
+        hash,
+        chunk_offset: e.chunk_offset,
+        chunk_length: e.chunk_length,
+        chunk_start,
+        chunk_end,
+    })
 }
 
 impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
@@ -101,7 +109,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                         cred: Some(cred.clone()),
                     })
                     .await?;
-                let a = r.attr.ok_or_else(|| FsError::Internal("metad answered GetExtents without attributes".into()))?;
+                let a =
+                    r.attr.ok_or_else(|| FsError::Internal("metad answered GetExtents without attributes".into()))?;
                 if let Some(f) = &file {
                     f.remember_attr(&a);
                 }
@@ -158,7 +167,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             .try_collect()
             .await?;
         for v in &views {
-            let chunk = fetched.get(&v.hash).ok_or_else(|| FsError::Internal(format!("chunk {} not fetched", v.hash)))?;
+            let chunk =
+                fetched.get(&v.hash).ok_or_else(|| FsError::Internal(format!("chunk {} not fetched", v.hash)))?;
             let (lo, hi) = (v.offset.max(start), v.end.min(end));
             // In bounds: check_extent proved chunk_offset + length <= chunk_length and
             // fetch_chunk proved chunk.len() == chunk_length.

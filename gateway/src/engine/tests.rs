@@ -102,7 +102,8 @@ pub(super) async fn read_all(engine: &TestEngine, node: FileHandle, len: u64) ->
 
 async fn write_in_pieces(engine: &TestEngine, node: FileHandle, bytes: &[u8], piece: usize, stable: Stability) {
     for (i, p) in bytes.chunks(piece).enumerate() {
-        let r = engine.write(&cred(), node, (i * piece) as u64, Bytes::copy_from_slice(p), stable).await.expect("write");
+        let r =
+            engine.write(&cred(), node, (i * piece) as u64, Bytes::copy_from_slice(p), stable).await.expect("write");
         assert_eq!(r.after.size, ((i * piece) + p.len()) as u64);
     }
 }
@@ -160,7 +161,8 @@ async fn file_sync_writes_are_committed_before_the_reply() {
     assert_eq!(r.after.size, 5_000);
     assert_eq!(f.meta.size(node.ino), Some(5_000));
     assert_tiled(&f.meta, node.ino, 5_000);
-    let r = f.engine.write(&cred(), node, 5_000, Bytes::from_static(b"tail"), Stability::DataSync).await.expect("write");
+    let r =
+        f.engine.write(&cred(), node, 5_000, Bytes::from_static(b"tail"), Stability::DataSync).await.expect("write");
     assert_eq!(r.committed, Stability::FileSync);
     assert_eq!(f.meta.size(node.ino), Some(5_004));
 }

@@ -7,7 +7,7 @@ use proto::{FsError, pb};
 
 use super::fakes::root;
 use super::flush::FLUSH_READ_CRED;
-use super::tests::{cred, create, data, fixture, read_all};
+use super::tests::{create, cred, data, fixture, read_all};
 use crate::vfs::{Stability, Vfs};
 
 fn other() -> pb::Cred {
@@ -25,7 +25,10 @@ async fn every_call_carries_the_callers_credential() {
     let node = create(&f.engine, "a").await;
     f.engine.lookup(&cred(), root(), b"a").await.expect("lookup");
     f.engine.readdir(&cred(), root(), 0, 0, 10).await.expect("readdir");
-    f.engine.setattr(&cred(), pb::SetAttrRequest { node: Some(node.into()), mode: Some(0o600), ..Default::default() }).await.expect("setattr");
+    f.engine
+        .setattr(&cred(), pb::SetAttrRequest { node: Some(node.into()), mode: Some(0o600), ..Default::default() })
+        .await
+        .expect("setattr");
     f.engine.write(&cred(), node, 0, Bytes::from(data(1_000, 1)), Stability::FileSync).await.expect("write");
     f.engine.read(&cred(), node, 0, 100).await.expect("read");
     f.engine.access(&cred(), node, 7).await.expect("access");
@@ -34,7 +37,9 @@ async fn every_call_carries_the_callers_credential() {
     f.engine.rename(&cred(), (root(), b"b"), (root(), b"c")).await.expect("rename");
     f.engine.remove(&cred(), root(), b"c", false).await.expect("remove");
     let creds = f.meta.creds();
-    for rpc in ["Create", "Lookup", "ReadDir", "SetAttr", "Access", "CommitExtents", "ReadLink", "Link", "Rename", "Remove"] {
+    for rpc in
+        ["Create", "Lookup", "ReadDir", "SetAttr", "Access", "CommitExtents", "ReadLink", "Link", "Rename", "Remove"]
+    {
         let c = seen(&f, rpc);
         assert!(!c.is_empty() && c.iter().all(|c| *c == Some(cred())), "{rpc}: {c:?} in {creds:?}");
     }
@@ -87,7 +92,8 @@ async fn a_rename_over_a_buffered_file_flushes_it_first() {
     // Another hard link keeps b's inode alive after the rename replaces the name.
     f.engine.link(&cred(), b, root(), b"keep").await.expect("link");
     f.engine.rename(&cred(), (root(), b"a"), (root(), b"b")).await.expect("rename");
-    let order: Vec<&str> = f.meta.creds().into_iter().map(|(r, _)| r).filter(|r| *r == "CommitExtents" || *r == "Rename").collect();
+    let order: Vec<&str> =
+        f.meta.creds().into_iter().map(|(r, _)| r).filter(|r| *r == "CommitExtents" || *r == "Rename").collect();
     assert_eq!(order, ["CommitExtents", "Rename"], "the replaced file's data is committed before the rename");
     assert_eq!(f.engine.files.buffered_end(&b), None);
     assert_eq!(read_all(&f.engine, b, 3_000).await, bytes);
@@ -126,4 +132,21 @@ async fn an_unchecked_create_with_a_size_truncates_after_the_buffered_writes() {
     let reply = f.engine.create(&cred(), req).await.expect("create");
     assert_eq!(reply.attr.map(|a| a.size), Some(100), "no buffered data extends it afterwards");
     assert_eq!(read_all(&f.engine, node, 100).await, data(3_000, 4)[..100].to_vec());
+}
+
+#[tokio::test]
+async fn the_creator_writes_without_an_access_call() {
+    let f = fixture();
+    let req = pb::CreateRequest {
+        dir: Some(root().into()),
+        name: b"mine".to_vec(),
+        kind: pb::FileType::Regular as i32,
+        uid: cred().uid,
+        ..Default::default()
+    };
+    let node = f.engine.create(&cred(), req).await.expect("create").attr.and_then(|a| a.node).expect("node").into();
+    f.engine.write(&cred(), node, 0, Bytes::from(data(100, 1)), Stability::Unstable).await.expect("write");
+    assert_eq!(f.meta.access_calls(), 0, "the owner's grant was remembered from the create");
+    f.engine.write(&other(), node, 0, Bytes::from(data(100, 1)), Stability::Unstable).await.expect("write");
+    assert_eq!(f.meta.access_calls(), 1, "not for anyone else");
 }

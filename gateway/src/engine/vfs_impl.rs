@@ -16,13 +16,14 @@
 //! bytes; free files is `ASSUMED_FREE_FILES`. Replace when blockd reports capacity.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use proto::{FileHandle, FsError, pb};
 
 use super::files::FileState;
 use super::{ChunkApi, Engine, MetaApi};
-use crate::vfs::{FsStat, ReadReply, Stability, Vfs, WriteReply};
+use crate::vfs::{ACCESS_READ, ACCESS_WRITE, FsStat, ReadReply, Stability, Vfs, WriteReply};
 
 /// FSSTAT's total bytes until block daemons report capacity (1 PiB).
 pub const ASSUMED_CAPACITY_BYTES: u64 = 1 << 50;
@@ -38,6 +39,20 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             attr.size = attr.size.max(end);
         }
         attr
+    }
+
+    /// Primes the permission cache from an answer metad just gave: `granted` bits, and
+    /// read/write for the owner (who passes `check_access` anyway), so the WRITE that
+    /// follows a CREATE or an ACCESS does not ask again.
+    fn remember_grants(&self, cred: &pb::Cred, attr: &pb::Attr, granted: u32) {
+        let Some(node) = attr.node.map(FileHandle::from) else { return };
+        let owner = if attr.uid == cred.uid { ACCESS_READ | ACCESS_WRITE } else { 0 };
+        let now = Instant::now();
+        for bit in [ACCESS_READ, ACCESS_WRITE] {
+            if (granted | owner) & bit != 0 {
+                self.access.grant(node, cred, bit, now);
+            }
+        }
     }
 
     /// The file named `name` in `dir` if this gateway tracks it (it may hold buffered
@@ -107,16 +122,27 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
 
     async fn create(&self, cred: &pb::Cred, mut req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
         req.cred = Some(cred.clone());
-        let (Some(_), Some(dir)) = (req.size, req.dir) else {
-            return self.meta.create(req).await;
+        let mut reply = match (req.size, req.dir) {
+            (Some(_), Some(dir)) => {
+                let name = req.name.clone();
+                self.replacing(cred, dir.into(), &name, self.meta.create(req)).await?
+            }
+            _ => self.meta.create(req).await?,
         };
-        let name = req.name.clone();
-        let mut reply = self.replacing(cred, dir.into(), &name, self.meta.create(req)).await?;
         reply.attr = reply.attr.map(|a| self.with_buffered(a));
+        if let Some(a) = &reply.attr {
+            self.remember_grants(cred, a, 0);
+        }
         Ok(reply)
     }
 
-    async fn remove(&self, cred: &pb::Cred, dir: FileHandle, name: &[u8], directory: bool) -> Result<pb::WccDir, FsError> {
+    async fn remove(
+        &self,
+        cred: &pb::Cred,
+        dir: FileHandle,
+        name: &[u8],
+        directory: bool,
+    ) -> Result<pb::WccDir, FsError> {
         let req = pb::RemoveRequest {
             dir: Some(dir.into()),
             name: name.to_vec(),
@@ -136,8 +162,13 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
         cookie_verifier: u64,
         max_entries: u32,
     ) -> Result<pb::ReadDirReply, FsError> {
-        let req =
-            pb::ReadDirRequest { dir: Some(dir.into()), cookie, max_entries, cookie_verifier, cred: Some(cred.clone()) };
+        let req = pb::ReadDirRequest {
+            dir: Some(dir.into()),
+            cookie,
+            max_entries,
+            cookie_verifier,
+            cred: Some(cred.clone()),
+        };
         let mut reply = self.meta.read_dir(req).await?;
         for e in &mut reply.entries {
             e.attr = e.attr.take().map(|a| self.with_buffered(a));
@@ -194,7 +225,13 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
         self.meta.mknod(req).await
     }
 
-    async fn link(&self, cred: &pb::Cred, node: FileHandle, dir: FileHandle, name: &[u8]) -> Result<pb::LinkReply, FsError> {
+    async fn link(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        dir: FileHandle,
+        name: &[u8],
+    ) -> Result<pb::LinkReply, FsError> {
         let req = pb::LinkRequest {
             node: Some(node.into()),
             dir: Some(dir.into()),
@@ -228,6 +265,9 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
         let req = pb::AccessRequest { node: Some(node.into()), cred: Some(cred.clone()), mask };
         let mut reply = self.meta.access(req).await?;
         reply.attr = reply.attr.map(|a| self.with_buffered(a));
+        if let Some(a) = &reply.attr {
+            self.remember_grants(cred, a, reply.granted);
+        }
         Ok(reply)
     }
 

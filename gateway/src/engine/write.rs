@@ -64,8 +64,10 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         if self.access.allows(node, cred, bit, Instant::now()) {
             return Ok(());
         }
-        let reply =
-            self.meta.access(pb::AccessRequest { node: Some(node.into()), cred: Some(cred.clone()), mask: bit }).await?;
+        let reply = self
+            .meta
+            .access(pb::AccessRequest { node: Some(node.into()), cred: Some(cred.clone()), mask: bit })
+            .await?;
         let owner = reply.attr.is_some_and(|a| a.uid == cred.uid);
         if reply.granted & bit == 0 && !owner {
             return Err(FsError::Access);
@@ -152,7 +154,11 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         }
     }
 
-    pub(super) async fn setattr_impl(&self, cred: &pb::Cred, mut req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
+    pub(super) async fn setattr_impl(
+        &self,
+        cred: &pb::Cred,
+        mut req: pb::SetAttrRequest,
+    ) -> Result<pb::SetAttrReply, FsError> {
         req.cred = Some(cred.clone());
         let node: FileHandle = req.node.ok_or(FsError::BadHandle)?.into();
         if req.mode.is_some() || req.uid.is_some() || req.gid.is_some() {

@@ -10,9 +10,7 @@
 
 use std::ops::Range;
 
-use crate::nfs3::types::{
-    Fh, MAX_WIRE_PATH, NfsTime, Sattr3, read_fh, read_name, read_optional_time, read_sattr3,
-};
+use crate::nfs3::types::{Fh, MAX_WIRE_PATH, NfsTime, Sattr3, read_fh, read_name, read_optional_time, read_sattr3};
 use crate::rpc::ProtocolError;
 use crate::vfs::Stability;
 use crate::xdr::XdrReader;
@@ -271,19 +269,14 @@ mod tests {
                 w.opaque(data);
             }
         };
-        check(build(3, b"abc", 0), write_args, Ok(WriteArgs {
-            fh: Ok(H),
-            offset: 10,
-            count: 3,
-            stable: Stability::Unstable,
-            data: 52..55,
-        }));
+        check(
+            build(3, b"abc", 0),
+            write_args,
+            Ok(WriteArgs { fh: Ok(H), offset: 10, count: 3, stable: Stability::Unstable, data: 52..55 }),
+        );
         check(build(3, b"ab", 2), write_args, Err(ProtocolError::Truncated { needed: 3, remaining: 2 }));
         check(build(2, b"abc", 2), write_args, Err(ProtocolError::TooLong { len: 3, max: 2 }));
-        check(build(3, b"abc", 3), write_args, Err(ProtocolError::BadDiscriminant {
-            what: "stable_how",
-            value: 3,
-        }));
+        check(build(3, b"abc", 3), write_args, Err(ProtocolError::BadDiscriminant { what: "stable_how", value: 3 }));
     }
 
     fn build(f: impl FnOnce(&mut XdrWriter)) -> Vec<u8> {
@@ -302,7 +295,10 @@ mod tests {
         });
         assert_eq!(
             create_args(&exclusive),
-            Ok(CreateArgs { at: DirOpArgs { dir: Ok(H), name: b"f" }, how: CreateHow::Exclusive([1, 2, 3, 4, 5, 6, 7, 8]) })
+            Ok(CreateArgs {
+                at: DirOpArgs { dir: Ok(H), name: b"f" },
+                how: CreateHow::Exclusive([1, 2, 3, 4, 5, 6, 7, 8])
+            })
         );
         let guarded_bad_handle = build(|w| {
             w.opaque(&[9; 8]);
@@ -359,7 +355,10 @@ mod tests {
         let dev = [0, 0, 0, 0, 0, 0, 8, 1];
         assert_eq!(
             mknod_args(&args(4, &dev)),
-            Ok(MknodArgs { at: at(), what: MknodWhat::Device { block: false, attr: Sattr3::NONE, major: 8, minor: 1 } })
+            Ok(MknodArgs {
+                at: at(),
+                what: MknodWhat::Device { block: false, attr: Sattr3::NONE, major: 8, minor: 1 }
+            })
         );
         assert_eq!(
             mknod_args(&args(7, &none)),

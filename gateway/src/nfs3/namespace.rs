@@ -72,7 +72,9 @@ pub async fn mknod<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrW
         MknodWhat::Device { block, attr, major, minor } => {
             (if block { pb::FileType::BlockDevice } else { pb::FileType::CharDevice }, attr, major, minor)
         }
-        MknodWhat::Pipe { socket, attr } => (if socket { pb::FileType::Socket } else { pb::FileType::Fifo }, attr, 0, 0),
+        MknodWhat::Pipe { socket, attr } => {
+            (if socket { pb::FileType::Socket } else { pb::FileType::Fifo }, attr, 0, 0)
+        }
         MknodWhat::BadType => {
             w.u32(NfsStat3::BadType as u32);
             no_wcc(w);

@@ -303,10 +303,13 @@ async fn create_lookup_write_read_commit() {
     assert_eq!(r.u32().unwrap(), 0);
     assert!(!skip_wcc(&mut r).0, "COMMIT has no pre-op attributes");
     assert_eq!(r.fixed::<8>().unwrap(), testing::VERIFIER);
-    assert_eq!(vfs.events(), vec![
-        testing::Event::Write { ino: h.ino, offset: 2, len: 5, stable: Stability::Unstable },
-        testing::Event::Commit { ino: h.ino },
-    ]);
+    assert_eq!(
+        vfs.events(),
+        vec![
+            testing::Event::Write { ino: h.ino, offset: 2, len: 5, stable: Stability::Unstable },
+            testing::Event::Commit { ino: h.ino },
+        ]
+    );
 
     // AUTH_NONE creates as nobody.
     let n = create(&vfs, b"anon", Cred::None).await;
@@ -763,7 +766,9 @@ async fn fsinfo_pathconf_fsstat_access() {
     assert_eq!(r.u64().unwrap(), 1 << 40);
 
     let h = create(&vfs, b"f", Cred::Sys(7, 7)).await; // mode 0640
-    for (cred, expected) in [(Cred::Sys(7, 7), 0x0d), (Cred::Sys(8, 7), 0x01), (Cred::Sys(8, 8), 0), (Cred::Sys(0, 0), 0x2d)] {
+    for (cred, expected) in
+        [(Cred::Sys(7, 7), 0x0d), (Cred::Sys(8, 7), 0x01), (Cred::Sys(8, 8), 0), (Cred::Sys(0, 0), 0x2d)]
+    {
         let rep = nfs(&vfs, 4, cred, |w| {
             fh(w, h);
             w.u32(0x3f);

@@ -52,10 +52,9 @@ impl NfsTime {
     pub fn from_pb(t: Option<&pb::Time>) -> NfsTime {
         match t {
             None => NfsTime { secs: 0, nsecs: 0 },
-            Some(t) => NfsTime {
-                secs: u32::try_from(t.secs.max(0)).unwrap_or(u32::MAX),
-                nsecs: t.nanos.min(999_999_999),
-            },
+            Some(t) => {
+                NfsTime { secs: u32::try_from(t.secs.max(0)).unwrap_or(u32::MAX), nsecs: t.nanos.min(999_999_999) }
+            }
         }
     }
 
@@ -96,14 +95,8 @@ pub struct Sattr3 {
 }
 
 impl Sattr3 {
-    pub const NONE: Sattr3 = Sattr3 {
-        mode: None,
-        uid: None,
-        gid: None,
-        size: None,
-        atime: SetTime::DontChange,
-        mtime: SetTime::DontChange,
-    };
+    pub const NONE: Sattr3 =
+        Sattr3 { mode: None, uid: None, gid: None, size: None, atime: SetTime::DontChange, mtime: SetTime::DontChange };
 }
 
 // ---- decoding ----
@@ -300,14 +293,17 @@ mod tests {
     #[test]
     fn sattr3_decoding() {
         check_sattr(&[0, 0, 0, 0, 0, 0], Ok(Sattr3::NONE));
-        check_sattr(&[1, 0o644, 1, 10, 1, 20, 1, 0, 99, 1, 2, 5, 6], Ok(Sattr3 {
-            mode: Some(0o644),
-            uid: Some(10),
-            gid: Some(20),
-            size: Some(99),
-            atime: SetTime::ServerTime,
-            mtime: SetTime::ClientTime(NfsTime { secs: 5, nsecs: 6 }),
-        }));
+        check_sattr(
+            &[1, 0o644, 1, 10, 1, 20, 1, 0, 99, 1, 2, 5, 6],
+            Ok(Sattr3 {
+                mode: Some(0o644),
+                uid: Some(10),
+                gid: Some(20),
+                size: Some(99),
+                atime: SetTime::ServerTime,
+                mtime: SetTime::ClientTime(NfsTime { secs: 5, nsecs: 6 }),
+            }),
+        );
         check_sattr(&[0, 0, 0, 0, 3, 0], Err(ProtocolError::BadDiscriminant { what: "time_how", value: 3 }));
         check_sattr(&[2], Err(ProtocolError::BadDiscriminant { what: "bool", value: 2 }));
     }
