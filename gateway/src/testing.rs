@@ -1,10 +1,17 @@
 //! An in-memory `Vfs` for protocol tests (compiled for tests and the `testing` feature).
 //!
 //! Owns: one share (`/export`, share id 1, root inode 1) held in a mutex: files with
-//! their bytes, directories with sorted entries (cookie = 1-based position in name
-//! order), and a log of every WRITE and COMMIT so tests can see what a client sent.
+//! their bytes (a symlink's bytes are its target), directories with sorted entries
+//! (cookie = 1-based position in name order, verifier `COOKIE_VERIFIER`), hard links
+//! (nlink counted, the inode dropped at 0), and a log of every WRITE and COMMIT plus the
+//! last credential seen, so tests can see what a client sent.
 //!
-//! Must never: be used outside tests: it has no durability, no permissions and no limits.
+//! Semantics follow metad's contract where cheap: SETATTR's ctime guard (`NotSync`) and
+//! server-time flags, CREATE's `size`, a stale cookie verifier (`BadCookie`), RENAME
+//! replacing a target (no directory-cycle check beyond "not into itself"). `access`
+//! answers from the mode bits; nothing else checks permissions.
+//!
+//! Must never: be used outside tests: it has no durability and no limits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -30,6 +37,12 @@ pub enum Event {
     Commit { ino: u64 },
 }
 
+/// The ctime after this many changes of a node (MemVfs's clock for ctime is a counter, so
+/// guards are deterministic).
+fn ctime_of(change: u64) -> pb::Time {
+    pb::Time { secs: 1_000_000 + change as i64, nanos: 0 }
+}
+
 #[derive(Debug)]
 struct Node {
     attr: pb::Attr,
@@ -42,6 +55,7 @@ struct State {
     nodes: HashMap<u64, Node>,
     next_ino: u64,
     events: Vec<Event>,
+    last_cred: Option<pb::Cred>,
 }
 
 /// The in-memory filesystem.
@@ -57,6 +71,7 @@ fn now() -> pb::Time {
 
 fn new_attr(ino: u64, kind: pb::FileType, mode: u32, uid: u32, gid: u32) -> pb::Attr {
     let t = now();
+    let ctime = ctime_of(1);
     pb::Attr {
         node: Some(pb::NodeRef { share_id: SHARE_ID, ino, generation: 1 }),
         kind: kind as i32,
@@ -68,7 +83,7 @@ fn new_attr(ino: u64, kind: pb::FileType, mode: u32, uid: u32, gid: u32) -> pb::
         used: 0,
         atime: Some(t),
         mtime: Some(t),
-        ctime: Some(t),
+        ctime: Some(ctime),
         btime: Some(t),
         change: 1,
         rdev_major: 0,
@@ -77,10 +92,26 @@ fn new_attr(ino: u64, kind: pb::FileType, mode: u32, uid: u32, gid: u32) -> pb::
 }
 
 fn touch(attr: &mut pb::Attr) {
-    let t = now();
-    attr.mtime = Some(t);
-    attr.ctime = Some(t);
+    attr.mtime = Some(now());
     attr.change += 1;
+    attr.ctime = Some(ctime_of(attr.change));
+}
+
+/// The ACCESS bits (read 4 / write 2 / execute 1 of the mode) `cred` holds on `attr`.
+fn granted(attr: &pb::Attr, cred: &pb::Cred) -> u32 {
+    if cred.uid == 0 {
+        return 7;
+    }
+    let m = attr.mode;
+    let bits = if cred.uid == attr.uid {
+        m >> 6
+    } else if cred.gid == attr.gid || cred.gids.contains(&attr.gid) {
+        m >> 3
+    } else {
+        m
+    } & 7;
+    // rwx (4, 2, 1) -> ACCESS_READ 1, ACCESS_WRITE 2, ACCESS_EXECUTE 4.
+    ((bits >> 2) & 1) | (bits & 2) | ((bits & 1) << 2)
 }
 
 impl Default for MemVfs {
@@ -96,7 +127,14 @@ impl MemVfs {
             data: Vec::new(),
             children: BTreeMap::new(),
         };
-        MemVfs { state: Mutex::new(State { nodes: HashMap::from([(ROOT_INO, root)]), next_ino: 2, events: Vec::new() }) }
+        MemVfs {
+            state: Mutex::new(State {
+                nodes: HashMap::from([(ROOT_INO, root)]),
+                next_ino: 2,
+                events: Vec::new(),
+                last_cred: None,
+            }),
+        }
     }
 
     /// The root directory's handle.
@@ -111,6 +149,11 @@ impl MemVfs {
     /// Every WRITE and COMMIT so far, in order.
     pub fn events(&self) -> Vec<Event> {
         self.lock().events.clone()
+    }
+
+    /// The credential of the latest call that carried one.
+    pub fn last_cred(&self) -> Option<pb::Cred> {
+        self.lock().last_cred.clone()
     }
 
     /// The content of the file at `name` in the root directory.
@@ -136,6 +179,48 @@ impl State {
     fn node_mut(&mut self, h: FileHandle) -> Result<&mut Node, FsError> {
         self.node(h)?;
         self.nodes.get_mut(&h.ino).ok_or(FsError::Stale)
+    }
+
+    fn seen(&mut self, cred: &pb::Cred) {
+        self.last_cred = Some(cred.clone());
+    }
+
+    /// Adds a new node named `name` in `dir` (refusing an existing name).
+    fn add(
+        &mut self,
+        dir: FileHandle,
+        name: &[u8],
+        mut attr: pb::Attr,
+        data: Vec<u8>,
+    ) -> Result<pb::CreateReply, FsError> {
+        let before = self.dir(dir)?.attr;
+        if self.dir(dir)?.children.contains_key(name) {
+            return Err(FsError::Exists);
+        }
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        attr.node = Some(pb::NodeRef { share_id: SHARE_ID, ino, generation: 1 });
+        attr.size = data.len() as u64;
+        self.nodes.insert(ino, Node { attr, data, children: BTreeMap::new() });
+        let d = self.node_mut(dir)?;
+        d.children.insert(name.to_vec(), ino);
+        touch(&mut d.attr);
+        Ok(pb::CreateReply { attr: Some(attr), dir: Some(pb::WccDir { before: Some(before), after: Some(d.attr) }) })
+    }
+
+    /// Drops one link to `ino` (the inode goes with its last link).
+    fn unlink(&mut self, ino: u64) {
+        let gone = match self.nodes.get_mut(&ino) {
+            Some(n) if n.attr.kind != pb::FileType::Directory as i32 && n.attr.nlink > 1 => {
+                n.attr.nlink -= 1;
+                touch(&mut n.attr);
+                false
+            }
+            _ => true,
+        };
+        if gone {
+            self.nodes.remove(&ino);
+        }
     }
 
     fn dir(&self, h: FileHandle) -> Result<&Node, FsError> {
@@ -169,41 +254,54 @@ impl Vfs for MemVfs {
         Ok(self.lock().node(node)?.attr)
     }
 
-    async fn lookup(&self, dir: FileHandle, name: &[u8]) -> Result<pb::LookupReply, FsError> {
-        let s = self.lock();
+    async fn lookup(&self, cred: &pb::Cred, dir: FileHandle, name: &[u8]) -> Result<pb::LookupReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
         let d = s.dir(dir)?;
         let ino = d.children.get(name).ok_or(FsError::NotFound)?;
         let attr = s.nodes.get(ino).ok_or(FsError::NotFound)?.attr;
         Ok(pb::LookupReply { attr: Some(attr), dir: Some(d.attr) })
     }
 
-    async fn create(&self, req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
+    async fn create(&self, cred: &pb::Cred, req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
         let mut s = self.lock();
+        s.seen(cred);
         let dir_h: FileHandle = req.dir.ok_or(FsError::BadHandle)?.into();
         let before = s.dir(dir_h)?.attr;
-        if let Some(existing) = s.dir(dir_h)?.children.get(&req.name) {
-            let n = s.nodes.get(existing).ok_or(FsError::Stale)?;
+        if let Some(existing) = s.dir(dir_h)?.children.get(&req.name).copied() {
+            let n = s.nodes.get_mut(&existing).ok_or(FsError::Stale)?;
             return match pb::CreateHow::try_from(req.how) {
                 Ok(pb::CreateHow::Unchecked) if n.attr.kind == req.kind => {
-                    Ok(pb::CreateReply { attr: Some(n.attr), dir: Some(pb::WccDir { before: Some(before), after: Some(before) }) })
+                    if let Some(size) = req.size {
+                        let size = usize::try_from(size).ok().filter(|s| *s <= MAX_FILE).ok_or(FsError::TooBig)?;
+                        n.data.resize(size, 0);
+                        n.attr.size = size as u64;
+                        n.attr.used = size as u64;
+                        touch(&mut n.attr);
+                    }
+                    Ok(pb::CreateReply {
+                        attr: Some(n.attr),
+                        dir: Some(pb::WccDir { before: Some(before), after: Some(before) }),
+                    })
                 }
                 _ => Err(FsError::Exists),
             };
         }
-        let ino = s.next_ino;
-        s.next_ino += 1;
         let kind = pb::FileType::try_from(req.kind).map_err(|_| FsError::Invalid("kind".into()))?;
-        let attr = new_attr(ino, kind, req.mode, req.uid, req.gid);
-        s.nodes.insert(ino, Node { attr, data: Vec::new(), children: BTreeMap::new() });
-        let d = s.node_mut(dir_h)?;
-        d.children.insert(req.name, ino);
-        touch(&mut d.attr);
-        let after = d.attr;
-        Ok(pb::CreateReply { attr: Some(attr), dir: Some(pb::WccDir { before: Some(before), after: Some(after) }) })
+        let size = usize::try_from(req.size.unwrap_or(0)).ok().filter(|s| *s <= MAX_FILE).ok_or(FsError::TooBig)?;
+        let attr = new_attr(0, kind, req.mode, req.uid, req.gid);
+        s.add(dir_h, &req.name, attr, vec![0; size])
     }
 
-    async fn remove(&self, dir: FileHandle, name: &[u8], directory: bool) -> Result<pb::WccDir, FsError> {
+    async fn remove(
+        &self,
+        cred: &pb::Cred,
+        dir: FileHandle,
+        name: &[u8],
+        directory: bool,
+    ) -> Result<pb::WccDir, FsError> {
         let mut s = self.lock();
+        s.seen(cred);
         let d = s.dir(dir)?;
         let before = d.attr;
         let ino = *d.children.get(name).ok_or(FsError::NotFound)?;
@@ -215,15 +313,26 @@ impl Vfs for MemVfs {
             (true, true) if !n.children.is_empty() => return Err(FsError::NotEmpty),
             _ => {}
         }
-        s.nodes.remove(&ino);
+        s.unlink(ino);
         let d = s.node_mut(dir)?;
         d.children.remove(name);
         touch(&mut d.attr);
         Ok(pb::WccDir { before: Some(before), after: Some(d.attr) })
     }
 
-    async fn readdir(&self, dir: FileHandle, cookie: u64, max_entries: u32) -> Result<pb::ReadDirReply, FsError> {
-        let s = self.lock();
+    async fn readdir(
+        &self,
+        cred: &pb::Cred,
+        dir: FileHandle,
+        cookie: u64,
+        cookie_verifier: u64,
+        max_entries: u32,
+    ) -> Result<pb::ReadDirReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
+        if cookie_verifier != 0 && cookie_verifier != COOKIE_VERIFIER {
+            return Err(FsError::BadCookie);
+        }
         let d = s.dir(dir)?;
         let skip = usize::try_from(cookie).map_err(|_| FsError::Invalid("cookie".into()))?;
         let mut entries = Vec::new();
@@ -235,10 +344,14 @@ impl Vfs for MemVfs {
         Ok(pb::ReadDirReply { entries, eof, dir: Some(d.attr), cookie_verifier: COOKIE_VERIFIER })
     }
 
-    async fn setattr(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
+    async fn setattr(&self, cred: &pb::Cred, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
         let mut s = self.lock();
+        s.seen(cred);
         let n = s.node_mut(req.node.ok_or(FsError::BadHandle)?.into())?;
         let before = n.attr;
+        if req.guard_ctime.is_some() && req.guard_ctime != n.attr.ctime {
+            return Err(FsError::NotSync);
+        }
         if let Some(size) = req.size {
             let size = usize::try_from(size).ok().filter(|s| *s <= MAX_FILE).ok_or(FsError::TooBig)?;
             n.data.resize(size, 0);
@@ -261,11 +374,18 @@ impl Vfs for MemVfs {
         if let Some(t) = req.mtime {
             n.attr.mtime = Some(t);
         }
+        if req.atime_now {
+            n.attr.atime = Some(now());
+        }
+        if req.mtime_now {
+            n.attr.mtime = Some(now());
+        }
         Ok(pb::SetAttrReply { before: Some(before), after: Some(n.attr) })
     }
 
-    async fn read(&self, node: FileHandle, offset: u64, count: u32) -> Result<ReadReply, FsError> {
-        let s = self.lock();
+    async fn read(&self, cred: &pb::Cred, node: FileHandle, offset: u64, count: u32) -> Result<ReadReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
         let n = s.node(node)?;
         if n.attr.kind == pb::FileType::Directory as i32 {
             return Err(FsError::IsDir);
@@ -275,8 +395,16 @@ impl Vfs for MemVfs {
         Ok(ReadReply { data: Bytes::copy_from_slice(&n.data[start..end]), eof: end == n.data.len(), attr: n.attr })
     }
 
-    async fn write(&self, node: FileHandle, offset: u64, data: Bytes, stable: Stability) -> Result<WriteReply, FsError> {
+    async fn write(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        offset: u64,
+        data: Bytes,
+        stable: Stability,
+    ) -> Result<WriteReply, FsError> {
         let mut s = self.lock();
+        s.seen(cred);
         s.events.push(Event::Write { ino: node.ino, offset, len: data.len(), stable });
         let n = s.node_mut(node)?;
         if n.attr.kind == pb::FileType::Directory as i32 {
@@ -298,8 +426,9 @@ impl Vfs for MemVfs {
         Ok(WriteReply { before, after: n.attr, committed: stable })
     }
 
-    async fn commit(&self, node: FileHandle) -> Result<pb::Attr, FsError> {
+    async fn commit(&self, cred: &pb::Cred, node: FileHandle) -> Result<pb::Attr, FsError> {
         let mut s = self.lock();
+        s.seen(cred);
         s.events.push(Event::Commit { ino: node.ino });
         Ok(s.node(node)?.attr)
     }
@@ -314,6 +443,121 @@ impl Vfs for MemVfs {
             total_files: 1 << 20,
             free_files: (1u64 << 20).saturating_sub(s.nodes.len() as u64),
         })
+    }
+
+    async fn symlink(&self, cred: &pb::Cred, req: pb::SymlinkRequest) -> Result<pb::CreateReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
+        let dir: FileHandle = req.dir.ok_or(FsError::BadHandle)?.into();
+        let attr = new_attr(0, pb::FileType::Symlink, req.mode, cred.uid, cred.gid);
+        s.add(dir, &req.name, attr, req.target)
+    }
+
+    async fn readlink(&self, cred: &pb::Cred, node: FileHandle) -> Result<pb::ReadLinkReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
+        let n = s.node(node)?;
+        if n.attr.kind != pb::FileType::Symlink as i32 {
+            return Err(FsError::Invalid("not a symlink".into()));
+        }
+        Ok(pb::ReadLinkReply { target: n.data.clone(), attr: Some(n.attr) })
+    }
+
+    async fn mknod(&self, cred: &pb::Cred, req: pb::MknodRequest) -> Result<pb::CreateReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
+        let dir: FileHandle = req.dir.ok_or(FsError::BadHandle)?.into();
+        let kind = match pb::FileType::try_from(req.kind) {
+            Ok(
+                k @ (pb::FileType::Fifo | pb::FileType::Socket | pb::FileType::CharDevice | pb::FileType::BlockDevice),
+            ) => k,
+            _ => return Err(FsError::Invalid("mknod kind".into())),
+        };
+        let mut attr = new_attr(0, kind, req.mode, cred.uid, cred.gid);
+        (attr.rdev_major, attr.rdev_minor) = (req.rdev_major, req.rdev_minor);
+        s.add(dir, &req.name, attr, Vec::new())
+    }
+
+    async fn link(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        dir: FileHandle,
+        name: &[u8],
+    ) -> Result<pb::LinkReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
+        if node.share_id != dir.share_id {
+            return Err(FsError::CrossDevice);
+        }
+        if s.node(node)?.attr.kind == pb::FileType::Directory as i32 {
+            return Err(FsError::IsDir);
+        }
+        let before = s.dir(dir)?.attr;
+        if s.dir(dir)?.children.contains_key(name) {
+            return Err(FsError::Exists);
+        }
+        let n = s.node_mut(node)?;
+        n.attr.nlink += 1;
+        touch(&mut n.attr);
+        let attr = n.attr;
+        let d = s.node_mut(dir)?;
+        d.children.insert(name.to_vec(), node.ino);
+        touch(&mut d.attr);
+        Ok(pb::LinkReply { attr: Some(attr), dir: Some(pb::WccDir { before: Some(before), after: Some(d.attr) }) })
+    }
+
+    async fn rename(
+        &self,
+        cred: &pb::Cred,
+        from: (FileHandle, &[u8]),
+        to: (FileHandle, &[u8]),
+    ) -> Result<pb::RenameReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
+        if from.0.share_id != to.0.share_id {
+            return Err(FsError::CrossDevice);
+        }
+        let from_before = s.dir(from.0)?.attr;
+        let to_before = s.dir(to.0)?.attr;
+        let ino = *s.dir(from.0)?.children.get(from.1).ok_or(FsError::NotFound)?;
+        if ino == to.0.ino {
+            return Err(FsError::Invalid("moving a directory into itself".into()));
+        }
+        let moving_dir = s.nodes.get(&ino).is_some_and(|n| n.attr.kind == pb::FileType::Directory as i32);
+        if let Some(&target) = s.dir(to.0)?.children.get(to.1) {
+            if target == ino {
+                let wcc = |a| Some(pb::WccDir { before: Some(a), after: Some(a) });
+                return Ok(pb::RenameReply { from_dir: wcc(from_before), to_dir: wcc(to_before) });
+            }
+            let t = s.nodes.get(&target).ok_or(FsError::Stale)?;
+            match (moving_dir, t.attr.kind == pb::FileType::Directory as i32) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) if !t.children.is_empty() => return Err(FsError::NotEmpty),
+                _ => {}
+            }
+            s.unlink(target);
+        }
+        let f = s.node_mut(from.0)?;
+        f.children.remove(from.1);
+        touch(&mut f.attr);
+        let t = s.node_mut(to.0)?;
+        t.children.insert(to.1.to_vec(), ino);
+        touch(&mut t.attr);
+        let from_after = s.node(from.0)?.attr;
+        let to_after = s.node(to.0)?.attr;
+        Ok(pb::RenameReply {
+            from_dir: Some(pb::WccDir { before: Some(from_before), after: Some(from_after) }),
+            to_dir: Some(pb::WccDir { before: Some(to_before), after: Some(to_after) }),
+        })
+    }
+
+    async fn access(&self, cred: &pb::Cred, node: FileHandle, mask: u32) -> Result<pb::AccessReply, FsError> {
+        let mut s = self.lock();
+        s.seen(cred);
+        let attr = s.node(node)?.attr;
+        Ok(pb::AccessReply { granted: granted(&attr, cred) & mask, attr: Some(attr) })
     }
 
     fn write_verifier(&self) -> [u8; 8] {

@@ -24,6 +24,12 @@ pub enum Stability {
     FileSync,
 }
 
+/// `AccessRequest.mask` / `AccessReply.granted` bits (metad's contract).
+pub const ACCESS_READ: u32 = 1;
+pub const ACCESS_WRITE: u32 = 2;
+/// Execute a file, or search a directory.
+pub const ACCESS_EXECUTE: u32 = 4;
+
 #[derive(Clone, Debug)]
 pub struct ReadReply {
     pub data: Bytes,
@@ -48,6 +54,11 @@ pub struct FsStat {
 }
 
 /// Filesystem operations as the protocol front ends need them.
+///
+/// `cred` is the caller's identity after the front end's squashing rules (AUTH_NONE is
+/// `nobody`); implementations pass it to metad on every call that carries one (metad
+/// refuses a request without it) and never substitute their own. Requests given as
+/// `proto::pb` messages have their `cred` (and `request_id`) filled by the implementation.
 pub trait Vfs: Send + Sync + 'static {
     /// Shares exported by this gateway (MOUNT EXPORT).
     fn exports(&self) -> impl Future<Output = Result<Vec<pb::Share>, FsError>> + Send;
@@ -55,24 +66,97 @@ pub trait Vfs: Send + Sync + 'static {
     fn mount(&self, export_path: &str) -> impl Future<Output = Result<pb::Share, FsError>> + Send;
     /// Attributes, including the effect of writes buffered in this gateway.
     fn getattr(&self, node: FileHandle) -> impl Future<Output = Result<pb::Attr, FsError>> + Send;
-    fn lookup(&self, dir: FileHandle, name: &[u8]) -> impl Future<Output = Result<pb::LookupReply, FsError>> + Send;
-    fn create(&self, req: pb::CreateRequest) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
-    fn remove(&self, dir: FileHandle, name: &[u8], directory: bool)
-    -> impl Future<Output = Result<pb::WccDir, FsError>> + Send;
-    fn readdir(&self, dir: FileHandle, cookie: u64, max_entries: u32)
-    -> impl Future<Output = Result<pb::ReadDirReply, FsError>> + Send;
-    fn setattr(&self, req: pb::SetAttrRequest) -> impl Future<Output = Result<pb::SetAttrReply, FsError>> + Send;
-    fn read(&self, node: FileHandle, offset: u64, count: u32) -> impl Future<Output = Result<ReadReply, FsError>> + Send;
+    fn lookup(
+        &self,
+        cred: &pb::Cred,
+        dir: FileHandle,
+        name: &[u8],
+    ) -> impl Future<Output = Result<pb::LookupReply, FsError>> + Send;
+    fn create(
+        &self,
+        cred: &pb::Cred,
+        req: pb::CreateRequest,
+    ) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
+    fn remove(
+        &self,
+        cred: &pb::Cred,
+        dir: FileHandle,
+        name: &[u8],
+        directory: bool,
+    ) -> impl Future<Output = Result<pb::WccDir, FsError>> + Send;
+    /// One page of `dir` after `cookie`; `cookie_verifier` is 0 or the verifier of an
+    /// earlier reply (a stale one is `FsError::BadCookie`).
+    fn readdir(
+        &self,
+        cred: &pb::Cred,
+        dir: FileHandle,
+        cookie: u64,
+        cookie_verifier: u64,
+        max_entries: u32,
+    ) -> impl Future<Output = Result<pb::ReadDirReply, FsError>> + Send;
+    /// Applies `req` (with its guard and server-time flags) atomically.
+    fn setattr(
+        &self,
+        cred: &pb::Cred,
+        req: pb::SetAttrRequest,
+    ) -> impl Future<Output = Result<pb::SetAttrReply, FsError>> + Send;
+    fn read(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        offset: u64,
+        count: u32,
+    ) -> impl Future<Output = Result<ReadReply, FsError>> + Send;
+    /// Permission is checked when the write arrives, also when it is only buffered.
     fn write(
         &self,
+        cred: &pb::Cred,
         node: FileHandle,
         offset: u64,
         data: Bytes,
         stable: Stability,
     ) -> impl Future<Output = Result<WriteReply, FsError>> + Send;
     /// Makes every write to `node` acknowledged so far durable (NFSv3 COMMIT).
-    fn commit(&self, node: FileHandle) -> impl Future<Output = Result<pb::Attr, FsError>> + Send;
+    fn commit(&self, cred: &pb::Cred, node: FileHandle) -> impl Future<Output = Result<pb::Attr, FsError>> + Send;
     fn fsstat(&self, node: FileHandle) -> impl Future<Output = Result<FsStat, FsError>> + Send;
+    fn symlink(
+        &self,
+        cred: &pb::Cred,
+        req: pb::SymlinkRequest,
+    ) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
+    fn readlink(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+    ) -> impl Future<Output = Result<pb::ReadLinkReply, FsError>> + Send;
+    fn mknod(
+        &self,
+        cred: &pb::Cred,
+        req: pb::MknodRequest,
+    ) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
+    /// A new name `name` in `dir` for the existing non-directory `node`.
+    fn link(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        dir: FileHandle,
+        name: &[u8],
+    ) -> impl Future<Output = Result<pb::LinkReply, FsError>> + Send;
+    /// Atomically renames, replacing an existing target (see metad's `RenameRequest`).
+    fn rename(
+        &self,
+        cred: &pb::Cred,
+        from: (FileHandle, &[u8]),
+        to: (FileHandle, &[u8]),
+    ) -> impl Future<Output = Result<pb::RenameReply, FsError>> + Send;
+    /// Which of `mask`'s bits (`ACCESS_READ`, `ACCESS_WRITE`, `ACCESS_EXECUTE`) the
+    /// caller holds on `node`, with its attributes.
+    fn access(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        mask: u32,
+    ) -> impl Future<Output = Result<pb::AccessReply, FsError>> + Send;
     /// The write verifier: new on every gateway start, and changed whenever buffered
     /// UNSTABLE data acknowledged earlier could not be made durable, so clients resend.
     fn write_verifier(&self) -> [u8; 8];

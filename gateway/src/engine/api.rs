@@ -12,7 +12,9 @@ use bytes::Bytes;
 use proto::pb;
 use proto::{ChunkHash, FsError};
 
-/// metad's `Meta` service, one method per RPC the engine uses.
+/// metad's `Meta` service, one method per RPC the engine uses. Requests arrive with their
+/// `cred` set by the engine; mutations get their `request_id` from the implementation
+/// (the same id on every retry of one call).
 pub trait MetaApi: Send + Sync + 'static {
     fn list_shares(&self) -> impl Future<Output = Result<Vec<pb::Share>, FsError>> + Send;
     fn get_share(&self, export_path: &str) -> impl Future<Output = Result<pb::Share, FsError>> + Send;
@@ -34,6 +36,12 @@ pub trait MetaApi: Send + Sync + 'static {
         req: pb::GetExtentsRequest,
     ) -> impl Future<Output = Result<pb::GetExtentsReply, FsError>> + Send;
     fn fs_stat(&self, node: pb::NodeRef) -> impl Future<Output = Result<pb::FsStatReply, FsError>> + Send;
+    fn symlink(&self, req: pb::SymlinkRequest) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
+    fn read_link(&self, req: pb::ReadLinkRequest) -> impl Future<Output = Result<pb::ReadLinkReply, FsError>> + Send;
+    fn mknod(&self, req: pb::MknodRequest) -> impl Future<Output = Result<pb::CreateReply, FsError>> + Send;
+    fn link(&self, req: pb::LinkRequest) -> impl Future<Output = Result<pb::LinkReply, FsError>> + Send;
+    fn rename(&self, req: pb::RenameRequest) -> impl Future<Output = Result<pb::RenameReply, FsError>> + Send;
+    fn access(&self, req: pb::AccessRequest) -> impl Future<Output = Result<pb::AccessReply, FsError>> + Send;
 }
 
 /// A block daemon's chunk store.

@@ -12,6 +12,8 @@ pub enum EngineError {
     ChunkSizes { min: u32, avg: u32, max: u32, reason: &'static str },
     #[error("write buffer budget of {bytes} bytes is invalid: {reason}")]
     WriteBuffer { bytes: u64, reason: &'static str },
+    #[error("no metad endpoint configured")]
+    NoMetadEndpoint,
     #[error("metad endpoint {endpoint:?} is invalid: {source}")]
     MetadEndpoint { endpoint: String, source: tonic::transport::Error },
     #[error("TLS configuration for the block daemon link: {0}")]

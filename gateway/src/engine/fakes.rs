@@ -4,7 +4,8 @@
 //! everything in its range, trimming extents that straddle its ends; size becomes
 //! `max(size, range_end)`; GetExtents clips to the asked range; truncation trims) so the
 //! engine's flush logic is tested against the real contract. `FakeChunks` stores verified
-//! chunks and can be told to fail or to corrupt. Test-only; must never be used by
+//! chunks and can be told to fail or to corrupt. `FakeMeta` also records the credential of
+//! every call (`creds`) and can refuse write permission (`deny_write`). Test-only; must never be used by
 //! production code.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,6 +44,11 @@ pub struct MetaInner {
     /// CommitExtents answers `Unavailable` while set.
     pub fail_commits: AtomicBool,
     pub commits: AtomicUsize,
+    /// Access grants everything but write while set (and CommitExtents refuses).
+    pub deny_write: AtomicBool,
+    pub access_calls: AtomicUsize,
+    /// (RPC name, its cred) of every call that carries one, in order.
+    pub creds: Mutex<Vec<(&'static str, Option<pb::Cred>)>>,
 }
 
 /// A cloneable handle to one in-memory metad.
@@ -90,12 +96,20 @@ impl FakeMeta {
         let mut st = MetaState { inodes: HashMap::new(), next_ino: ROOT_INO + 1 };
         st.inodes.insert(
             ROOT_INO,
-            Inode { attr: new_attr(ROOT_INO, pb::FileType::Directory), extents: BTreeMap::new(), entries: BTreeMap::new() },
+            Inode {
+                attr: new_attr(ROOT_INO, pb::FileType::Directory),
+                extents: BTreeMap::new(),
+                entries: BTreeMap::new(),
+            },
         );
         FakeMeta(Arc::new(MetaInner { state: Mutex::new(st), ..Default::default() }))
     }
 
-    fn with_node<T>(&self, node: Option<pb::NodeRef>, f: impl FnOnce(&mut Inode) -> Result<T, FsError>) -> Result<T, FsError> {
+    fn with_node<T>(
+        &self,
+        node: Option<pb::NodeRef>,
+        f: impl FnOnce(&mut Inode) -> Result<T, FsError>,
+    ) -> Result<T, FsError> {
         let node = node.ok_or(FsError::BadHandle)?;
         let mut st = lock(&self.0.state);
         let inode = st.inodes.get_mut(&node.ino).ok_or(FsError::Stale)?;
@@ -108,6 +122,35 @@ impl FakeMeta {
     /// The committed extents of `ino`: (offset, length, hash, chunk_offset, chunk_length).
     pub fn extents(&self, ino: u64) -> Vec<pb::Extent> {
         lock(&self.0.state).inodes.get(&ino).map(|i| i.extents.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn saw(&self, rpc: &'static str, cred: &Option<pb::Cred>) {
+        lock(&self.0.creds).push((rpc, cred.clone()));
+    }
+
+    /// Every recorded (RPC, cred) so far.
+    pub fn creds(&self) -> Vec<(&'static str, Option<pb::Cred>)> {
+        lock(&self.0.creds).clone()
+    }
+
+    pub fn access_calls(&self) -> usize {
+        self.0.access_calls.load(Ordering::SeqCst)
+    }
+
+    /// Adds `attr`'s node as `name` in `dir`.
+    fn add(&self, dir: Option<pb::NodeRef>, name: &[u8], kind: pb::FileType) -> Result<pb::CreateReply, FsError> {
+        let dir = dir.ok_or(FsError::BadHandle)?;
+        let mut st = lock(&self.0.state);
+        let ino = st.next_ino;
+        let d = st.inodes.get_mut(&dir.ino).ok_or(FsError::Stale)?;
+        if d.entries.contains_key(name) {
+            return Err(FsError::Exists);
+        }
+        d.entries.insert(name.to_vec(), ino);
+        let attr = new_attr(ino, kind);
+        st.inodes.insert(ino, Inode { attr, extents: BTreeMap::new(), entries: BTreeMap::new() });
+        st.next_ino += 1;
+        Ok(pb::CreateReply { attr: Some(attr), dir: None })
     }
 
     pub fn size(&self, ino: u64) -> Option<u64> {
@@ -133,6 +176,7 @@ impl MetaApi for FakeMeta {
     }
 
     async fn lookup(&self, req: pb::LookupRequest) -> Result<pb::LookupReply, FsError> {
+        self.saw("Lookup", &req.cred);
         let ino = self.with_node(req.dir, |d| d.entries.get(&req.name).copied().ok_or(FsError::NotFound))?;
         let st = lock(&self.0.state);
         let attr = st.inodes.get(&ino).map(|i| i.attr).ok_or(FsError::NotFound)?;
@@ -140,22 +184,36 @@ impl MetaApi for FakeMeta {
     }
 
     async fn create(&self, req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
-        let dir = req.dir.ok_or(FsError::BadHandle)?;
-        let mut st = lock(&self.0.state);
-        let ino = st.next_ino;
-        let d = st.inodes.get_mut(&dir.ino).ok_or(FsError::Stale)?;
-        if d.entries.contains_key(&req.name) {
-            return Err(FsError::Exists);
-        }
-        d.entries.insert(req.name.clone(), ino);
+        self.saw("Create", &req.cred);
         let kind = pb::FileType::try_from(req.kind).unwrap_or(pb::FileType::Regular);
-        let attr = new_attr(ino, kind);
-        st.inodes.insert(ino, Inode { attr, extents: BTreeMap::new(), entries: BTreeMap::new() });
-        st.next_ino += 1;
-        Ok(pb::CreateReply { attr: Some(attr), dir: None })
+        let added = self.add(req.dir, &req.name, kind).and_then(|mut reply| {
+            let node = reply.attr.and_then(|a| a.node);
+            reply.attr = Some(self.with_node(node, |i| {
+                i.attr.uid = req.uid;
+                Ok(i.attr)
+            })?);
+            Ok(reply)
+        });
+        match added {
+            Err(FsError::Exists) if req.how == pb::CreateHow::Unchecked as i32 => {
+                let ino = self.with_node(req.dir, |d| d.entries.get(&req.name).copied().ok_or(FsError::NotFound))?;
+                let node = pb::NodeRef { share_id: SHARE_ID, ino, generation: 1 };
+                let attr = match req.size {
+                    Some(size) => self.with_node(Some(node), |i| {
+                        punch(&mut i.extents, size, u64::MAX);
+                        i.attr.size = size;
+                        Ok(i.attr)
+                    })?,
+                    None => self.get_attr(node).await?,
+                };
+                Ok(pb::CreateReply { attr: Some(attr), dir: None })
+            }
+            other => other,
+        }
     }
 
     async fn read_dir(&self, req: pb::ReadDirRequest) -> Result<pb::ReadDirReply, FsError> {
+        self.saw("ReadDir", &req.cred);
         let names: Vec<(Vec<u8>, u64)> =
             self.with_node(req.dir, |d| Ok(d.entries.iter().map(|(k, v)| (k.clone(), *v)).collect()))?;
         let st = lock(&self.0.state);
@@ -172,12 +230,14 @@ impl MetaApi for FakeMeta {
     }
 
     async fn remove(&self, req: pb::RemoveRequest) -> Result<pb::RemoveReply, FsError> {
+        self.saw("Remove", &req.cred);
         let ino = self.with_node(req.dir, |d| d.entries.remove(&req.name).ok_or(FsError::NotFound))?;
         lock(&self.0.state).inodes.remove(&ino);
         Ok(pb::RemoveReply { dir: Some(pb::WccDir::default()) })
     }
 
     async fn set_attr(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
+        self.saw("SetAttr", &req.cred);
         self.with_node(req.node, |i| {
             let before = i.attr;
             if let Some(size) = req.size {
@@ -192,8 +252,12 @@ impl MetaApi for FakeMeta {
     }
 
     async fn commit_extents(&self, req: pb::CommitExtentsRequest) -> Result<pb::CommitExtentsReply, FsError> {
+        self.saw("CommitExtents", &req.cred);
         if self.0.fail_commits.load(Ordering::SeqCst) {
             return Err(FsError::Unavailable("injected".into()));
+        }
+        if self.0.deny_write.load(Ordering::SeqCst) {
+            return Err(FsError::Access);
         }
         self.0.commits.fetch_add(1, Ordering::SeqCst);
         let (lo, hi) = (req.range_start, req.range_end);
@@ -220,6 +284,7 @@ impl MetaApi for FakeMeta {
     }
 
     async fn get_extents(&self, req: pb::GetExtentsRequest) -> Result<pb::GetExtentsReply, FsError> {
+        self.saw("GetExtents", &req.cred);
         let (lo, hi) = (req.offset, req.offset.saturating_add(req.length));
         self.with_node(req.node, |i| {
             let extents =
@@ -231,6 +296,62 @@ impl MetaApi for FakeMeta {
     async fn fs_stat(&self, _node: pb::NodeRef) -> Result<pb::FsStatReply, FsError> {
         let st = lock(&self.0.state);
         Ok(pb::FsStatReply { files: st.inodes.len() as u64, bytes_used: st.inodes.values().map(|i| i.attr.used).sum() })
+    }
+
+    async fn symlink(&self, req: pb::SymlinkRequest) -> Result<pb::CreateReply, FsError> {
+        self.saw("Symlink", &req.cred);
+        self.add(req.dir, &req.name, pb::FileType::Symlink)
+    }
+
+    async fn read_link(&self, req: pb::ReadLinkRequest) -> Result<pb::ReadLinkReply, FsError> {
+        self.saw("ReadLink", &req.cred);
+        let attr = self.with_node(req.node, |i| Ok(i.attr))?;
+        Ok(pb::ReadLinkReply { target: b"target".to_vec(), attr: Some(attr) })
+    }
+
+    async fn mknod(&self, req: pb::MknodRequest) -> Result<pb::CreateReply, FsError> {
+        self.saw("Mknod", &req.cred);
+        self.add(req.dir, &req.name, pb::FileType::try_from(req.kind).unwrap_or(pb::FileType::Fifo))
+    }
+
+    async fn link(&self, req: pb::LinkRequest) -> Result<pb::LinkReply, FsError> {
+        self.saw("Link", &req.cred);
+        let node = req.node.ok_or(FsError::BadHandle)?;
+        self.with_node(req.dir, |d| match d.entries.insert(req.name.clone(), node.ino) {
+            Some(_) => Err(FsError::Exists),
+            None => Ok(()),
+        })?;
+        let attr = self.with_node(Some(node), |i| {
+            i.attr.nlink += 1;
+            Ok(i.attr)
+        })?;
+        Ok(pb::LinkReply { attr: Some(attr), dir: None })
+    }
+
+    /// Moves the entry; a replaced inode goes with its last link.
+    async fn rename(&self, req: pb::RenameRequest) -> Result<pb::RenameReply, FsError> {
+        self.saw("Rename", &req.cred);
+        let ino = self.with_node(req.from_dir, |d| d.entries.remove(&req.from_name).ok_or(FsError::NotFound))?;
+        let replaced = self.with_node(req.to_dir, |d| Ok(d.entries.insert(req.to_name.clone(), ino)))?;
+        if let Some(old) = replaced.filter(|o| *o != ino) {
+            let mut st = lock(&self.0.state);
+            let gone = st.inodes.get_mut(&old).is_some_and(|i| {
+                i.attr.nlink = i.attr.nlink.saturating_sub(1);
+                i.attr.nlink == 0
+            });
+            if gone {
+                st.inodes.remove(&old);
+            }
+        }
+        Ok(pb::RenameReply { from_dir: Some(pb::WccDir::default()), to_dir: Some(pb::WccDir::default()) })
+    }
+
+    async fn access(&self, req: pb::AccessRequest) -> Result<pb::AccessReply, FsError> {
+        self.saw("Access", &req.cred);
+        self.0.access_calls.fetch_add(1, Ordering::SeqCst);
+        let attr = self.with_node(req.node, |i| Ok(i.attr))?;
+        let deny = if self.0.deny_write.load(Ordering::SeqCst) { crate::vfs::ACCESS_WRITE } else { 0 };
+        Ok(pb::AccessReply { granted: req.mask & !deny, attr: Some(attr) })
     }
 }
 

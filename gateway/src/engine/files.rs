@@ -1,7 +1,7 @@
 //! Per-file state of the engine and the table that holds it.
 //!
 //! Owns, for each file with buffered writes (or recently written): the dirty buffer, the
-//! write-buffer permits it holds, whether UNSTABLE data was acknowledged from it, flush
+//! credential of its last writer, the write-buffer permits it holds, whether UNSTABLE data was acknowledged from it, flush
 //! retry timing, the last attributes metad returned, the last chunk it committed, and the
 //! flush lock that serializes
 //! this file's flushes (so its extents are committed in order). Must never hold the
@@ -36,6 +36,9 @@ pub struct FileInner {
     pub failures: u32,
     /// Last attributes from metad, and when they were received.
     pub attr: Option<(pb::Attr, Instant)>,
+    /// Who wrote the buffered data last: its flush acts as this caller (every write was
+    /// checked for permission when it arrived).
+    pub writer: Option<pb::Cred>,
     /// The last chunk this gateway committed for the file (hashed here, so verified): a
     /// sequential writer's next flush re-chunks from its start without fetching it back.
     pub tail: Option<(ChunkHash, Bytes)>,
@@ -87,6 +90,7 @@ impl FileState {
                 retry_at: None,
                 failures: 0,
                 attr: None,
+                writer: None,
                 tail: None,
             }),
         }

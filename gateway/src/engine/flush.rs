@@ -13,6 +13,12 @@
 //! write flushed alone) end with exactly the chunks of chunking it whole — identical
 //! content deduplicates completely (see the property test in `tests`).
 //!
+//! Credentials: the CommitExtents acts as the file's last writer (`FileInner::writer`;
+//! every buffered write was checked when it arrived). The GetExtents calls that widen the
+//! span use `FLUSH_READ_CRED` (root): they are the gateway's own reads, their bytes only
+//! go back into the same file, and a writer allowed to write but not to read (mode 0200,
+//! not the owner) must still be able to flush.
+//!
 //! Failure policy: the data stays buffered and is retried later with backoff; if UNSTABLE
 //! data had been acknowledged the write verifier changes (clients resend, as with Linux
 //! nfsd). If the file is gone (`Stale`/`NotFound`) its buffer is dropped and the verifier
@@ -31,6 +37,9 @@ use super::chunker::{ChunkRef, chunk_and_hash};
 use super::files::FileState;
 use super::read::{CacheFill, check_extent};
 use super::{ChunkApi, Engine, MetaApi, lock};
+
+/// The identity of a flush's own widening reads (see the module comment).
+pub const FLUSH_READ_CRED: pb::Cred = pb::Cred { uid: 0, gid: 0, gids: Vec::new() };
 
 /// Largest span chunked and committed at once (bounds the flush's memory).
 const MAX_SPAN_BYTES: u64 = 64 * 1024 * 1024;
@@ -53,11 +62,15 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
 
     /// Flushes `file`; the caller holds its flush lock.
     pub(super) async fn flush_locked(&self, node: FileHandle, file: &FileState) -> Result<(), FsError> {
-        let snap = lock(&file.inner).buf.snapshot();
+        let (snap, writer) = {
+            let inner = lock(&file.inner);
+            (inner.buf.snapshot(), inner.writer.clone())
+        };
         if snap.pieces.is_empty() {
             return Ok(());
         }
-        match self.commit_snapshot(node, file, &snap).await {
+        let writer = writer.ok_or_else(|| FsError::Internal("buffered data without a writer".into()))?;
+        match self.commit_snapshot(&writer, node, file, &snap).await {
             Ok(attr) => {
                 let excess = {
                     let mut inner = lock(&file.inner);
@@ -104,13 +117,19 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     }
 
     /// Commits every run of `snap`; returns the attributes after the last commit.
-    async fn commit_snapshot(&self, node: FileHandle, file: &FileState, snap: &Snapshot) -> Result<Option<pb::Attr>, FsError> {
+    async fn commit_snapshot(
+        &self,
+        writer: &pb::Cred,
+        node: FileHandle,
+        file: &FileState,
+        snap: &Snapshot,
+    ) -> Result<Option<pb::Attr>, FsError> {
         let mut attr = None;
         for run in runs(&snap.pieces) {
             let mut lo = run.lo;
             while lo < run.hi {
                 let hi = run.hi.min(lo.saturating_add(MAX_SPAN_BYTES));
-                attr = Some(self.flush_span(node, file, lo, hi, &snap.pieces).await?);
+                attr = Some(self.flush_span(writer, node, file, lo, hi, &snap.pieces).await?);
                 lo = hi;
             }
         }
@@ -120,6 +139,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// Widens, chunks, stores and commits the dirty span `[lo, hi)`.
     async fn flush_span(
         &self,
+        writer: &pb::Cred,
         node: FileHandle,
         file: &FileState,
         lo: u64,
@@ -129,7 +149,12 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         let probe_lo = lo.saturating_sub(1);
         let probe = self
             .meta
-            .get_extents(pb::GetExtentsRequest { node: Some(node.into()), offset: probe_lo, length: hi + 1 - probe_lo, ..Default::default() })
+            .get_extents(pb::GetExtentsRequest {
+                node: Some(node.into()),
+                offset: probe_lo,
+                length: hi + 1 - probe_lo,
+                cred: Some(FLUSH_READ_CRED),
+            })
             .await?;
         let size = probe.attr.as_ref().map(|a| a.size).ok_or_else(|| no_attr("GetExtents"))?;
         let (span_lo, span_hi) = widen(lo, hi, size, &probe.extents)?;
@@ -142,7 +167,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                     node: Some(node.into()),
                     offset: span_lo,
                     length: span_hi - span_lo,
-                    ..Default::default()
+                    cred: Some(FLUSH_READ_CRED),
                 })
                 .await?;
             let (left, rest) = buf.split_at_mut((lo - span_lo) as usize);
@@ -180,7 +205,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 range_start: span_lo,
                 range_end: span_hi,
                 extents,
-                ..Default::default()
+                cred: Some(writer.clone()),
+                request_id: None,
             })
             .await?;
         if let Some(last) = chunks.last() {

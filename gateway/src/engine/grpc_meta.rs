@@ -1,14 +1,23 @@
-//! `GrpcMeta`: the `MetaApi` over a tonic channel to metad.
+//! `GrpcMeta`: the `MetaApi` over tonic channels to metad.
 //!
-//! Owns the transport concerns: the lazily connected channel, mapping `tonic::Status` to
-//! `FsError` (`FsError::from_status`), and a bounded retry of `Unavailable`/`NotLeader`
-//! answers (a leader election or a metad restart) with exponential backoff. Must never
-//! interpret filesystem semantics or retry any other error.
+//! Owns the transport concerns: lazily connected channels to every configured metad node,
+//! mapping `tonic::Status` to `FsError` (`FsError::from_status`), failover, request ids,
+//! and a bounded retry of `Unavailable`/`NotLeader` answers (an election, a restart) with
+//! exponential backoff. Must never interpret filesystem semantics or retry any other error.
 //!
-//! A retried mutation whose first attempt did reach metad (reply lost) may answer as if
-//! repeated (e.g. `Exists` for a create) — the same outcome as an NFS retransmission.
+//! Failover: any metad node answers (followers forward to the leader), so there is no
+//! leader tracking. Calls go to the endpoint that answered last; an `Unavailable` answer
+//! (including a transport failure) moves to the next endpoint at once, and the backoff
+//! sleep comes only after every endpoint was tried. `NotLeader` (mid-election) waits and
+//! retries the same endpoint.
+//!
+//! Request ids: every mutation carries a `RequestId` (`client_id` random per `GrpcMeta`,
+//! `seq` from a counter) set once before the first attempt, so a retry whose first
+//! attempt did reach metad (reply lost, or a timeout) is answered from metad's dedup table
+//! with the original reply instead of being applied twice.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proto::FsError;
@@ -19,7 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 use super::api::MetaApi;
 use super::error::EngineError;
 
-/// Attempts per call, including the first.
+/// Attempts per call, including the first (at least two rounds over the endpoints).
 const ATTEMPTS: u32 = 5;
 const FIRST_BACKOFF: Duration = Duration::from_millis(25);
 const MAX_BACKOFF: Duration = Duration::from_millis(800);
@@ -27,20 +36,62 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Upper bound of one RPC (a Raft commit under load included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Debug)]
+/// Request ids of one client: a random `client_id` and an increasing `seq`.
+#[derive(Debug)]
+struct RequestIds {
+    client_id: u64,
+    seq: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> RequestIds {
+        RequestIds { client_id: rand::random(), seq: AtomicU64::new(1) }
+    }
+
+    fn next(&self) -> pb::RequestId {
+        pb::RequestId { client_id: self.client_id, seq: self.seq.fetch_add(1, Ordering::Relaxed) }
+    }
+}
+
+#[derive(Debug)]
 pub struct GrpcMeta {
-    client: MetaClient<Channel>,
+    clients: Vec<MetaClient<Channel>>,
+    /// The endpoint that answered last (calls start there).
+    current: AtomicUsize,
+    ids: RequestIds,
 }
 
 impl GrpcMeta {
-    /// A client for `endpoint` (e.g. `http://127.0.0.1:7100`); connects on first use.
+    /// A client for one metad `endpoint` (e.g. `http://127.0.0.1:7100`; `tessera dev`);
+    /// connects on first use.
     pub fn connect_lazy(endpoint: &str) -> Result<GrpcMeta, EngineError> {
-        let ep = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|source| EngineError::MetadEndpoint { endpoint: endpoint.to_string(), source })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true);
-        Ok(GrpcMeta { client: MetaClient::new(ep.connect_lazy()) })
+        GrpcMeta::connect_lazy_many(&[endpoint.to_string()])
+    }
+
+    /// A client for the metad nodes at `endpoints` (any of them answers); connects on
+    /// first use.
+    pub fn connect_lazy_many(endpoints: &[String]) -> Result<GrpcMeta, EngineError> {
+        if endpoints.is_empty() {
+            return Err(EngineError::NoMetadEndpoint);
+        }
+        let clients = endpoints
+            .iter()
+            .map(|endpoint| {
+                let ep = Endpoint::from_shared(endpoint.clone())
+                    .map_err(|source| EngineError::MetadEndpoint { endpoint: endpoint.clone(), source })?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(REQUEST_TIMEOUT)
+                    .tcp_nodelay(true);
+                Ok(MetaClient::new(ep.connect_lazy()))
+            })
+            .collect::<Result<Vec<_>, EngineError>>()?;
+        Ok(GrpcMeta { clients, current: AtomicUsize::new(0), ids: RequestIds::new() })
+    }
+
+    /// `req` with a fresh request id, unless the caller pinned one.
+    fn with_id<R>(&self, mut req: R, id: impl FnOnce(&mut R) -> &mut Option<pb::RequestId>) -> R {
+        id(&mut req).get_or_insert_with(|| self.ids.next());
+        req
     }
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, FsError>
@@ -48,20 +99,39 @@ impl GrpcMeta {
         F: Fn(MetaClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
+        let n = self.clients.len();
+        let attempts = ATTEMPTS.max(2 * n as u32);
+        let mut idx = self.current.load(Ordering::Relaxed) % n;
         let mut backoff = FIRST_BACKOFF;
+        let mut tried_this_round = 0;
         let mut attempt = 1;
         loop {
-            match f(self.client.clone()).await {
-                Ok(resp) => return Ok(resp.into_inner()),
+            let client = self.clients[idx].clone();
+            match f(client).await {
+                Ok(resp) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(resp.into_inner());
+                }
                 Err(status) => {
                     let err = FsError::from_status(&status);
-                    let retryable = matches!(err, FsError::Unavailable(_) | FsError::NotLeader { .. });
-                    if !retryable || attempt >= ATTEMPTS {
+                    let failover = match err {
+                        FsError::Unavailable(_) => true,
+                        FsError::NotLeader { .. } => false,
+                        _ => return Err(err),
+                    };
+                    if attempt >= attempts {
                         return Err(err);
                     }
-                    tracing::debug!(attempt, error = %err, "metad unavailable, retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tracing::debug!(attempt, endpoint = idx, error = %err, "metad unavailable, retrying");
+                    tried_this_round += 1;
+                    if failover {
+                        idx = (idx + 1) % n;
+                    }
+                    if !failover || tried_this_round >= n {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        tried_this_round = 0;
+                    }
                     attempt += 1;
                 }
             }
@@ -90,9 +160,7 @@ impl MetaApi for GrpcMeta {
 
     async fn get_attr(&self, node: pb::NodeRef) -> Result<pb::Attr, FsError> {
         let req = pb::GetAttrRequest { node: Some(node) };
-        let r = self
-            .call(|mut c| async move { c.get_attr(req).await })
-            .await?;
+        let r = self.call(|mut c| async move { c.get_attr(req).await }).await?;
         required(r.attr, "attributes")
     }
 
@@ -105,6 +173,7 @@ impl MetaApi for GrpcMeta {
     }
 
     async fn create(&self, req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
         self.call(|mut c| {
             let req = req.clone();
             async move { c.create(req).await }
@@ -121,6 +190,7 @@ impl MetaApi for GrpcMeta {
     }
 
     async fn remove(&self, req: pb::RemoveRequest) -> Result<pb::RemoveReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
         self.call(|mut c| {
             let req = req.clone();
             async move { c.remove(req).await }
@@ -129,6 +199,7 @@ impl MetaApi for GrpcMeta {
     }
 
     async fn set_attr(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
         self.call(|mut c| {
             let req = req.clone();
             async move { c.set_attr(req).await }
@@ -137,6 +208,7 @@ impl MetaApi for GrpcMeta {
     }
 
     async fn commit_extents(&self, req: pb::CommitExtentsRequest) -> Result<pb::CommitExtentsReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
         self.call(|mut c| {
             let req = req.clone();
             async move { c.commit_extents(req).await }
@@ -154,27 +226,62 @@ impl MetaApi for GrpcMeta {
 
     async fn fs_stat(&self, node: pb::NodeRef) -> Result<pb::FsStatReply, FsError> {
         let req = pb::FsStatRequest { node: Some(node) };
-        self.call(|mut c| async move { c.fs_stat(req).await })
+        self.call(|mut c| async move { c.fs_stat(req).await }).await
+    }
+
+    async fn symlink(&self, req: pb::SymlinkRequest) -> Result<pb::CreateReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.symlink(req).await }
+        })
+        .await
+    }
+
+    async fn read_link(&self, req: pb::ReadLinkRequest) -> Result<pb::ReadLinkReply, FsError> {
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.read_link(req).await }
+        })
+        .await
+    }
+
+    async fn mknod(&self, req: pb::MknodRequest) -> Result<pb::CreateReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.mknod(req).await }
+        })
+        .await
+    }
+
+    async fn link(&self, req: pb::LinkRequest) -> Result<pb::LinkReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.link(req).await }
+        })
+        .await
+    }
+
+    async fn rename(&self, req: pb::RenameRequest) -> Result<pb::RenameReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.rename(req).await }
+        })
+        .await
+    }
+
+    async fn access(&self, req: pb::AccessRequest) -> Result<pb::AccessReply, FsError> {
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.access(req).await }
+        })
         .await
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bad_endpoint_is_a_setup_error() {
-        assert!(matches!(GrpcMeta::connect_lazy("not a uri \u{1}"), Err(EngineError::MetadEndpoint { .. })));
-    }
-
-    #[tokio::test]
-    async fn unreachable_metad_is_unavailable_after_bounded_retries() {
-        // Port 1 on loopback: connection refused at once.
-        let meta = GrpcMeta::connect_lazy("http://127.0.0.1:1").expect("valid endpoint");
-        let started = std::time::Instant::now();
-        let err = meta.get_attr(pb::NodeRef { share_id: 1, ino: 1, generation: 1 }).await;
-        assert!(matches!(err, Err(FsError::Unavailable(_))), "{err:?}");
-        assert!(started.elapsed() < Duration::from_secs(10));
-    }
-}
+#[path = "grpc_meta_tests.rs"]
+mod tests;

@@ -12,7 +12,14 @@
 //! bytes that failed their hash check (invariant 5); panic on anything metad or a block
 //! daemon answers (invariant 6). Protocol encoding is not its business (`nfs3` does that).
 //!
-//! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams), `buffer`
+//! Credentials: every metad call carries the caller's `pb::Cred`. Buffered writes are
+//! checked when they arrive (metad's Access, positive answers remembered briefly in
+//! `access`; a refusal is NFS3ERR_ACCES and nothing is buffered) and flushed later with
+//! the credential of the file's last writer, kept with the buffered data. The reads a
+//! flush makes to widen its span use `flush::FLUSH_READ_CRED` (see there).
+//!
+//! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams), `access`
+//! (granted-permission cache), `buffer`
 //! (dirty ranges), `budget` (byte permits), `files` (per-file state), `write` (WRITE,
 //! COMMIT, SETATTR), `flush` (one file's flush), `read` (READ and chunk fetching), `cache`,
 //! `chunker`, `verifier`, `background` (idle/pressure flusher, `flush_all`), `vfs_impl`.
@@ -25,6 +32,7 @@
 //! chunk (`FileInner::tail`, at most one chunk, outside the write budget) so a sequential
 //! writer's next flush re-chunks from it without a GET.
 
+mod access;
 mod api;
 mod background;
 mod budget;
@@ -45,6 +53,8 @@ mod write;
 mod fakes;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_creds;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -59,6 +69,7 @@ pub use error::EngineError;
 pub use grpc_meta::GrpcMeta;
 pub use quic_chunks::QuicChunks;
 
+use access::AccessCache;
 use budget::Budget;
 use cache::ChunkCache;
 use chunker::ChunkerParams;
@@ -68,8 +79,9 @@ use verifier::WriteVerifier;
 /// Settings of one engine.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    /// metad's gRPC endpoint, e.g. `http://127.0.0.1:7100`.
-    pub metad_endpoint: String,
+    /// metad's gRPC endpoints, e.g. `http://127.0.0.1:7100`: any node answers (followers
+    /// forward to the leader); the engine fails over between them.
+    pub metad_endpoints: Vec<String>,
     /// The block daemon's QUIC address (one daemon for now).
     pub blockd_addr: SocketAddr,
     /// Certificates trusted for the block daemon's TLS identity.
@@ -86,7 +98,8 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// Options from the node's gateway configuration.
+    /// Options from the node's gateway configuration, with one metad endpoint (`tessera
+    /// dev`; set `metad_endpoints` for a cluster).
     pub fn from_config(
         metad_endpoint: String,
         blockd_addr: SocketAddr,
@@ -94,7 +107,7 @@ impl EngineOptions {
         cfg: &cluster::config::GatewayConfig,
     ) -> EngineOptions {
         EngineOptions {
-            metad_endpoint,
+            metad_endpoints: vec![metad_endpoint],
             blockd_addr,
             blockd_trust,
             chunk_min_bytes: cfg.chunk_min_bytes,
@@ -118,6 +131,7 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = QuicChunks> {
     budget: Budget,
     cache: ChunkCache,
     verifier: WriteVerifier,
+    access: AccessCache,
     /// Wakes the background flusher when a writer waits for budget.
     pressure: Arc<Notify>,
     /// Writers currently waiting for budget.
@@ -125,12 +139,12 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = QuicChunks> {
 }
 
 impl Engine {
-    /// An engine over metad at `opts.metad_endpoint` and the block daemon at
+    /// An engine over metad at `opts.metad_endpoints` and the block daemon at
     /// `opts.blockd_addr`. Connections are made on first use. Must be called inside a tokio
     /// runtime; the background flusher stops when `shutdown` is cancelled (call
     /// [`Engine::flush_all`] afterwards to make buffered writes durable).
     pub async fn connect(opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Engine>, EngineError> {
-        let meta = GrpcMeta::connect_lazy(&opts.metad_endpoint)?;
+        let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?;
         let chunks = QuicChunks::new(opts.blockd_addr, &opts.blockd_trust)?;
         Engine::new(meta, chunks, opts, shutdown)
     }
@@ -138,7 +152,7 @@ impl Engine {
 
 impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// An engine over the given seams (tests use in-memory fakes). Spawns the background
-    /// flusher on the current tokio runtime. `metad_endpoint`, `blockd_addr` and
+    /// flusher on the current tokio runtime. `metad_endpoints`, `blockd_addr` and
     /// `blockd_trust` of `opts` are not used here.
     pub fn new(meta: M, chunks: C, opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Self>, EngineError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
@@ -155,6 +169,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             budget: Budget::new(opts.write_buffer_bytes),
             cache: ChunkCache::new(opts.cache_bytes),
             verifier: WriteVerifier::new(),
+            access: AccessCache::default(),
             pressure: Arc::new(Notify::new()),
             writers_waiting: AtomicUsize::new(0),
         });

@@ -3,7 +3,8 @@
 //! Owns turning extents into bytes: validating every extent metad returns, fetching each
 //! distinct chunk once (cache first, then the block daemon, bounded concurrency),
 //! verifying its hash and length before use, slicing, and zero-filling holes. Dirty data
-//! of this gateway is overlaid last (read-your-writes). Must never return or cache bytes
+//! of this gateway is overlaid last (read-your-writes). metad checks the caller's read
+//! permission on GetExtents; a read served from the buffer alone is checked with Access. Must never return or cache bytes
 //! that failed verification (corrupt -> `FsError::Io`), never index with an unchecked
 //! offset from metad, and never allocate more than `MAX_READ_BYTES` for one READ.
 
@@ -16,7 +17,7 @@ use proto::{ChunkHash, FileHandle, FsError, pb};
 
 use super::buffer::{covers, overlay};
 use super::{ChunkApi, Engine, MetaApi, lock};
-use crate::vfs::ReadReply;
+use crate::vfs::{ACCESS_READ, ReadReply};
 
 /// Largest READ served at once; larger requests get a short read (legal in NFS).
 pub const MAX_READ_BYTES: u32 = 4 * 1024 * 1024;
@@ -61,11 +62,25 @@ pub fn check_extent(e: &pb::Extent) -> Result<ExtentView, FsError> {
     let end = e.offset.checked_add(e.length).ok_or_else(|| bad("overflow"))?;
     let chunk_start = e.offset.checked_sub(e.chunk_offset).ok_or_else(|| bad("chunk starts before the file"))?;
     let chunk_end = chunk_start.checked_add(e.chunk_length).ok_or_else(|| bad("overflow"))?;
-    Ok(ExtentView { offset: e.offset, end, hash, chunk_offset: e.chunk_offset, chunk_length: e.chunk_length, chunk_start, chunk_end })
+    Ok(ExtentView {
+        offset: e.offset,
+        end,
+        hash,
+        chunk_offset: e.chunk_offset,
+        chunk_length: e.chunk_length,
+        chunk_start,
+        chunk_end,
+    })
 }
 
 impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
-    pub(super) async fn read_impl(&self, node: FileHandle, offset: u64, count: u32) -> Result<ReadReply, FsError> {
+    pub(super) async fn read_impl(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        offset: u64,
+        count: u32,
+    ) -> Result<ReadReply, FsError> {
         let count = u64::from(count.min(MAX_READ_BYTES));
         let end = offset.saturating_add(count);
         // Dirty data is taken before the extents: a flush removes data from the buffer only
@@ -79,13 +94,23 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             None => (Vec::new(), None, None),
         };
         let (mut attr, extents) = match cached {
-            Some(a) if count > 0 && covers(&dirty, offset, end) => (a, Vec::new()),
+            Some(a) if count > 0 && covers(&dirty, offset, end) => {
+                // Served from the buffer without metad: the permission check is ours.
+                self.check_access(cred, node, ACCESS_READ).await?;
+                (a, Vec::new())
+            }
             _ => {
                 let r = self
                     .meta
-                    .get_extents(pb::GetExtentsRequest { node: Some(node.into()), offset, length: count, ..Default::default() })
+                    .get_extents(pb::GetExtentsRequest {
+                        node: Some(node.into()),
+                        offset,
+                        length: count,
+                        cred: Some(cred.clone()),
+                    })
                     .await?;
-                let a = r.attr.ok_or_else(|| FsError::Internal("metad answered GetExtents without attributes".into()))?;
+                let a =
+                    r.attr.ok_or_else(|| FsError::Internal("metad answered GetExtents without attributes".into()))?;
                 if let Some(f) = &file {
                     f.remember_attr(&a);
                 }
@@ -142,7 +167,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             .try_collect()
             .await?;
         for v in &views {
-            let chunk = fetched.get(&v.hash).ok_or_else(|| FsError::Internal(format!("chunk {} not fetched", v.hash)))?;
+            let chunk =
+                fetched.get(&v.hash).ok_or_else(|| FsError::Internal(format!("chunk {} not fetched", v.hash)))?;
             let (lo, hi) = (v.offset.max(start), v.end.min(end));
             // In bounds: check_extent proved chunk_offset + length <= chunk_length and
             // fetch_chunk proved chunk.len() == chunk_length.

@@ -14,15 +14,20 @@ use super::fakes::{FakeChunks, FakeMeta, root};
 use super::{Engine, EngineOptions};
 use crate::vfs::{Stability, Vfs};
 
-type TestEngine = Arc<Engine<FakeMeta, FakeChunks>>;
+pub(super) type TestEngine = Arc<Engine<FakeMeta, FakeChunks>>;
+
+/// The caller of most tests: not the owner of the fakes' files (uid 0).
+pub(super) fn cred() -> pb::Cred {
+    pb::Cred { uid: 1000, gid: 1000, gids: vec![4, 5] }
+}
 
 const MIN: u32 = 64;
 const AVG: u32 = 256;
 const MAX: u32 = 1024;
 
-fn options() -> EngineOptions {
+pub(super) fn options() -> EngineOptions {
     EngineOptions {
-        metad_endpoint: String::new(),
+        metad_endpoints: Vec::new(),
         blockd_addr: "127.0.0.1:1".parse().expect("addr"),
         blockd_trust: Vec::new(),
         chunk_min_bytes: MIN,
@@ -35,14 +40,14 @@ fn options() -> EngineOptions {
     }
 }
 
-struct Fixture {
-    engine: TestEngine,
-    meta: FakeMeta,
-    chunks: FakeChunks,
-    shutdown: cluster::Shutdown,
+pub(super) struct Fixture {
+    pub engine: TestEngine,
+    pub meta: FakeMeta,
+    pub chunks: FakeChunks,
+    pub shutdown: cluster::Shutdown,
 }
 
-fn fixture_with(opts: EngineOptions) -> Fixture {
+pub(super) fn fixture_with(opts: EngineOptions) -> Fixture {
     let meta = FakeMeta::new();
     let chunks = FakeChunks::default();
     let shutdown = cluster::Shutdown::new();
@@ -50,11 +55,11 @@ fn fixture_with(opts: EngineOptions) -> Fixture {
     Fixture { engine, meta, chunks, shutdown }
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     fixture_with(options())
 }
 
-async fn create(engine: &TestEngine, name: &str) -> FileHandle {
+pub(super) async fn create(engine: &TestEngine, name: &str) -> FileHandle {
     let req = pb::CreateRequest {
         dir: Some(root().into()),
         name: name.as_bytes().to_vec(),
@@ -62,12 +67,12 @@ async fn create(engine: &TestEngine, name: &str) -> FileHandle {
         mode: 0o644,
         ..Default::default()
     };
-    let reply = engine.create(req).await.expect("create");
+    let reply = engine.create(&cred(), req).await.expect("create");
     reply.attr.and_then(|a| a.node).expect("node").into()
 }
 
 /// Deterministic pseudo-random bytes (xorshift).
-fn data(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -79,11 +84,11 @@ fn data(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn read_all(engine: &TestEngine, node: FileHandle, len: u64) -> Vec<u8> {
+pub(super) async fn read_all(engine: &TestEngine, node: FileHandle, len: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
-        let r = engine.read(node, offset, 7_000).await.expect("read");
+        let r = engine.read(&cred(), node, offset, 7_000).await.expect("read");
         out.extend_from_slice(&r.data);
         offset += r.data.len() as u64;
         if r.eof {
@@ -97,7 +102,8 @@ async fn read_all(engine: &TestEngine, node: FileHandle, len: u64) -> Vec<u8> {
 
 async fn write_in_pieces(engine: &TestEngine, node: FileHandle, bytes: &[u8], piece: usize, stable: Stability) {
     for (i, p) in bytes.chunks(piece).enumerate() {
-        let r = engine.write(node, (i * piece) as u64, Bytes::copy_from_slice(p), stable).await.expect("write");
+        let r =
+            engine.write(&cred(), node, (i * piece) as u64, Bytes::copy_from_slice(p), stable).await.expect("write");
         assert_eq!(r.after.size, ((i * piece) + p.len()) as u64);
     }
 }
@@ -137,7 +143,7 @@ async fn unstable_writes_are_readable_at_once_and_durable_after_commit() {
     assert_eq!(f.engine.getattr(node).await.expect("getattr").size, 20_000);
     assert_eq!(read_all(&f.engine, node, 20_000).await, bytes);
 
-    let attr = f.engine.commit(node).await.expect("commit");
+    let attr = f.engine.commit(&cred(), node).await.expect("commit");
     assert_eq!(attr.size, 20_000);
     assert_eq!(f.meta.size(node.ino), Some(20_000));
     assert_tiled(&f.meta, node.ino, 20_000);
@@ -149,13 +155,14 @@ async fn file_sync_writes_are_committed_before_the_reply() {
     let f = fixture();
     let node = create(&f.engine, "a").await;
     let bytes = data(5_000, 2);
-    let r = f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    let r = f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
     assert_eq!(r.committed, Stability::FileSync);
     assert_eq!(r.before.size, 0);
     assert_eq!(r.after.size, 5_000);
     assert_eq!(f.meta.size(node.ino), Some(5_000));
     assert_tiled(&f.meta, node.ino, 5_000);
-    let r = f.engine.write(node, 5_000, Bytes::from_static(b"tail"), Stability::DataSync).await.expect("write");
+    let r =
+        f.engine.write(&cred(), node, 5_000, Bytes::from_static(b"tail"), Stability::DataSync).await.expect("write");
     assert_eq!(r.committed, Stability::FileSync);
     assert_eq!(f.meta.size(node.ino), Some(5_004));
 }
@@ -165,12 +172,12 @@ async fn overwrite_in_the_middle_reads_back_the_new_bytes() {
     let f = fixture();
     let node = create(&f.engine, "a").await;
     let mut model = data(10_000, 3);
-    f.engine.write(node, 0, Bytes::from(model.clone()), Stability::FileSync).await.expect("write");
+    f.engine.write(&cred(), node, 0, Bytes::from(model.clone()), Stability::FileSync).await.expect("write");
     let patch = data(500, 4);
-    f.engine.write(node, 4_000, Bytes::from(patch.clone()), Stability::Unstable).await.expect("write");
+    f.engine.write(&cred(), node, 4_000, Bytes::from(patch.clone()), Stability::Unstable).await.expect("write");
     model[4_000..4_500].copy_from_slice(&patch);
     assert_eq!(read_all(&f.engine, node, 10_000).await, model, "read-your-writes over committed data");
-    f.engine.commit(node).await.expect("commit");
+    f.engine.commit(&cred(), node).await.expect("commit");
     assert_eq!(read_all(&f.engine, node, 10_000).await, model);
     assert_tiled(&f.meta, node.ino, 10_000);
 }
@@ -179,13 +186,13 @@ async fn overwrite_in_the_middle_reads_back_the_new_bytes() {
 async fn a_sparse_write_leaves_zeros_before_it() {
     let f = fixture();
     let node = create(&f.engine, "a").await;
-    f.engine.write(node, 5_000, Bytes::from_static(b"hello"), Stability::Unstable).await.expect("write");
-    f.engine.commit(node).await.expect("commit");
+    f.engine.write(&cred(), node, 5_000, Bytes::from_static(b"hello"), Stability::Unstable).await.expect("write");
+    f.engine.commit(&cred(), node).await.expect("commit");
     assert_eq!(f.engine.getattr(node).await.expect("getattr").size, 5_005);
     let got = read_all(&f.engine, node, 5_005).await;
     assert!(got[..5_000].iter().all(|b| *b == 0));
     assert_eq!(&got[5_000..], b"hello");
-    let r = f.engine.read(node, 5_005, 10).await.expect("read at eof");
+    let r = f.engine.read(&cred(), node, 5_005, 10).await.expect("read at eof");
     assert!(r.eof && r.data.is_empty());
 }
 
@@ -201,7 +208,7 @@ async fn identical_content_in_a_second_file_stores_no_new_chunk() {
     let b = create(&f.engine, "b").await;
     // Other write sizes, flushed differently: still the same chunks.
     write_in_pieces(&f.engine, b, &bytes, 7_777, Stability::Unstable).await;
-    f.engine.commit(b).await.expect("commit");
+    f.engine.commit(&cred(), b).await.expect("commit");
     assert_eq!(f.chunks.puts(), puts, "the second copy must deduplicate completely");
     let hashes = |ino| f.meta.extents(ino).into_iter().map(|e| e.hash).collect::<Vec<_>>();
     assert_eq!(hashes(a.ino), hashes(b.ino));
@@ -214,8 +221,8 @@ async fn reads_of_deduplicated_content_are_cached_once() {
     let bytes = data(8_000, 6);
     let a = create(&f.engine, "a").await;
     let b = create(&f.engine, "b").await;
-    f.engine.write(a, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
-    f.engine.write(b, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    f.engine.write(&cred(), a, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    f.engine.write(&cred(), b, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
     assert_eq!(f.chunks.gets(), 0, "the write path does not read chunks it did not need");
     read_all(&f.engine, a, 8_000).await;
     let gets = f.chunks.gets();
@@ -230,9 +237,9 @@ async fn a_failed_flush_changes_the_verifier_and_keeps_the_data() {
     let node = create(&f.engine, "a").await;
     let bytes = data(6_000, 7);
     let v0 = f.engine.write_verifier();
-    f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("write");
+    f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("write");
     f.chunks.0.fail_puts.store(true, Ordering::SeqCst);
-    let err = f.engine.commit(node).await;
+    let err = f.engine.commit(&cred(), node).await;
     assert!(matches!(err, Err(FsError::Unavailable(_))), "{err:?}");
     let v1 = f.engine.write_verifier();
     assert_ne!(v0, v1, "clients must resend after a lost flush");
@@ -241,13 +248,13 @@ async fn a_failed_flush_changes_the_verifier_and_keeps_the_data() {
     // metad failing is handled the same way.
     f.chunks.0.fail_puts.store(false, Ordering::SeqCst);
     f.meta.0.fail_commits.store(true, Ordering::SeqCst);
-    f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("resend");
-    assert!(f.engine.commit(node).await.is_err());
+    f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("resend");
+    assert!(f.engine.commit(&cred(), node).await.is_err());
     let v2 = f.engine.write_verifier();
     assert_ne!(v1, v2);
 
     f.meta.0.fail_commits.store(false, Ordering::SeqCst);
-    f.engine.commit(node).await.expect("commit after recovery");
+    f.engine.commit(&cred(), node).await.expect("commit after recovery");
     assert_eq!(f.engine.write_verifier(), v2, "a successful flush keeps the verifier");
     assert_eq!(f.meta.size(node.ino), Some(6_000));
     assert_eq!(read_all(&f.engine, node, 6_000).await, bytes);
@@ -257,10 +264,10 @@ async fn a_failed_flush_changes_the_verifier_and_keeps_the_data() {
 async fn a_removed_file_drops_its_buffer_without_changing_the_verifier() {
     let f = fixture();
     let node = create(&f.engine, "a").await;
-    f.engine.write(node, 0, Bytes::from(data(3_000, 8)), Stability::Unstable).await.expect("write");
+    f.engine.write(&cred(), node, 0, Bytes::from(data(3_000, 8)), Stability::Unstable).await.expect("write");
     let v0 = f.engine.write_verifier();
-    f.engine.remove(root(), b"a", false).await.expect("remove");
-    assert_eq!(f.engine.commit(node).await.err(), Some(FsError::Stale));
+    f.engine.remove(&cred(), root(), b"a", false).await.expect("remove");
+    assert_eq!(f.engine.commit(&cred(), node).await.err(), Some(FsError::Stale));
     assert_eq!(f.engine.write_verifier(), v0);
     assert_eq!(f.engine.files.buffered_end(&node), None);
     assert_eq!(f.engine.budget.available(), f.engine.budget.capacity(), "its budget is returned");
@@ -285,7 +292,7 @@ async fn a_small_budget_applies_back_pressure_and_loses_nothing() {
     let done = tokio::time::timeout(Duration::from_secs(30), all).await.expect("writers must not deadlock");
     assert!(done.iter().all(|r| r.is_ok()));
     for (node, bytes) in expected {
-        f.engine.commit(node).await.expect("commit");
+        f.engine.commit(&cred(), node).await.expect("commit");
         assert_eq!(f.meta.size(node.ino), Some(40_000));
         assert_eq!(read_all(&f.engine, node, 40_000).await, bytes);
     }
@@ -296,21 +303,21 @@ async fn a_small_budget_applies_back_pressure_and_loses_nothing() {
 async fn a_corrupt_chunk_reads_as_an_io_error() {
     let f = fixture();
     let node = create(&f.engine, "a").await;
-    f.engine.write(node, 0, Bytes::from(data(3_000, 9)), Stability::FileSync).await.expect("write");
+    f.engine.write(&cred(), node, 0, Bytes::from(data(3_000, 9)), Stability::FileSync).await.expect("write");
     let first = f.meta.extents(node.ino).first().cloned().expect("an extent");
     let hash = ChunkHash::from_slice(&first.hash).expect("hash");
     f.chunks.corrupt(hash);
-    let r = f.engine.read(node, 0, 100).await;
+    let r = f.engine.read(&cred(), node, 0, 100).await;
     assert!(matches!(r, Err(FsError::Io(_))), "{r:?}");
     // Nor is the bad copy cached: it fails again.
-    assert!(matches!(f.engine.read(node, 0, 100).await, Err(FsError::Io(_))));
+    assert!(matches!(f.engine.read(&cred(), node, 0, 100).await, Err(FsError::Io(_))));
 }
 
 #[tokio::test]
 async fn idle_files_are_flushed_in_the_background() {
     let f = fixture_with(EngineOptions { flush_idle: Duration::from_millis(20), ..options() });
     let node = create(&f.engine, "a").await;
-    f.engine.write(node, 0, Bytes::from(data(2_000, 10)), Stability::Unstable).await.expect("write");
+    f.engine.write(&cred(), node, 0, Bytes::from(data(2_000, 10)), Stability::Unstable).await.expect("write");
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.meta.size(node.ino) != Some(2_000) {
         assert!(Instant::now() < deadline, "idle flush did not happen");
@@ -324,8 +331,8 @@ async fn flush_all_after_shutdown_makes_everything_durable() {
     let f = fixture();
     let a = create(&f.engine, "a").await;
     let b = create(&f.engine, "b").await;
-    f.engine.write(a, 0, Bytes::from(data(1_500, 11)), Stability::Unstable).await.expect("write");
-    f.engine.write(b, 100, Bytes::from(data(2_500, 12)), Stability::Unstable).await.expect("write");
+    f.engine.write(&cred(), a, 0, Bytes::from(data(1_500, 11)), Stability::Unstable).await.expect("write");
+    f.engine.write(&cred(), b, 100, Bytes::from(data(2_500, 12)), Stability::Unstable).await.expect("write");
     f.shutdown.cancel();
     f.engine.flush_all().await.expect("flush_all");
     assert_eq!(f.meta.size(a.ino), Some(1_500));
@@ -337,13 +344,13 @@ async fn truncation_flushes_first_and_then_shrinks() {
     let f = fixture();
     let node = create(&f.engine, "a").await;
     let bytes = data(10_000, 13);
-    f.engine.write(node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("write");
+    f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("write");
     let req = pb::SetAttrRequest { node: Some(node.into()), size: Some(3_000), ..Default::default() };
-    let reply = f.engine.setattr(req).await.expect("setattr");
+    let reply = f.engine.setattr(&cred(), req).await.expect("setattr");
     assert_eq!(reply.after.map(|a| a.size), Some(3_000));
     assert_eq!(read_all(&f.engine, node, 3_000).await, bytes[..3_000]);
     // Extending again shows zeros, not the old bytes.
-    f.engine.write(node, 5_000, Bytes::from_static(b"x"), Stability::FileSync).await.expect("write");
+    f.engine.write(&cred(), node, 5_000, Bytes::from_static(b"x"), Stability::FileSync).await.expect("write");
     let got = read_all(&f.engine, node, 5_001).await;
     assert_eq!(got[..3_000], bytes[..3_000]);
     assert!(got[3_000..5_000].iter().all(|b| *b == 0));
@@ -352,9 +359,9 @@ async fn truncation_flushes_first_and_then_shrinks() {
 #[tokio::test]
 async fn writes_to_a_directory_are_refused() {
     let f = fixture();
-    let r = f.engine.write(root(), 0, Bytes::from_static(b"x"), Stability::Unstable).await;
+    let r = f.engine.write(&cred(), root(), 0, Bytes::from_static(b"x"), Stability::Unstable).await;
     assert_eq!(r.err(), Some(FsError::IsDir));
-    let r = f.engine.write(root(), u64::MAX - 1, Bytes::from_static(b"xx"), Stability::Unstable).await;
+    let r = f.engine.write(&cred(), root(), u64::MAX - 1, Bytes::from_static(b"xx"), Stability::Unstable).await;
     assert_eq!(r.err(), Some(FsError::TooBig));
 }
 
@@ -366,13 +373,13 @@ async fn metadata_calls_pass_through() {
     assert_eq!(share.root.and_then(|a| a.node).map(FileHandle::from), Some(root()));
     assert_eq!(f.engine.mount("/nope").await.err(), Some(FsError::NotFound));
     let node = create(&f.engine, "a").await;
-    f.engine.write(node, 0, Bytes::from_static(b"12345"), Stability::Unstable).await.expect("write");
-    let l = f.engine.lookup(root(), b"a").await.expect("lookup");
+    f.engine.write(&cred(), node, 0, Bytes::from_static(b"12345"), Stability::Unstable).await.expect("write");
+    let l = f.engine.lookup(&cred(), root(), b"a").await.expect("lookup");
     assert_eq!(l.attr.map(|a| a.size), Some(5), "lookup sees buffered size");
-    let d = f.engine.readdir(root(), 0, 10).await.expect("readdir");
+    let d = f.engine.readdir(&cred(), root(), 0, 0, 10).await.expect("readdir");
     assert_eq!(d.entries.len(), 1);
     assert_eq!(d.entries[0].attr.as_ref().map(|a| a.size), Some(5));
-    f.engine.commit(node).await.expect("commit");
+    f.engine.commit(&cred(), node).await.expect("commit");
     let s = f.engine.fsstat(root()).await.expect("fsstat");
     assert_eq!(s.total_bytes - s.free_bytes, 5);
 }
@@ -414,7 +421,7 @@ proptest! {
             let mut offset = 0;
             for s in &sizes {
                 let piece = Bytes::copy_from_slice(&bytes[offset..offset + s]);
-                f.engine.write(node, offset as u64, piece, Stability::FileSync).await.expect("write");
+                f.engine.write(&cred(), node, offset as u64, piece, Stability::FileSync).await.expect("write");
                 offset += s;
             }
             assert_eq!(read_all(&f.engine, node, total as u64).await, bytes);
@@ -423,7 +430,7 @@ proptest! {
             // Writing the same content again, all at once, stores nothing new.
             let puts = f.chunks.puts();
             let other = create(&f.engine, "b").await;
-            f.engine.write(other, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+            f.engine.write(&cred(), other, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
             (got, f.chunks.puts() - puts)
         });
         let params = ChunkerParams::new(MIN, AVG, MAX).expect("params");
@@ -448,17 +455,17 @@ proptest! {
             for (i, (offset, len, how)) in ops.iter().enumerate() {
                 let piece = data(*len, i as u64 + 1);
                 let stable = match how { 0 => Stability::FileSync, _ => Stability::Unstable };
-                f.engine.write(node, *offset as u64, Bytes::from(piece.clone()), stable).await.expect("write");
+                f.engine.write(&cred(), node, *offset as u64, Bytes::from(piece.clone()), stable).await.expect("write");
                 if model.len() < offset + len {
                     model.resize(offset + len, 0);
                 }
                 model[*offset..offset + len].copy_from_slice(&piece);
                 if *how == 3 {
-                    f.engine.commit(node).await.expect("commit");
+                    f.engine.commit(&cred(), node).await.expect("commit");
                 }
             }
             assert_eq!(read_all(&f.engine, node, model.len() as u64).await, model);
-            f.engine.commit(node).await.expect("commit");
+            f.engine.commit(&cred(), node).await.expect("commit");
             assert_eq!(read_all(&f.engine, node, model.len() as u64).await, model);
             assert_well_formed(&f.meta, node.ino, model.len() as u64);
         });

@@ -1,8 +1,11 @@
 //! WRITE, COMMIT and size-changing SETATTR: how client writes enter the dirty buffers and
 //! when they must be made durable before the answer.
 //!
-//! Owns the budget handshake (permits before data enters a buffer; a writer that must wait
-//! wakes the background flusher) and the stability rules (UNSTABLE answered from the
+//! Owns the permission check of data calls (`check_access`: metad's Access when the WRITE
+//! arrives, unless granted within `access::ACCESS_TTL`; the owner may always write, as
+//! metad's CommitExtents allows), the budget handshake (permits before data enters a buffer; a writer that must
+//! wait wakes the background flusher), recording the last writer's credential for the
+//! flush, and the stability rules (UNSTABLE answered from the
 //! buffer, DATA_SYNC/FILE_SYNC flushed before the answer and reported as FILE_SYNC).
 //! Must never answer FILE_SYNC before the flush succeeded, nor let a flush that started
 //! before a truncation commit after it (the truncation holds the file's flush lock).
@@ -16,7 +19,7 @@ use proto::{FileHandle, FsError, pb};
 
 use super::files::FileState;
 use super::{ChunkApi, Engine, MetaApi, lock};
-use crate::vfs::{Stability, WriteReply};
+use crate::vfs::{ACCESS_WRITE, Stability, WriteReply};
 
 /// Counts a writer waiting for budget while it exists (also if the write is cancelled).
 struct WaitingWriter<'a>(&'a AtomicUsize);
@@ -53,8 +56,29 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         Ok(lock(&file.inner).with_buffered_size(attr))
     }
 
+    /// Fails with `Access` unless `cred` may `bit` (`ACCESS_READ`/`ACCESS_WRITE`) `node`:
+    /// a grant remembered from the last `ACCESS_TTL`, else metad's Access answer. The owner
+    /// counts as granted, as metad's GetExtents/CommitExtents allow ("or ownership").
+    /// Only grants are remembered.
+    pub(super) async fn check_access(&self, cred: &pb::Cred, node: FileHandle, bit: u32) -> Result<(), FsError> {
+        if self.access.allows(node, cred, bit, Instant::now()) {
+            return Ok(());
+        }
+        let reply = self
+            .meta
+            .access(pb::AccessRequest { node: Some(node.into()), cred: Some(cred.clone()), mask: bit })
+            .await?;
+        let owner = reply.attr.is_some_and(|a| a.uid == cred.uid);
+        if reply.granted & bit == 0 && !owner {
+            return Err(FsError::Access);
+        }
+        self.access.grant(node, cred, bit, Instant::now());
+        Ok(())
+    }
+
     pub(super) async fn write_impl(
         &self,
+        cred: &pb::Cred,
         node: FileHandle,
         offset: u64,
         data: Bytes,
@@ -62,6 +86,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     ) -> Result<WriteReply, FsError> {
         let len = data.len() as u64;
         offset.checked_add(len).filter(|e| *e <= MAX_FILE_SIZE).ok_or(FsError::TooBig)?;
+        self.check_access(cred, node, ACCESS_WRITE).await?;
         let file = self.files.get_or_insert(node);
         let before = self.file_attr(node, &file).await?;
         match pb::FileType::try_from(before.kind) {
@@ -70,7 +95,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             _ => return Err(FsError::Invalid("not a regular file".into())),
         }
         if len > 0 {
-            self.buffer_write(&file, offset, data, stable).await?;
+            self.buffer_write(cred, &file, offset, data, stable).await?;
         }
         let committed = match stable {
             Stability::Unstable => Stability::Unstable,
@@ -84,7 +109,14 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     }
 
     /// Takes budget (waiting if needed) and records the data in the file's buffer.
-    async fn buffer_write(&self, file: &Arc<FileState>, offset: u64, data: Bytes, stable: Stability) -> Result<(), FsError> {
+    async fn buffer_write(
+        &self,
+        cred: &pb::Cred,
+        file: &Arc<FileState>,
+        offset: u64,
+        data: Bytes,
+        stable: Stability,
+    ) -> Result<(), FsError> {
         let want = data.len() as u64;
         let got = match self.budget.try_acquire(want) {
             Some(n) => n,
@@ -98,6 +130,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             let mut inner = lock(&file.inner);
             inner.held += got;
             inner.buf.insert(offset, data);
+            inner.writer = Some(cred.clone());
             inner.last_write = Instant::now();
             if stable == Stability::Unstable {
                 inner.unstable_acked = true;
@@ -121,8 +154,17 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         }
     }
 
-    pub(super) async fn setattr_impl(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, FsError> {
+    pub(super) async fn setattr_impl(
+        &self,
+        cred: &pb::Cred,
+        mut req: pb::SetAttrRequest,
+    ) -> Result<pb::SetAttrReply, FsError> {
+        req.cred = Some(cred.clone());
         let node: FileHandle = req.node.ok_or(FsError::BadHandle)?.into();
+        if req.mode.is_some() || req.uid.is_some() || req.gid.is_some() {
+            // Permissions change: remembered grants may no longer hold.
+            self.access.forget(node);
+        }
         let Some(file) = self.files.get(&node) else {
             return self.meta.set_attr(req).await;
         };

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 
-use crate::nfs3::types::{Fh, NfsTime, Sattr3, read_fh, read_name, read_optional_time, read_sattr3};
+use crate::nfs3::types::{Fh, MAX_WIRE_PATH, NfsTime, Sattr3, read_fh, read_name, read_optional_time, read_sattr3};
 use crate::rpc::ProtocolError;
 use crate::vfs::Stability;
 use crate::xdr::XdrReader;
@@ -77,6 +77,44 @@ pub struct CreateArgs<'a> {
 pub struct MkdirArgs<'a> {
     pub at: DirOpArgs<'a>,
     pub attr: Sattr3,
+}
+
+/// SYMLINK: where, the new link's attributes and its target (nfspath3).
+#[derive(Debug, PartialEq, Eq)]
+pub struct SymlinkArgs<'a> {
+    pub at: DirOpArgs<'a>,
+    pub attr: Sattr3,
+    pub target: &'a [u8],
+}
+
+/// What MKNOD creates (mknoddata3).
+#[derive(Debug, PartialEq, Eq)]
+pub enum MknodWhat {
+    /// NF3CHR or NF3BLK with its attributes and (major, minor).
+    Device { block: bool, attr: Sattr3, major: u32, minor: u32 },
+    /// NF3SOCK or NF3FIFO.
+    Pipe { socket: bool, attr: Sattr3 },
+    /// NF3REG, NF3DIR or NF3LNK: answered NFS3ERR_BADTYPE.
+    BadType,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct MknodArgs<'a> {
+    pub at: DirOpArgs<'a>,
+    pub what: MknodWhat,
+}
+
+/// LINK: the existing file and the new name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LinkArgs<'a> {
+    pub file: Fh,
+    pub link: DirOpArgs<'a>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct RenameArgs<'a> {
+    pub from: DirOpArgs<'a>,
+    pub to: DirOpArgs<'a>,
 }
 
 /// READDIR (`maxcount` = `count`, `dircount` unused) and READDIRPLUS.
@@ -153,6 +191,36 @@ pub fn mkdir_args(b: &[u8]) -> Result<MkdirArgs<'_>, ProtocolError> {
     Ok(MkdirArgs { at: read_dirop(&mut r)?, attr: read_sattr3(&mut r)? })
 }
 
+pub fn symlink_args(b: &[u8]) -> Result<SymlinkArgs<'_>, ProtocolError> {
+    let mut r = XdrReader::new(b);
+    Ok(SymlinkArgs { at: read_dirop(&mut r)?, attr: read_sattr3(&mut r)?, target: r.opaque(MAX_WIRE_PATH)? })
+}
+
+pub fn mknod_args(b: &[u8]) -> Result<MknodArgs<'_>, ProtocolError> {
+    let mut r = XdrReader::new(b);
+    let at = read_dirop(&mut r)?;
+    let what = match r.u32()? {
+        t @ (3 | 4) => {
+            let attr = read_sattr3(&mut r)?;
+            MknodWhat::Device { block: t == 3, attr, major: r.u32()?, minor: r.u32()? }
+        }
+        t @ (6 | 7) => MknodWhat::Pipe { socket: t == 6, attr: read_sattr3(&mut r)? },
+        1 | 2 | 5 => MknodWhat::BadType,
+        v => return Err(ProtocolError::BadDiscriminant { what: "ftype3", value: v }),
+    };
+    Ok(MknodArgs { at, what })
+}
+
+pub fn link_args(b: &[u8]) -> Result<LinkArgs<'_>, ProtocolError> {
+    let mut r = XdrReader::new(b);
+    Ok(LinkArgs { file: read_fh(&mut r)?, link: read_dirop(&mut r)? })
+}
+
+pub fn rename_args(b: &[u8]) -> Result<RenameArgs<'_>, ProtocolError> {
+    let mut r = XdrReader::new(b);
+    Ok(RenameArgs { from: read_dirop(&mut r)?, to: read_dirop(&mut r)? })
+}
+
 pub fn readdir_args(b: &[u8]) -> Result<ReadDirArgs, ProtocolError> {
     let mut r = XdrReader::new(b);
     let (fh, cookie, verifier) = (read_fh(&mut r)?, r.u64()?, r.fixed::<8>()?);
@@ -201,19 +269,14 @@ mod tests {
                 w.opaque(data);
             }
         };
-        check(build(3, b"abc", 0), write_args, Ok(WriteArgs {
-            fh: Ok(H),
-            offset: 10,
-            count: 3,
-            stable: Stability::Unstable,
-            data: 52..55,
-        }));
+        check(
+            build(3, b"abc", 0),
+            write_args,
+            Ok(WriteArgs { fh: Ok(H), offset: 10, count: 3, stable: Stability::Unstable, data: 52..55 }),
+        );
         check(build(3, b"ab", 2), write_args, Err(ProtocolError::Truncated { needed: 3, remaining: 2 }));
         check(build(2, b"abc", 2), write_args, Err(ProtocolError::TooLong { len: 3, max: 2 }));
-        check(build(3, b"abc", 3), write_args, Err(ProtocolError::BadDiscriminant {
-            what: "stable_how",
-            value: 3,
-        }));
+        check(build(3, b"abc", 3), write_args, Err(ProtocolError::BadDiscriminant { what: "stable_how", value: 3 }));
     }
 
     fn build(f: impl FnOnce(&mut XdrWriter)) -> Vec<u8> {
@@ -232,7 +295,10 @@ mod tests {
         });
         assert_eq!(
             create_args(&exclusive),
-            Ok(CreateArgs { at: DirOpArgs { dir: Ok(H), name: b"f" }, how: CreateHow::Exclusive([1, 2, 3, 4, 5, 6, 7, 8]) })
+            Ok(CreateArgs {
+                at: DirOpArgs { dir: Ok(H), name: b"f" },
+                how: CreateHow::Exclusive([1, 2, 3, 4, 5, 6, 7, 8])
+            })
         );
         let guarded_bad_handle = build(|w| {
             w.opaque(&[9; 8]);
@@ -272,6 +338,64 @@ mod tests {
         );
     }
 
+    #[test]
+    fn mknod_kinds() {
+        let args = |t: u32, tail: &[u32]| {
+            build(|w| {
+                fh_bytes(w);
+                w.opaque(b"n");
+                w.u32(t);
+                for v in tail {
+                    w.u32(*v);
+                }
+            })
+        };
+        let at = || DirOpArgs { dir: Ok(H), name: b"n" };
+        let none = [0, 0, 0, 0, 0, 0];
+        let dev = [0, 0, 0, 0, 0, 0, 8, 1];
+        assert_eq!(
+            mknod_args(&args(4, &dev)),
+            Ok(MknodArgs {
+                at: at(),
+                what: MknodWhat::Device { block: false, attr: Sattr3::NONE, major: 8, minor: 1 }
+            })
+        );
+        assert_eq!(
+            mknod_args(&args(7, &none)),
+            Ok(MknodArgs { at: at(), what: MknodWhat::Pipe { socket: false, attr: Sattr3::NONE } })
+        );
+        assert_eq!(mknod_args(&args(2, &[])), Ok(MknodArgs { at: at(), what: MknodWhat::BadType }));
+        assert_eq!(mknod_args(&args(9, &[])), Err(ProtocolError::BadDiscriminant { what: "ftype3", value: 9 }));
+        // A device without its specdata3 is truncated.
+        assert!(matches!(mknod_args(&args(3, &none)), Err(ProtocolError::Truncated { .. })));
+    }
+
+    #[test]
+    fn symlink_and_rename() {
+        let b = build(|w| {
+            fh_bytes(w);
+            w.opaque(b"l");
+            for v in [0, 0, 0, 0, 0, 0] {
+                w.u32(v);
+            }
+            w.opaque(b"/target");
+        });
+        assert_eq!(
+            symlink_args(&b),
+            Ok(SymlinkArgs { at: DirOpArgs { dir: Ok(H), name: b"l" }, attr: Sattr3::NONE, target: b"/target" })
+        );
+        let b = build(|w| {
+            fh_bytes(w);
+            w.opaque(b"a");
+            fh_bytes(w);
+            w.opaque(b"b");
+        });
+        assert_eq!(
+            rename_args(&b),
+            Ok(RenameArgs { from: DirOpArgs { dir: Ok(H), name: b"a" }, to: DirOpArgs { dir: Ok(H), name: b"b" } })
+        );
+    }
+
     fn no_panic(bytes: &[u8]) {
         let _ = fh_args(bytes);
         let _ = dirop_args(bytes);
@@ -285,6 +409,10 @@ mod tests {
         let _ = mkdir_args(bytes);
         let _ = readdir_args(bytes);
         let _ = readdirplus_args(bytes);
+        let _ = symlink_args(bytes);
+        let _ = mknod_args(bytes);
+        let _ = link_args(bytes);
+        let _ = rename_args(bytes);
     }
 
     proptest! {

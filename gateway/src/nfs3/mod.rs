@@ -1,13 +1,13 @@
 //! NFS version 3 (RFC 1813), program 100003, over the `Vfs` trait.
 //!
-//! Owns: procedure numbers and names, routing a call to its procedure, the server's
-//! transfer limits (FSINFO), and the failure bodies of the procedures Tessera does not
-//! support yet (READLINK, SYMLINK, MKNOD, RENAME, LINK answer NFS3ERR_NOTSUPP).
+//! Owns: procedure numbers and names, routing a call to its procedure (all 22 of RFC 1813
+//! are implemented) and the server's transfer limits (FSINFO).
 //!
 //! Must never: map an `FsError` to a status anywhere but `status`, or talk to metad or
 //! block daemons (everything goes through `Vfs`).
 
 pub mod args;
+mod namespace;
 mod procs;
 mod readdir;
 pub mod status;
@@ -65,22 +65,26 @@ pub async fn call<V: Vfs>(vfs: &V, ctx: &CallContext, proc_num: u32, args: &Byte
     let result: Result<NfsStat3, ProtocolError> = match proc_num {
         0 => Ok(NfsStat3::Ok),
         1 => procs::getattr(vfs, args, w).await,
-        2 => procs::setattr(vfs, args, w).await,
-        3 => procs::lookup(vfs, args, w).await,
+        2 => procs::setattr(vfs, ctx, args, w).await,
+        3 => procs::lookup(vfs, ctx, args, w).await,
         4 => procs::access(vfs, ctx, args, w).await,
-        6 => procs::read(vfs, args, w).await,
-        7 => procs::write(vfs, args, w).await,
+        5 => namespace::readlink(vfs, ctx, args, w).await,
+        6 => procs::read(vfs, ctx, args, w).await,
+        7 => procs::write(vfs, ctx, args, w).await,
         8 => procs::create(vfs, ctx, args, w).await,
         9 => procs::mkdir(vfs, ctx, args, w).await,
-        12 => procs::remove(vfs, args, w, false).await,
-        13 => procs::remove(vfs, args, w, true).await,
-        16 => readdir::readdir(vfs, args, w, false).await,
-        17 => readdir::readdir(vfs, args, w, true).await,
+        10 => namespace::symlink(vfs, ctx, args, w).await,
+        11 => namespace::mknod(vfs, ctx, args, w).await,
+        12 => procs::remove(vfs, ctx, args, w, false).await,
+        13 => procs::remove(vfs, ctx, args, w, true).await,
+        14 => namespace::rename(vfs, ctx, args, w).await,
+        15 => namespace::link(vfs, ctx, args, w).await,
+        16 => readdir::readdir(vfs, ctx, args, w, false).await,
+        17 => readdir::readdir(vfs, ctx, args, w, true).await,
         18 => procs::fsstat(vfs, args, w).await,
         19 => procs::fsinfo(vfs, args, w).await,
         20 => procs::pathconf(vfs, args, w).await,
-        21 => procs::commit(vfs, args, w).await,
-        5 | 10 | 11 | 14 | 15 => Ok(not_supported(proc_num, w)),
+        21 => procs::commit(vfs, ctx, args, w).await,
         _ => return ProcOutcome::ProcUnavail,
     };
     match result {
@@ -91,26 +95,4 @@ pub async fn call<V: Vfs>(vfs: &V, ctx: &CallContext, proc_num: u32, args: &Byte
             ProcOutcome::GarbageArgs
         }
     }
-}
-
-/// NFS3ERR_NOTSUPP with the procedure's own failure body.
-fn not_supported(proc_num: u32, w: &mut XdrWriter) -> NfsStat3 {
-    w.u32(NfsStat3::NotSupp as u32);
-    match proc_num {
-        // READLINK3resfail: post_op_attr
-        5 => w.bool(false),
-        // SYMLINK3resfail, MKNOD3resfail: wcc_data
-        10 | 11 => types::write_wcc(w, None, None),
-        // RENAME3resfail: fromdir_wcc, todir_wcc
-        14 => {
-            types::write_wcc(w, None, None);
-            types::write_wcc(w, None, None);
-        }
-        // LINK3resfail: post_op_attr, wcc_data
-        _ => {
-            w.bool(false);
-            types::write_wcc(w, None, None);
-        }
-    }
-    NfsStat3::NotSupp
 }

@@ -1,12 +1,15 @@
-//! The NFSv3 procedures that map one-to-one onto `Vfs` calls (everything but READDIR).
+//! The NFSv3 procedures that map one-to-one onto `Vfs` calls on one object (attributes,
+//! data, create/remove); READDIR is in `readdir`, the namespace procedures (SYMLINK,
+//! READLINK, MKNOD, LINK, RENAME) in `namespace`.
 //!
 //! Each procedure decodes its arguments first (a `ProtocolError` means GARBAGE_ARGS and
-//! nothing was written), then calls the `Vfs` and writes `status` + the resok or resfail
-//! body of RFC 1813 §3.3. The returned `NfsStat3` is only for metrics.
+//! nothing was written), then calls the `Vfs` with the caller's credential and writes
+//! `status` + the resok or resfail body of RFC 1813 §3.3. The returned `NfsStat3` is only
+//! for metrics. The SETATTR guard and SET_TO_SERVER_TIME are passed to metad, which
+//! applies them atomically with the change; ACCESS asks metad which bits are granted.
 //!
-//! Known simplifications: failure bodies carry no attributes (post_op_attr/wcc_data
-//! absent, which the RFC allows); the SETATTR guard is checked with a GETATTR before the
-//! SETATTR, so it is not atomic with it (the `Vfs` has no guarded setattr yet).
+//! Known simplification: failure bodies carry no attributes (post_op_attr/wcc_data
+//! absent, which the RFC allows), except SETATTR's NFS3ERR_NOT_SYNC (current attributes).
 //!
 //! Must never: map errors except through `status::nfsstat3_from`, or copy WRITE data.
 
@@ -15,10 +18,10 @@ use proto::{FileHandle, FsError, pb};
 
 use crate::nfs3::args::{self, CreateHow};
 use crate::nfs3::status::{NfsStat3, nfsstat3_from};
-use crate::nfs3::types::{self, NAME_MAX, NfsTime, Sattr3};
+use crate::nfs3::types::{self, NAME_MAX, Sattr3};
 use crate::nfs3::{RTMAX, WTMAX};
-use crate::rpc::{CallContext, Credentials, ProtocolError};
-use crate::vfs::{Stability, Vfs};
+use crate::rpc::{CallContext, ProtocolError};
+use crate::vfs::{ACCESS_EXECUTE, ACCESS_READ, ACCESS_WRITE, Stability, Vfs};
 use crate::xdr::XdrWriter;
 
 type Res = Result<NfsStat3, ProtocolError>;
@@ -29,6 +32,9 @@ const ACCESS3_MODIFY: u32 = 0x04;
 const ACCESS3_EXTEND: u32 = 0x08;
 const ACCESS3_DELETE: u32 = 0x10;
 const ACCESS3_EXECUTE: u32 = 0x20;
+
+/// PATHCONF linkmax (metad refuses more links with TES-MLINK).
+const LINK_MAX: u32 = 65_000;
 
 const FSF3_HOMOGENEOUS: u32 = 0x08;
 const FSF3_CANSETTIME: u32 = 0x10;
@@ -41,23 +47,23 @@ pub(super) fn fail(w: &mut XdrWriter, e: &FsError, body: impl FnOnce(&mut XdrWri
     s
 }
 
-fn ok(w: &mut XdrWriter) -> NfsStat3 {
-    w.u32(NfsStat3::Ok as u32);
-    NfsStat3::Ok
-}
-
 pub(super) fn no_attr(w: &mut XdrWriter) {
     w.bool(false);
 }
 
-fn no_wcc(w: &mut XdrWriter) {
+pub(super) fn ok(w: &mut XdrWriter) -> NfsStat3 {
+    w.u32(NfsStat3::Ok as u32);
+    NfsStat3::Ok
+}
+
+pub(super) fn no_wcc(w: &mut XdrWriter) {
     types::write_wcc(w, None, None);
 }
 
 fn void(_: &mut XdrWriter) {}
 
 /// A name a procedure may pass to the Vfs.
-fn check_name(name: &[u8]) -> Result<&[u8], FsError> {
+pub(super) fn check_name(name: &[u8]) -> Result<&[u8], FsError> {
     if name.len() > NAME_MAX {
         return Err(FsError::NameTooLong);
     }
@@ -68,7 +74,7 @@ fn check_name(name: &[u8]) -> Result<&[u8], FsError> {
 }
 
 /// The handle of the node an Attr describes (a Vfs answer without one is a server fault).
-fn handle_of(attr: &pb::Attr) -> Result<FileHandle, FsError> {
+pub(super) fn handle_of(attr: &pb::Attr) -> Result<FileHandle, FsError> {
     attr.node.map(FileHandle::from).ok_or_else(|| FsError::Internal("attributes without a node".into()))
 }
 
@@ -93,50 +99,51 @@ pub async fn getattr<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
     })
 }
 
-pub async fn setattr<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
+pub async fn setattr<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
     let a = args::setattr_args(args)?;
     let h = match a.fh {
         Ok(h) => h,
         Err(e) => return Ok(fail(w, &e, no_wcc)),
     };
-    if let Some(guard) = a.guard {
-        match vfs.getattr(h).await {
-            Ok(cur) if NfsTime::from_pb(cur.ctime.as_ref()) != guard => {
-                w.u32(NfsStat3::NotSync as u32);
-                types::write_wcc(w, Some(&cur), Some(&cur));
-                return Ok(NfsStat3::NotSync);
-            }
-            Ok(_) => {}
-            Err(e) => return Ok(fail(w, &e, no_wcc)),
-        }
-    }
-    Ok(match vfs.setattr(setattr_request(h, &a.attr)).await {
+    let mut req = setattr_request(h, &a.attr);
+    req.guard_ctime = a.guard.map(|t| t.to_pb());
+    Ok(match vfs.setattr(&ctx.cred.cred(), req).await {
         Ok(reply) => {
             let s = ok(w);
             types::write_wcc(w, reply.before.as_ref(), reply.after.as_ref());
             s
         }
+        Err(FsError::NotSync) => {
+            // Nothing changed: the current attributes are both before and after.
+            let cur = vfs.getattr(h).await.ok();
+            fail(w, &FsError::NotSync, |w| types::write_wcc(w, cur.as_ref(), cur.as_ref()))
+        }
         Err(e) => fail(w, &e, no_wcc),
     })
 }
 
-fn setattr_request(h: FileHandle, s: &Sattr3) -> pb::SetAttrRequest {
+/// A SetAttrRequest for `h` from a sattr3 (server times stamped by metad).
+pub(super) fn setattr_request(h: FileHandle, s: &Sattr3) -> pb::SetAttrRequest {
+    let (atime, atime_now) = s.atime.to_pb();
+    let (mtime, mtime_now) = s.mtime.to_pb();
     pb::SetAttrRequest {
         node: Some(h.into()),
         size: s.size,
         mode: s.mode.map(|m| m & 0o7777),
         uid: s.uid,
         gid: s.gid,
-        atime: s.atime.resolve(),
-        mtime: s.mtime.resolve(),
+        atime,
+        mtime,
+        atime_now,
+        mtime_now,
         ..Default::default()
     }
 }
 
-pub async fn lookup<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
+pub async fn lookup<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
     let a = args::dirop_args(args)?;
     let r: Result<(FileHandle, pb::LookupReply), FsError> = async {
-        let reply = vfs.lookup(a.dir?, check_name(a.name)?).await?;
+        let reply = vfs.lookup(&ctx.cred.cred(), a.dir?, check_name(a.name)?).await?;
         let h = handle_of(reply.attr.as_ref().ok_or(FsError::Internal("lookup without attributes".into()))?)?;
         Ok((h, reply))
     }
@@ -153,54 +160,58 @@ pub async fn lookup<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
     })
 }
 
-/// The ACCESS3 bits the mode allows `cred` (a hint: metad enforces permissions).
-pub fn allowed_access(attr: &pb::Attr, cred: &Credentials, requested: u32) -> u32 {
-    if cred.uid() == 0 {
-        return requested;
-    }
-    let mode = attr.mode;
-    let bits = if cred.uid() == attr.uid {
-        (mode >> 6) & 7
-    } else if cred.in_group(attr.gid) {
-        (mode >> 3) & 7
-    } else {
-        mode & 7
-    };
-    let dir = attr.kind == pb::FileType::Directory as i32;
+/// The ACCESS3 bits metad's `granted` (read/write/execute) allow on an object of `kind`,
+/// limited to `requested` (RFC 1813 §3.3.4, as Linux nfsd maps them): on a directory
+/// LOOKUP needs search, MODIFY/EXTEND/DELETE need write and search, EXECUTE means
+/// nothing; on anything else MODIFY/EXTEND need write, EXECUTE needs execute, LOOKUP and
+/// DELETE mean nothing.
+pub fn access3_bits(kind: i32, granted: u32, requested: u32) -> u32 {
+    let (r, wr, x) = (granted & ACCESS_READ != 0, granted & ACCESS_WRITE != 0, granted & ACCESS_EXECUTE != 0);
     let mut allowed = 0;
-    if bits & 4 != 0 {
+    if r {
         allowed |= ACCESS3_READ;
     }
-    if bits & 2 != 0 {
-        allowed |= ACCESS3_MODIFY | ACCESS3_EXTEND;
-        if dir {
-            allowed |= ACCESS3_DELETE;
+    if kind == pb::FileType::Directory as i32 {
+        if x {
+            allowed |= ACCESS3_LOOKUP;
         }
-    }
-    if bits & 1 != 0 {
-        allowed |= if dir { ACCESS3_LOOKUP } else { ACCESS3_EXECUTE };
+        if wr && x {
+            allowed |= ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE;
+        }
+    } else {
+        if wr {
+            allowed |= ACCESS3_MODIFY | ACCESS3_EXTEND;
+        }
+        if x {
+            allowed |= ACCESS3_EXECUTE;
+        }
     }
     requested & allowed
 }
 
 pub async fn access<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
     let a = args::access_args(args)?;
-    let r: Result<pb::Attr, FsError> = async { vfs.getattr(a.fh?).await }.await;
-    Ok(match r {
-        Ok(attr) => {
+    let mask = ACCESS_READ | ACCESS_WRITE | ACCESS_EXECUTE;
+    let r = async { vfs.access(&ctx.cred.cred(), a.fh?, mask).await }.await;
+    Ok(match r.and_then(|reply| reply.attr.map(|attr| (attr, reply.granted)).ok_or_else(|| no_attrs("Access"))) {
+        Ok((attr, granted)) => {
             let s = ok(w);
             types::write_post_op_attr(w, Some(&attr));
-            w.u32(allowed_access(&attr, &ctx.cred, a.access));
+            w.u32(access3_bits(attr.kind, granted, a.access));
             s
         }
         Err(e) => fail(w, &e, no_attr),
     })
 }
 
-pub async fn read<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
+pub(super) fn no_attrs(call: &str) -> FsError {
+    FsError::Internal(format!("{call} answered without attributes"))
+}
+
+pub async fn read<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
     let a = args::range_args(args)?;
     let count = a.count.min(RTMAX);
-    let r = async { vfs.read(a.fh?, a.offset, count).await }.await;
+    let r = async { vfs.read(&ctx.cred.cred(), a.fh?, a.offset, count).await }.await;
     Ok(match r {
         Ok(reply) => {
             let data = if reply.data.len() > count as usize { reply.data.slice(..count as usize) } else { reply.data };
@@ -215,7 +226,7 @@ pub async fn read<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
     })
 }
 
-pub async fn write<V: Vfs>(vfs: &V, args: &Bytes, w: &mut XdrWriter) -> Res {
+pub async fn write<V: Vfs>(vfs: &V, ctx: &CallContext, args: &Bytes, w: &mut XdrWriter) -> Res {
     let a = args::write_args(args)?;
     let mut data = args.slice(a.data.clone());
     if data.len() > WTMAX as usize {
@@ -223,7 +234,7 @@ pub async fn write<V: Vfs>(vfs: &V, args: &Bytes, w: &mut XdrWriter) -> Res {
     }
     let len = data.len() as u32;
     tracing::debug!(offset = a.offset, count = a.count, stable = ?a.stable, "NFS WRITE");
-    let r = async { vfs.write(a.fh?, a.offset, data, a.stable).await }.await;
+    let r = async { vfs.write(&ctx.cred.cred(), a.fh?, a.offset, data, a.stable).await }.await;
     Ok(match r {
         Ok(reply) => {
             let s = ok(w);
@@ -237,8 +248,8 @@ pub async fn write<V: Vfs>(vfs: &V, args: &Bytes, w: &mut XdrWriter) -> Res {
     })
 }
 
-/// Answers a CREATE or MKDIR from the Vfs reply.
-fn created(w: &mut XdrWriter, r: Result<pb::CreateReply, FsError>) -> NfsStat3 {
+/// Answers a CREATE, MKDIR, SYMLINK or MKNOD from the Vfs reply.
+pub(super) fn created(w: &mut XdrWriter, r: Result<pb::CreateReply, FsError>) -> NfsStat3 {
     match r {
         Ok(reply) => {
             let s = ok(w);
@@ -251,20 +262,38 @@ fn created(w: &mut XdrWriter, r: Result<pb::CreateReply, FsError>) -> NfsStat3 {
     }
 }
 
-/// Applies the parts of a create's sattr3 that CreateRequest cannot carry.
-async fn apply_rest<V: Vfs>(vfs: &V, mut reply: pb::CreateReply, s: &Sattr3) -> Result<pb::CreateReply, FsError> {
-    let rest = Sattr3 { mode: None, uid: None, gid: None, ..*s };
-    if rest == Sattr3::NONE {
+/// Applies the parts of a create's sattr3 that the create request could not carry.
+pub(super) async fn apply_rest<V: Vfs>(
+    vfs: &V,
+    cred: &pb::Cred,
+    mut reply: pb::CreateReply,
+    rest: &Sattr3,
+) -> Result<pb::CreateReply, FsError> {
+    if *rest == Sattr3::NONE {
         return Ok(reply);
     }
-    let h = handle_of(reply.attr.as_ref().ok_or(FsError::Internal("create without attributes".into()))?)?;
-    let after = vfs.setattr(setattr_request(h, &rest)).await?;
+    let h = handle_of(reply.attr.as_ref().ok_or_else(|| no_attrs("create"))?)?;
+    let after = vfs.setattr(cred, setattr_request(h, rest)).await?;
     reply.attr = after.after;
     Ok(reply)
 }
 
+/// The sattr3 fields a create request did not carry: it carries the mode and the
+/// caller's uid/gid (an owner other than the caller is a SETATTR, which metad checks),
+/// and the size when `size_carried`.
+pub(super) fn rest_of(s: &Sattr3, cred: &pb::Cred, size_carried: bool) -> Sattr3 {
+    Sattr3 {
+        mode: None,
+        uid: s.uid.filter(|u| *u != cred.uid),
+        gid: s.gid.filter(|g| *g != cred.gid),
+        size: if size_carried { None } else { s.size },
+        ..*s
+    }
+}
+
 pub async fn create<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
     let a = args::create_args(args)?;
+    let cred = ctx.cred.cred();
     let r = async {
         let dir = a.at.dir?;
         let name = check_name(a.at.name)?;
@@ -273,19 +302,22 @@ pub async fn create<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut Xdr
             CreateHow::Guarded(s) => (pb::CreateHow::Guarded, s, Vec::new()),
             CreateHow::Exclusive(v) => (pb::CreateHow::Exclusive, Sattr3::NONE, v.to_vec()),
         };
+        // UNCHECKED carries the size (truncating an existing file in the same command).
+        let size = if how == pb::CreateHow::Unchecked { sattr.size } else { None };
         let req = pb::CreateRequest {
             dir: Some(dir.into()),
             name: name.to_vec(),
             kind: pb::FileType::Regular as i32,
             mode: sattr.mode.unwrap_or(0o644) & 0o7777,
-            uid: ctx.cred.uid(),
-            gid: ctx.cred.gid(),
+            uid: cred.uid,
+            gid: cred.gid,
             how: how as i32,
             verifier,
+            size,
             ..Default::default()
         };
-        let reply = vfs.create(req).await?;
-        apply_rest(vfs, reply, &sattr).await
+        let reply = vfs.create(&cred, req).await?;
+        apply_rest(vfs, &cred, reply, &rest_of(&sattr, &cred, size.is_some())).await
     }
     .await;
     Ok(created(w, r))
@@ -293,29 +325,30 @@ pub async fn create<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut Xdr
 
 pub async fn mkdir<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
     let a = args::mkdir_args(args)?;
+    let cred = ctx.cred.cred();
     let r = async {
         let req = pb::CreateRequest {
             dir: Some(a.at.dir?.into()),
             name: check_name(a.at.name)?.to_vec(),
             kind: pb::FileType::Directory as i32,
             mode: a.attr.mode.unwrap_or(0o755) & 0o7777,
-            uid: ctx.cred.uid(),
-            gid: ctx.cred.gid(),
+            uid: cred.uid,
+            gid: cred.gid,
             // An existing entry of any kind is NFS3ERR_EXIST for MKDIR.
             how: pb::CreateHow::Guarded as i32,
             verifier: Vec::new(),
             ..Default::default()
         };
-        let reply = vfs.create(req).await?;
-        apply_rest(vfs, reply, &a.attr).await
+        let reply = vfs.create(&cred, req).await?;
+        apply_rest(vfs, &cred, reply, &rest_of(&a.attr, &cred, false)).await
     }
     .await;
     Ok(created(w, r))
 }
 
-pub async fn remove<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter, directory: bool) -> Res {
+pub async fn remove<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter, directory: bool) -> Res {
     let a = args::dirop_args(args)?;
-    let r = async { vfs.remove(a.dir?, check_name(a.name)?, directory).await }.await;
+    let r = async { vfs.remove(&ctx.cred.cred(), a.dir?, check_name(a.name)?, directory).await }.await;
     Ok(match r {
         Ok(wcc) => {
             let s = ok(w);
@@ -377,7 +410,7 @@ pub async fn pathconf<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
         Ok(attr) => {
             let s = ok(w);
             types::write_post_op_attr(w, Some(&attr));
-            w.u32(1); // linkmax: no hard links yet
+            w.u32(LINK_MAX);
             w.u32(NAME_MAX as u32);
             w.bool(true); // no_trunc
             w.bool(true); // chown_restricted
@@ -389,10 +422,10 @@ pub async fn pathconf<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
     })
 }
 
-pub async fn commit<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
+pub async fn commit<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
     let a = args::range_args(args)?;
     tracing::debug!(offset = a.offset, count = a.count, "NFS COMMIT");
-    let r: Result<pb::Attr, FsError> = async { vfs.commit(a.fh?).await }.await;
+    let r: Result<pb::Attr, FsError> = async { vfs.commit(&ctx.cred.cred(), a.fh?).await }.await;
     Ok(match r {
         Ok(attr) => {
             let s = ok(w);
@@ -407,29 +440,18 @@ pub async fn commit<V: Vfs>(vfs: &V, args: &[u8], w: &mut XdrWriter) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rpc::auth::AuthSys;
 
-    fn attr(kind: pb::FileType, mode: u32) -> pb::Attr {
-        pb::Attr { kind: kind as i32, mode, uid: 100, gid: 200, ..Default::default() }
-    }
-
-    fn sys(uid: u32, gid: u32, gids: &[u32]) -> Credentials {
-        Credentials::Sys(AuthSys { stamp: 0, machine_name: vec![], uid, gid, gids: gids.to_vec() })
-    }
-
-    fn check(a: pb::Attr, cred: Credentials, expected: u32) {
-        assert_eq!(allowed_access(&a, &cred, 0x3f), expected, "{a:?} {cred:?}");
-    }
+    const ALL: u32 = 0x3f;
 
     #[test]
-    fn access_from_mode_bits() {
-        use pb::FileType::{Directory, Regular};
-        check(attr(Regular, 0o640), sys(100, 1, &[]), ACCESS3_READ | ACCESS3_MODIFY | ACCESS3_EXTEND);
-        check(attr(Regular, 0o640), sys(7, 1, &[200]), ACCESS3_READ);
-        check(attr(Regular, 0o640), sys(7, 1, &[]), 0);
-        check(attr(Regular, 0o755), Credentials::None, ACCESS3_READ | ACCESS3_EXECUTE);
-        check(attr(Directory, 0o700), sys(100, 1, &[]), 0x1f); // no EXECUTE on a directory
-        check(attr(Directory, 0o000), sys(0, 0, &[]), 0x3f);
-        assert_eq!(allowed_access(&attr(Regular, 0o777), &sys(1, 1, &[]), ACCESS3_READ), ACCESS3_READ);
+    fn access_bits_from_granted() {
+        let (dir, file) = (pb::FileType::Directory as i32, pb::FileType::Regular as i32);
+        assert_eq!(access3_bits(file, 7, ALL), ACCESS3_READ | ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_EXECUTE);
+        assert_eq!(access3_bits(file, ACCESS_READ, ALL), ACCESS3_READ);
+        assert_eq!(access3_bits(file, 0, ALL), 0);
+        assert_eq!(access3_bits(dir, 7, ALL), 0x1f); // no EXECUTE on a directory
+        assert_eq!(access3_bits(dir, ACCESS_WRITE, ALL), 0); // write without search: nothing
+        assert_eq!(access3_bits(dir, ACCESS_EXECUTE, ALL), ACCESS3_LOOKUP);
+        assert_eq!(access3_bits(file, 7, ACCESS3_READ), ACCESS3_READ);
     }
 }

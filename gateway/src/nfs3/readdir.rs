@@ -7,7 +7,8 @@
 //! `Vfs` said eof and every entry it returned fitted. "." and ".." are not synthesized.
 //!
 //! Must never: send a reply larger than the client asked for, or claim eof early. The
-//! client's cookie verifier is not checked here (the `Vfs` owns cookie validity).
+//! client's cookie verifier is passed through, not checked here (metad owns cookie
+//! validity: a stale one is NFS3ERR_BAD_COOKIE).
 
 use bytes::Bytes;
 use proto::{FsError, pb};
@@ -16,7 +17,7 @@ use crate::nfs3::args;
 use crate::nfs3::procs::{fail, no_attr};
 use crate::nfs3::status::NfsStat3;
 use crate::nfs3::types::{self, POST_OP_ATTR_SIZE};
-use crate::rpc::ProtocolError;
+use crate::rpc::{CallContext, ProtocolError};
 use crate::vfs::Vfs;
 use crate::xdr::{XdrWriter, opaque_size};
 
@@ -40,12 +41,20 @@ fn plus_part_size(attr: Option<&pb::Attr>) -> usize {
     }
 }
 
-pub async fn readdir<V: Vfs>(vfs: &V, args: &Bytes, w: &mut XdrWriter, plus: bool) -> Result<NfsStat3, ProtocolError> {
+pub async fn readdir<V: Vfs>(
+    vfs: &V,
+    ctx: &CallContext,
+    args: &Bytes,
+    w: &mut XdrWriter,
+    plus: bool,
+) -> Result<NfsStat3, ProtocolError> {
     let a = if plus { args::readdirplus_args(args)? } else { args::readdir_args(args)? };
     let max = a.maxcount as usize;
     let min_entry = MIN_ENTRY + if plus { plus_part_size(None) } else { 0 };
     let max_entries = (max.saturating_sub(FIXED_SIZE) / min_entry).clamp(1, MAX_ENTRIES) as u32;
-    let r: Result<pb::ReadDirReply, FsError> = async { vfs.readdir(a.fh?, a.cookie, max_entries).await }.await;
+    let verifier = u64::from_be_bytes(a.verifier);
+    let r: Result<pb::ReadDirReply, FsError> =
+        async { vfs.readdir(&ctx.cred.cred(), a.fh?, a.cookie, verifier, max_entries).await }.await;
     let reply = match r {
         Ok(reply) => reply,
         Err(e) => return Ok(fail(w, &e, no_attr)),

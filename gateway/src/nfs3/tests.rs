@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use proto::FileHandle;
+use proto::{FileHandle, pb};
 
 use crate::rpc::handle_record;
 use crate::testing::{self, MemVfs};
@@ -303,10 +303,13 @@ async fn create_lookup_write_read_commit() {
     assert_eq!(r.u32().unwrap(), 0);
     assert!(!skip_wcc(&mut r).0, "COMMIT has no pre-op attributes");
     assert_eq!(r.fixed::<8>().unwrap(), testing::VERIFIER);
-    assert_eq!(vfs.events(), vec![
-        testing::Event::Write { ino: h.ino, offset: 2, len: 5, stable: Stability::Unstable },
-        testing::Event::Commit { ino: h.ino },
-    ]);
+    assert_eq!(
+        vfs.events(),
+        vec![
+            testing::Event::Write { ino: h.ino, offset: 2, len: 5, stable: Stability::Unstable },
+            testing::Event::Commit { ino: h.ino },
+        ]
+    );
 
     // AUTH_NONE creates as nobody.
     let n = create(&vfs, b"anon", Cred::None).await;
@@ -478,16 +481,262 @@ async fn readdir_pages_within_count() {
     assert_eq!(r.remaining(), 0);
 }
 
-#[tokio::test]
-async fn unsupported_procedures_carry_their_failure_bodies() {
-    let vfs = MemVfs::new();
-    let notsupp = [0, 0, 0x27, 0x14];
-    for (proc_num, falses) in [(5, 1), (10, 2), (11, 2), (14, 4), (15, 3)] {
-        let rep = nfs(&vfs, proc_num, Cred::None, |w| fh(w, root())).await;
-        let mut expected = notsupp.to_vec();
-        expected.extend(std::iter::repeat_n(0u8, 4 * falses));
-        assert_eq!(rep.body().rest(), &expected[..], "proc {proc_num}");
+fn dirop(w: &mut XdrWriter, dir: FileHandle, name: &[u8]) {
+    fh(w, dir);
+    w.opaque(name);
+}
+
+fn no_sattr(w: &mut XdrWriter) {
+    for _ in 0..6 {
+        w.u32(0);
     }
+}
+
+/// LOOKUP of `name` in the root: (status, fileid if found).
+async fn lookup_id(vfs: &MemVfs, name: &[u8]) -> (u32, Option<u64>) {
+    let rep = nfs(vfs, 3, Cred::None, |w| dirop(w, root(), name)).await;
+    let mut r = rep.body();
+    let status = r.u32().unwrap();
+    if status != 0 {
+        return (status, None);
+    }
+    let h = FileHandle::decode(r.opaque(64).unwrap()).unwrap();
+    (status, Some(h.ino))
+}
+
+/// The status word and the rest of a reply body.
+fn status_and_rest(rep: &Reply) -> (u32, Vec<u8>) {
+    let mut r = rep.body();
+    (r.u32().unwrap(), r.rest().to_vec())
+}
+
+#[tokio::test]
+async fn symlink_and_readlink() {
+    let vfs = MemVfs::new();
+    let rep = nfs(&vfs, 10, Cred::Sys(5, 6), |w| {
+        dirop(w, root(), b"l");
+        no_sattr(w);
+        w.opaque(b"../target");
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    assert!(r.bool().unwrap());
+    let l = FileHandle::decode(r.opaque(64).unwrap()).unwrap();
+    let a = skip_post_op_attr(&mut r).unwrap();
+    assert_eq!((a[0], a[3], a[4], a[5]), (5, 5, 6, 9), "NF3LNK owned by the caller, size = target length");
+    let (pre, post) = skip_wcc(&mut r);
+    assert!(pre && post.is_some());
+    assert_eq!(r.remaining(), 0);
+
+    let rep = nfs(&vfs, 5, Cred::None, |w| fh(w, l)).await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    assert_eq!(skip_post_op_attr(&mut r).unwrap()[0], 5);
+    assert_eq!(r.opaque(4096).unwrap(), b"../target");
+
+    // Failures: READLINK of a directory (post_op_attr absent), an empty target and an
+    // existing name (wcc_data absent).
+    let rep = nfs(&vfs, 5, Cred::None, |w| fh(w, root())).await;
+    assert_eq!(status_and_rest(&rep), (22, vec![0; 4]));
+    for (name, target, status) in [(&b"m"[..], &b""[..], 22), (b"l", b"x", 17)] {
+        let rep = nfs(&vfs, 10, Cred::None, |w| {
+            dirop(w, root(), name);
+            no_sattr(w);
+            w.opaque(target);
+        })
+        .await;
+        assert_eq!(status_and_rest(&rep), (status, vec![0; 8]));
+    }
+}
+
+#[tokio::test]
+async fn mknod_devices_pipes_and_bad_types() {
+    let vfs = MemVfs::new();
+    let rep = nfs(&vfs, 11, Cred::Sys(5, 6), |w| {
+        dirop(w, root(), b"tty");
+        w.u32(4); // NF3CHR
+        no_sattr(w);
+        w.u32(4);
+        w.u32(64);
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    assert!(r.bool().unwrap());
+    r.opaque(64).unwrap();
+    let a = skip_post_op_attr(&mut r).unwrap();
+    assert_eq!((a[0], a[3], a[7]), (4, 5, (4 << 32) | 64), "NF3CHR with rdev 4,64");
+    skip_wcc(&mut r);
+    assert_eq!(r.remaining(), 0);
+
+    let rep = nfs(&vfs, 11, Cred::None, |w| {
+        dirop(w, root(), b"fifo");
+        w.u32(7); // NF3FIFO
+        no_sattr(w);
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    r.bool().unwrap();
+    r.opaque(64).unwrap();
+    assert_eq!(skip_post_op_attr(&mut r).unwrap()[0], 7);
+
+    // A regular file through MKNOD: BADTYPE with an empty wcc_data.
+    let rep = nfs(&vfs, 11, Cred::None, |w| {
+        dirop(w, root(), b"reg");
+        w.u32(1);
+    })
+    .await;
+    assert_eq!(status_and_rest(&rep), (10007, vec![0; 8]));
+    assert_eq!(lookup_id(&vfs, b"reg").await.0, 2);
+}
+
+#[tokio::test]
+async fn link_adds_a_name() {
+    let vfs = MemVfs::new();
+    let f = create(&vfs, b"f", Cred::None).await;
+    let rep = nfs(&vfs, 15, Cred::None, |w| {
+        fh(w, f);
+        dirop(w, root(), b"g");
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    assert_eq!(skip_post_op_attr(&mut r).unwrap()[2], 2, "nlink");
+    let (pre, post) = skip_wcc(&mut r);
+    assert!(pre && post.is_some());
+    assert_eq!(r.remaining(), 0);
+    assert_eq!(lookup_id(&vfs, b"g").await, (0, Some(f.ino)));
+    // Removing one name keeps the file.
+    assert_eq!(nfs(&vfs, 12, Cred::None, |w| dirop(w, root(), b"f")).await.body().u32().unwrap(), 0);
+    assert_eq!(lookup_id(&vfs, b"g").await, (0, Some(f.ino)));
+
+    // A directory cannot be linked: ISDIR with post_op_attr and wcc_data absent.
+    let rep = nfs(&vfs, 15, Cred::None, |w| {
+        fh(w, root());
+        dirop(w, root(), b"h");
+    })
+    .await;
+    assert_eq!(status_and_rest(&rep), (21, vec![0; 12]));
+}
+
+#[tokio::test]
+async fn rename_replaces_the_target() {
+    let vfs = MemVfs::new();
+    let a = create(&vfs, b"a", Cred::None).await;
+    create(&vfs, b"b", Cred::None).await;
+    let rep = nfs(&vfs, 14, Cred::None, |w| {
+        dirop(w, root(), b"a");
+        dirop(w, root(), b"b");
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    for _ in 0..2 {
+        let (pre, post) = skip_wcc(&mut r);
+        assert!(pre && post.is_some());
+    }
+    assert_eq!(r.remaining(), 0);
+    assert_eq!(lookup_id(&vfs, b"a").await, (2, None));
+    assert_eq!(lookup_id(&vfs, b"b").await, (0, Some(a.ino)));
+
+    // A missing source: NOENT with two empty wcc_data.
+    let rep = nfs(&vfs, 14, Cred::None, |w| {
+        dirop(w, root(), b"a");
+        dirop(w, root(), b"c");
+    })
+    .await;
+    assert_eq!(status_and_rest(&rep), (2, vec![0; 16]));
+}
+
+#[tokio::test]
+async fn the_callers_identity_reaches_the_vfs() {
+    let vfs = MemVfs::new();
+    nfs(&vfs, 3, Cred::Sys(1000, 100), |w| dirop(w, root(), b"x")).await;
+    assert_eq!(vfs.last_cred(), Some(pb::Cred { uid: 1000, gid: 100, gids: vec![101] }));
+    nfs(&vfs, 16, Cred::None, |w| {
+        fh(w, root());
+        w.u64(0);
+        w.fixed(&[0; 8]);
+        w.u32(4096);
+    })
+    .await;
+    assert_eq!(vfs.last_cred(), Some(pb::Cred { uid: 65534, gid: 65534, gids: vec![] }));
+}
+
+#[tokio::test]
+async fn a_matching_guard_applies() {
+    let vfs = MemVfs::new();
+    let h = create(&vfs, b"f", Cred::None).await;
+    let rep = nfs(&vfs, 1, Cred::None, |w| fh(w, h)).await;
+    let mut r = rep.body();
+    r.u32().unwrap();
+    let fattr = r.rest();
+    let word = |at: usize| u32::from_be_bytes(fattr[at..at + 4].try_into().unwrap());
+    let ctime = (word(76), word(80)); // the last two words of the 84-byte fattr3
+    let rep = nfs(&vfs, 2, Cred::None, |w| {
+        fh(w, h);
+        for v in [1, 0o600, 0, 0, 0, 0, 0] {
+            w.u32(v);
+        }
+        w.bool(true);
+        w.u32(ctime.0);
+        w.u32(ctime.1);
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    assert_eq!(skip_wcc(&mut r).1.unwrap()[1], 0o600);
+}
+
+#[tokio::test]
+async fn a_stale_cookie_verifier_is_bad_cookie() {
+    let vfs = MemVfs::new();
+    create(&vfs, b"f", Cred::None).await;
+    let page = |verifier: u64| {
+        move |w: &mut XdrWriter| {
+            fh(w, root());
+            w.u64(1);
+            w.fixed(&verifier.to_be_bytes());
+            w.u32(4096);
+        }
+    };
+    let rep = nfs(&vfs, 16, Cred::None, page(testing::COOKIE_VERIFIER)).await;
+    assert_eq!(rep.body().u32().unwrap(), 0);
+    let rep = nfs(&vfs, 16, Cred::None, page(testing::COOKIE_VERIFIER + 1)).await;
+    assert_eq!(status_and_rest(&rep), (10003, vec![0; 4]));
+}
+
+#[tokio::test]
+async fn unchecked_create_with_a_size_truncates_in_one_call() {
+    let vfs = MemVfs::new();
+    let h = create(&vfs, b"f", Cred::None).await;
+    nfs(&vfs, 7, Cred::None, |w| {
+        fh(w, h);
+        w.u64(0);
+        w.u32(5);
+        w.u32(2);
+        w.opaque(b"hello");
+    })
+    .await;
+    let rep = nfs(&vfs, 8, Cred::None, |w| {
+        dirop(w, root(), b"f");
+        w.u32(0); // UNCHECKED
+        for v in [0, 0, 0, 1] {
+            w.u32(v);
+        }
+        w.u64(2);
+        w.u32(0);
+        w.u32(0);
+    })
+    .await;
+    let mut r = rep.body();
+    assert_eq!(r.u32().unwrap(), 0);
+    r.bool().unwrap();
+    assert_eq!(FileHandle::decode(r.opaque(64).unwrap()).unwrap(), h, "the existing file");
+    assert_eq!(skip_post_op_attr(&mut r).unwrap()[5], 2);
+    assert_eq!(vfs.file(b"f").unwrap(), b"he");
 }
 
 #[tokio::test]
@@ -517,7 +766,9 @@ async fn fsinfo_pathconf_fsstat_access() {
     assert_eq!(r.u64().unwrap(), 1 << 40);
 
     let h = create(&vfs, b"f", Cred::Sys(7, 7)).await; // mode 0640
-    for (cred, expected) in [(Cred::Sys(7, 7), 0x0d), (Cred::Sys(8, 7), 0x01), (Cred::Sys(8, 8), 0), (Cred::Sys(0, 0), 0x3f)] {
+    for (cred, expected) in
+        [(Cred::Sys(7, 7), 0x0d), (Cred::Sys(8, 7), 0x01), (Cred::Sys(8, 8), 0), (Cred::Sys(0, 0), 0x2d)]
+    {
         let rep = nfs(&vfs, 4, cred, |w| {
             fh(w, h);
             w.u32(0x3f);

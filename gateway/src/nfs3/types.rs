@@ -8,8 +8,6 @@
 //! Must never: fail on a Vfs answer (an absent time encodes as 0, an unknown file type as
 //! a regular file, out-of-range seconds are clamped) or panic on client input.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use proto::handle::MAX_HANDLE_LEN;
 use proto::{FileHandle, FsError, pb};
 
@@ -19,6 +17,11 @@ use crate::xdr::{XdrReader, XdrWriter};
 /// Longest file name accepted on the wire (longer is GARBAGE_ARGS); names over
 /// `NAME_MAX` get NFS3ERR_NAMETOOLONG from the procedure.
 pub const MAX_WIRE_NAME: usize = 1024;
+/// Longest nfspath3 (symlink target) accepted on the wire (longer is GARBAGE_ARGS);
+/// targets over `PATH_MAX` get NFS3ERR_NAMETOOLONG from the procedure.
+pub const MAX_WIRE_PATH: usize = 8192;
+/// Longest symlink target (metad's limit).
+pub const PATH_MAX: usize = 4096;
 /// Longest file name a procedure accepts (PATHCONF name_max).
 pub const NAME_MAX: usize = 255;
 /// Encoded size of a fattr3.
@@ -49,10 +52,9 @@ impl NfsTime {
     pub fn from_pb(t: Option<&pb::Time>) -> NfsTime {
         match t {
             None => NfsTime { secs: 0, nsecs: 0 },
-            Some(t) => NfsTime {
-                secs: u32::try_from(t.secs.max(0)).unwrap_or(u32::MAX),
-                nsecs: t.nanos.min(999_999_999),
-            },
+            Some(t) => {
+                NfsTime { secs: u32::try_from(t.secs.max(0)).unwrap_or(u32::MAX), nsecs: t.nanos.min(999_999_999) }
+            }
         }
     }
 
@@ -70,15 +72,13 @@ pub enum SetTime {
 }
 
 impl SetTime {
-    /// The time to store, reading the clock for SET_TO_SERVER_TIME.
-    pub fn resolve(self) -> Option<pb::Time> {
+    /// The client's time to store, and whether metad should stamp its own time instead
+    /// (SET_TO_SERVER_TIME: the proposer's clock, not this gateway's).
+    pub fn to_pb(self) -> (Option<pb::Time>, bool) {
         match self {
-            SetTime::DontChange => None,
-            SetTime::ClientTime(t) => Some(t.to_pb()),
-            SetTime::ServerTime => {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-                Some(pb::Time { secs: i64::try_from(now.as_secs()).unwrap_or(i64::MAX), nanos: now.subsec_nanos() })
-            }
+            SetTime::DontChange => (None, false),
+            SetTime::ClientTime(t) => (Some(t.to_pb()), false),
+            SetTime::ServerTime => (None, true),
         }
     }
 }
@@ -95,14 +95,8 @@ pub struct Sattr3 {
 }
 
 impl Sattr3 {
-    pub const NONE: Sattr3 = Sattr3 {
-        mode: None,
-        uid: None,
-        gid: None,
-        size: None,
-        atime: SetTime::DontChange,
-        mtime: SetTime::DontChange,
-    };
+    pub const NONE: Sattr3 =
+        Sattr3 { mode: None, uid: None, gid: None, size: None, atime: SetTime::DontChange, mtime: SetTime::DontChange };
 }
 
 // ---- decoding ----
@@ -299,14 +293,17 @@ mod tests {
     #[test]
     fn sattr3_decoding() {
         check_sattr(&[0, 0, 0, 0, 0, 0], Ok(Sattr3::NONE));
-        check_sattr(&[1, 0o644, 1, 10, 1, 20, 1, 0, 99, 1, 2, 5, 6], Ok(Sattr3 {
-            mode: Some(0o644),
-            uid: Some(10),
-            gid: Some(20),
-            size: Some(99),
-            atime: SetTime::ServerTime,
-            mtime: SetTime::ClientTime(NfsTime { secs: 5, nsecs: 6 }),
-        }));
+        check_sattr(
+            &[1, 0o644, 1, 10, 1, 20, 1, 0, 99, 1, 2, 5, 6],
+            Ok(Sattr3 {
+                mode: Some(0o644),
+                uid: Some(10),
+                gid: Some(20),
+                size: Some(99),
+                atime: SetTime::ServerTime,
+                mtime: SetTime::ClientTime(NfsTime { secs: 5, nsecs: 6 }),
+            }),
+        );
         check_sattr(&[0, 0, 0, 0, 3, 0], Err(ProtocolError::BadDiscriminant { what: "time_how", value: 3 }));
         check_sattr(&[2], Err(ProtocolError::BadDiscriminant { what: "bool", value: 2 }));
     }

@@ -5,7 +5,12 @@
 //! acts as. Every other flavour (AUTH_DH, RPCSEC_GSS, ...) is refused with AUTH_BADCRED.
 //!
 //! Must never: trust the credential for security. AUTH_SYS is what the client claims;
-//! procedures use it as a hint (ACCESS, new files' owner), and metad stays the authority.
+//! the gateway passes it on (`Credentials::cred`) and metad checks permissions against it.
+//!
+//! Squashing: AUTH_NONE becomes `nobody` (65534:65534, no groups). No root squashing is
+//! configured yet (uid 0 stays 0); when exports gain options it belongs in `cred`.
+
+use proto::pb;
 
 use crate::rpc::ProtocolError;
 use crate::xdr::XdrReader;
@@ -55,6 +60,14 @@ impl Credentials {
         match self {
             Credentials::None => NOBODY,
             Credentials::Sys(s) => s.gid,
+        }
+    }
+
+    /// The identity metad checks permissions against (after squashing).
+    pub fn cred(&self) -> pb::Cred {
+        match self {
+            Credentials::None => pb::Cred { uid: NOBODY, gid: NOBODY, gids: Vec::new() },
+            Credentials::Sys(s) => pb::Cred { uid: s.uid, gid: s.gid, gids: s.gids.clone() },
         }
     }
 
@@ -147,5 +160,7 @@ mod tests {
         assert_eq!((c.uid(), c.gid()), (1000, 100));
         assert!(c.in_group(7) && c.in_group(100) && !c.in_group(8));
         assert_eq!((Credentials::None.uid(), Credentials::None.gid()), (NOBODY, NOBODY));
+        assert_eq!(c.cred(), pb::Cred { uid: 1000, gid: 100, gids: vec![7] });
+        assert_eq!(Credentials::None.cred(), pb::Cred { uid: NOBODY, gid: NOBODY, gids: vec![] });
     }
 }
