@@ -26,3 +26,6 @@ pub fn check_live(inode: Option<Inode>, key: &NodeKey) -> Result<Inode, ApplyErr
         _ => Err(ApplyError::Stale),
     }
 }
+
+#[cfg(test)]
+mod tests;
