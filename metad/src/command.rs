@@ -122,12 +122,9 @@ impl fmt::Display for Op {
             }
             Op::Remove { dir, name, directory } => write!(f, "Remove({}/{}, dir={directory})", dir.ino, lossy(name)),
             Op::SetAttr { node, size, .. } => write!(f, "SetAttr({}, size={size:?})", node.ino),
-            Op::CommitExtents { node, range_start, range_end, extents } => write!(
-                f,
-                "CommitExtents({}, [{range_start}, {range_end}), {} extents)",
-                node.ino,
-                extents.len()
-            ),
+            Op::CommitExtents { node, range_start, range_end, extents } => {
+                write!(f, "CommitExtents({}, [{range_start}, {range_end}), {} extents)", node.ino, extents.len())
+            }
         }
     }
 }
@@ -160,14 +157,31 @@ pub enum Reply {
     /// Blank and membership entries.
     Nothing,
     /// The share (existing or created) and its root.
-    Share { share_id: u64, root: AttrOut },
+    Share {
+        share_id: u64,
+        root: AttrOut,
+    },
     /// Create / Mknod / Symlink.
-    Created { attr: AttrOut, dir: Wcc },
-    Removed { dir: Wcc },
+    Created {
+        attr: AttrOut,
+        dir: Wcc,
+    },
+    Removed {
+        dir: Wcc,
+    },
     /// SetAttr / CommitExtents.
-    Changed { before: AttrOut, after: AttrOut },
-    Linked { attr: AttrOut, dir: Wcc },
-    Renamed { from_dir: Wcc, to_dir: Wcc },
+    Changed {
+        before: AttrOut,
+        after: AttrOut,
+    },
+    Linked {
+        attr: AttrOut,
+        dir: Wcc,
+    },
+    Renamed {
+        from_dir: Wcc,
+        to_dir: Wcc,
+    },
 }
 
 /// A command refused by the namespace rules. Deterministic: every replica refuses it alike,

@@ -62,11 +62,23 @@ impl Fs {
     }
 
     async fn root(&self) -> NodeRef {
-        let share = self.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
+        let share = self
+            .svc
+            .get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() }))
+            .await
+            .unwrap()
+            .into_inner();
         node(share.root.as_ref().unwrap())
     }
 
-    async fn try_create(&self, dir: NodeRef, name: &[u8], kind: FileType, how: CreateHow, verifier: &[u8]) -> Result<pb::CreateReply, tonic::Status> {
+    async fn try_create(
+        &self,
+        dir: NodeRef,
+        name: &[u8],
+        kind: FileType,
+        how: CreateHow,
+        verifier: &[u8],
+    ) -> Result<pb::CreateReply, tonic::Status> {
         self.svc
             .create(Request::new(pb::CreateRequest {
                 dir: Some(dir),
@@ -85,15 +97,32 @@ impl Fs {
     }
 
     async fn file(&self, dir: NodeRef, name: &str) -> NodeRef {
-        node(self.try_create(dir, name.as_bytes(), FileType::Regular, CreateHow::Guarded, &[]).await.unwrap().attr.as_ref().unwrap())
+        node(
+            self.try_create(dir, name.as_bytes(), FileType::Regular, CreateHow::Guarded, &[])
+                .await
+                .unwrap()
+                .attr
+                .as_ref()
+                .unwrap(),
+        )
     }
 
     async fn mkdir(&self, dir: NodeRef, name: &str) -> NodeRef {
-        node(self.try_create(dir, name.as_bytes(), FileType::Directory, CreateHow::Guarded, &[]).await.unwrap().attr.as_ref().unwrap())
+        node(
+            self.try_create(dir, name.as_bytes(), FileType::Directory, CreateHow::Guarded, &[])
+                .await
+                .unwrap()
+                .attr
+                .as_ref()
+                .unwrap(),
+        )
     }
 
     async fn try_getattr(&self, n: NodeRef) -> Result<pb::Attr, tonic::Status> {
-        self.svc.get_attr(Request::new(pb::GetAttrRequest { node: Some(n) })).await.map(|r| r.into_inner().attr.unwrap())
+        self.svc
+            .get_attr(Request::new(pb::GetAttrRequest { node: Some(n) }))
+            .await
+            .map(|r| r.into_inner().attr.unwrap())
     }
 
     async fn getattr(&self, n: NodeRef) -> pb::Attr {
@@ -101,19 +130,41 @@ impl Fs {
     }
 
     async fn lookup(&self, dir: NodeRef, name: &str) -> Result<pb::LookupReply, tonic::Status> {
-        self.svc.lookup(Request::new(pb::LookupRequest { dir: Some(dir), name: name.as_bytes().to_vec(), cred: self.c() })).await.map(|r| r.into_inner())
-    }
-
-    async fn remove(&self, dir: NodeRef, name: &str, directory: bool) -> Result<pb::RemoveReply, tonic::Status> {
         self.svc
-            .remove(Request::new(pb::RemoveRequest { dir: Some(dir), name: name.as_bytes().to_vec(), directory, cred: self.c(), ..Default::default() }))
+            .lookup(Request::new(pb::LookupRequest { dir: Some(dir), name: name.as_bytes().to_vec(), cred: self.c() }))
             .await
             .map(|r| r.into_inner())
     }
 
-    async fn commit(&self, n: NodeRef, start: u64, end: u64, extents: Vec<pb::Extent>) -> Result<pb::CommitExtentsReply, tonic::Status> {
+    async fn remove(&self, dir: NodeRef, name: &str, directory: bool) -> Result<pb::RemoveReply, tonic::Status> {
         self.svc
-            .commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(n), range_start: start, range_end: end, extents, cred: self.c(), ..Default::default() }))
+            .remove(Request::new(pb::RemoveRequest {
+                dir: Some(dir),
+                name: name.as_bytes().to_vec(),
+                directory,
+                cred: self.c(),
+                ..Default::default()
+            }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn commit(
+        &self,
+        n: NodeRef,
+        start: u64,
+        end: u64,
+        extents: Vec<pb::Extent>,
+    ) -> Result<pb::CommitExtentsReply, tonic::Status> {
+        self.svc
+            .commit_extents(Request::new(pb::CommitExtentsRequest {
+                node: Some(n),
+                range_start: start,
+                range_end: end,
+                extents,
+                cred: self.c(),
+                ..Default::default()
+            }))
             .await
             .map(|r| r.into_inner())
     }
@@ -138,9 +189,21 @@ impl Fs {
         self.svc.set_attr(Request::new(pb::SetAttrRequest { cred: self.c(), ..req })).await.map(|r| r.into_inner())
     }
 
-    async fn try_readdir(&self, dir: NodeRef, cookie: u64, verifier: u64, max: u32) -> Result<pb::ReadDirReply, tonic::Status> {
+    async fn try_readdir(
+        &self,
+        dir: NodeRef,
+        cookie: u64,
+        verifier: u64,
+        max: u32,
+    ) -> Result<pb::ReadDirReply, tonic::Status> {
         self.svc
-            .read_dir(Request::new(pb::ReadDirRequest { dir: Some(dir), cookie, max_entries: max, cookie_verifier: verifier, cred: self.c() }))
+            .read_dir(Request::new(pb::ReadDirRequest {
+                dir: Some(dir),
+                cookie,
+                max_entries: max,
+                cookie_verifier: verifier,
+                cred: self.c(),
+            }))
             .await
             .map(|r| r.into_inner())
     }
@@ -150,15 +213,31 @@ impl Fs {
     }
 
     async fn symlink(&self, dir: NodeRef, name: &str, target: &[u8]) -> Result<pb::CreateReply, tonic::Status> {
-        let req = pb::SymlinkRequest { dir: Some(dir), name: name.as_bytes().to_vec(), target: target.to_vec(), mode: 0o777, cred: self.c(), request_id: None };
+        let req = pb::SymlinkRequest {
+            dir: Some(dir),
+            name: name.as_bytes().to_vec(),
+            target: target.to_vec(),
+            mode: 0o777,
+            cred: self.c(),
+            request_id: None,
+        };
         self.svc.symlink(Request::new(req)).await.map(|r| r.into_inner())
     }
 
     async fn readlink(&self, n: NodeRef) -> Result<pb::ReadLinkReply, tonic::Status> {
-        self.svc.read_link(Request::new(pb::ReadLinkRequest { node: Some(n), cred: self.c() })).await.map(|r| r.into_inner())
+        self.svc
+            .read_link(Request::new(pb::ReadLinkRequest { node: Some(n), cred: self.c() }))
+            .await
+            .map(|r| r.into_inner())
     }
 
-    async fn mknod(&self, dir: NodeRef, name: &str, kind: FileType, rdev: (u32, u32)) -> Result<pb::CreateReply, tonic::Status> {
+    async fn mknod(
+        &self,
+        dir: NodeRef,
+        name: &str,
+        kind: FileType,
+        rdev: (u32, u32),
+    ) -> Result<pb::CreateReply, tonic::Status> {
         let req = pb::MknodRequest {
             dir: Some(dir),
             name: name.as_bytes().to_vec(),
@@ -173,11 +252,23 @@ impl Fs {
     }
 
     async fn link(&self, n: NodeRef, dir: NodeRef, name: &str) -> Result<pb::LinkReply, tonic::Status> {
-        let req = pb::LinkRequest { node: Some(n), dir: Some(dir), name: name.as_bytes().to_vec(), cred: self.c(), request_id: None };
+        let req = pb::LinkRequest {
+            node: Some(n),
+            dir: Some(dir),
+            name: name.as_bytes().to_vec(),
+            cred: self.c(),
+            request_id: None,
+        };
         self.svc.link(Request::new(req)).await.map(|r| r.into_inner())
     }
 
-    async fn rename(&self, from: NodeRef, from_name: &str, to: NodeRef, to_name: &str) -> Result<pb::RenameReply, tonic::Status> {
+    async fn rename(
+        &self,
+        from: NodeRef,
+        from_name: &str,
+        to: NodeRef,
+        to_name: &str,
+    ) -> Result<pb::RenameReply, tonic::Status> {
         let req = pb::RenameRequest {
             from_dir: Some(from),
             from_name: from_name.as_bytes().to_vec(),
@@ -190,12 +281,24 @@ impl Fs {
     }
 
     async fn access(&self, n: NodeRef, mask: u32) -> u32 {
-        self.svc.access(Request::new(pb::AccessRequest { node: Some(n), cred: self.c(), mask })).await.unwrap().into_inner().granted
+        self.svc
+            .access(Request::new(pb::AccessRequest { node: Some(n), cred: self.c(), mask }))
+            .await
+            .unwrap()
+            .into_inner()
+            .granted
     }
 
     /// mkdir/create as root, then chmod/chown to the given owner and mode.
     async fn own(&self, n: NodeRef, mode: u32, uid: u32, gid: u32) {
-        let req = pb::SetAttrRequest { node: Some(n), mode: Some(mode), uid: Some(uid), gid: Some(gid), cred: Some(root_cred()), ..Default::default() };
+        let req = pb::SetAttrRequest {
+            node: Some(n),
+            mode: Some(mode),
+            uid: Some(uid),
+            gid: Some(gid),
+            cred: Some(root_cred()),
+            ..Default::default()
+        };
         self.svc.set_attr(Request::new(req)).await.unwrap();
     }
 
@@ -224,7 +327,15 @@ async fn state_survives_a_restart_and_inode_numbers_are_not_reused() {
         let d = fs.mkdir(root, "docs").await;
         let f = fs.file(d, "a.txt").await;
         fs.commit(f, 0, 300, vec![ext(0, 100, 1, 0, 100), ext(100, 200, 2, 0, 200)]).await.unwrap();
-        let out = (root, d, f, fs.getattr(d).await, fs.getattr(f).await, fs.extents(f, 0, 1000).await, fs.lookup(d, "a.txt").await.unwrap());
+        let out = (
+            root,
+            d,
+            f,
+            fs.getattr(d).await,
+            fs.getattr(f).await,
+            fs.extents(f, 0, 1000).await,
+            fs.lookup(d, "a.txt").await.unwrap(),
+        );
         m.shutdown().await.unwrap();
         out
     };
@@ -279,9 +390,18 @@ async fn extents_are_replaced_by_range() {
     assert_eq!((st.files, st.bytes_used), (3, 70));
 
     // Hostile extent lists are refused and change nothing.
-    assert!(matches!(err(fs.commit(g, 0, 10, vec![ext(5, 10, 9, 0, 10)]).await), FsError::Invalid(_)), "outside the range");
-    assert!(matches!(err(fs.commit(g, 0, 20, vec![ext(0, 10, 9, 0, 10), ext(5, 10, 9, 0, 10)]).await), FsError::Invalid(_)));
-    assert!(matches!(err(fs.commit(g, 0, 10, vec![ext(0, 10, 9, 5, 10)]).await), FsError::Invalid(_)), "past the chunk");
+    assert!(
+        matches!(err(fs.commit(g, 0, 10, vec![ext(5, 10, 9, 0, 10)]).await), FsError::Invalid(_)),
+        "outside the range"
+    );
+    assert!(matches!(
+        err(fs.commit(g, 0, 20, vec![ext(0, 10, 9, 0, 10), ext(5, 10, 9, 0, 10)]).await),
+        FsError::Invalid(_)
+    ));
+    assert!(
+        matches!(err(fs.commit(g, 0, 10, vec![ext(0, 10, 9, 5, 10)]).await), FsError::Invalid(_)),
+        "past the chunk"
+    );
     let short_hash = pb::Extent { hash: vec![1; 31], ..ext(0, 10, 9, 0, 10) };
     assert!(matches!(err(fs.commit(g, 0, 10, vec![short_hash]).await), FsError::Invalid(_)));
     assert_eq!(spans(&fs.extents(g, 0, 20).await), vec![(0, 10, 3, 0), (10, 10, 4, 0)]);
@@ -327,7 +447,10 @@ async fn create_modes() {
     let unchecked = fs.try_create(root, b"x", FileType::Regular, CreateHow::Unchecked, &[]).await.unwrap();
     assert_eq!(unchecked.attr, first.attr);
     assert_eq!(err(fs.try_create(root, b"x", FileType::Directory, CreateHow::Unchecked, &[]).await), FsError::Exists);
-    assert!(matches!(err(fs.try_create(root, b"y", FileType::Regular, CreateHow::Exclusive, &[1; 7]).await), FsError::Invalid(_)));
+    assert!(matches!(
+        err(fs.try_create(root, b"y", FileType::Regular, CreateHow::Exclusive, &[1; 7]).await),
+        FsError::Invalid(_)
+    ));
 
     // Directories: nlink is 2 + subdirectories; RMDIR and REMOVE keep to their kinds.
     let d = fs.mkdir(root, "d").await;
@@ -340,7 +463,10 @@ async fn create_modes() {
     assert_eq!(err(fs.remove(root, "d", true).await), FsError::NotEmpty);
     assert_eq!(err(fs.remove(root, "d", false).await), FsError::IsDir);
     assert_eq!(err(fs.remove(root, "x", true).await), FsError::NotDir);
-    assert_eq!(err(fs.try_create(first.attr.unwrap().node.unwrap(), b"z", FileType::Regular, CreateHow::Guarded, &[]).await), FsError::NotDir);
+    assert_eq!(
+        err(fs.try_create(first.attr.unwrap().node.unwrap(), b"z", FileType::Regular, CreateHow::Guarded, &[]).await),
+        FsError::NotDir
+    );
     fs.remove(d, "sub", true).await.unwrap();
     assert_eq!(fs.getattr(d).await.nlink, 2);
     fs.remove(root, "d", true).await.unwrap();
@@ -357,7 +483,10 @@ async fn names_are_validated() {
         let e = err(fs.try_create(root, bad, FileType::Regular, CreateHow::Guarded, &[]).await);
         assert!(matches!(e, FsError::Invalid(_)), "{bad:?} gave {e:?}");
     }
-    assert_eq!(err(fs.try_create(root, &[b'n'; 256], FileType::Regular, CreateHow::Guarded, &[]).await), FsError::NameTooLong);
+    assert_eq!(
+        err(fs.try_create(root, &[b'n'; 256], FileType::Regular, CreateHow::Guarded, &[]).await),
+        FsError::NameTooLong
+    );
     fs.try_create(root, &[b'n'; 255], FileType::Regular, CreateHow::Guarded, &[]).await.unwrap();
     assert!(matches!(err(fs.remove(root, "..", true).await), FsError::Invalid(_)));
     let no_handle = fs.svc.get_attr(Request::new(pb::GetAttrRequest { node: None })).await;
@@ -405,7 +534,10 @@ async fn status_and_shares() {
     let shares = fs.svc.list_shares(Request::new(pb::ListSharesRequest {})).await.unwrap().into_inner().shares;
     assert_eq!(shares.len(), 1);
     assert_eq!((shares[0].name.as_str(), shares[0].export_path.as_str()), ("default", "/export"));
-    assert_eq!(err(fs.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/nope".into() })).await), FsError::NotFound);
+    assert_eq!(
+        err(fs.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/nope".into() })).await),
+        FsError::NotFound
+    );
     m.shutdown().await.unwrap();
 }
 
@@ -470,7 +602,7 @@ fn ns(t: Option<pb::Time>) -> i128 {
 }
 
 fn attr_of(r: &pb::CreateReply) -> pb::Attr {
-    r.attr.clone().unwrap()
+    r.attr.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,8 +624,14 @@ async fn symlinks_and_special_files() {
     assert_eq!(err(fs.symlink(root, "e", &[b'x'; 4097]).await), FsError::NameTooLong);
     fs.symlink(root, "max", &[b'x'; 4096]).await.unwrap();
     assert_eq!(err(fs.symlink(root, "l", b"x").await), FsError::Exists);
-    assert!(matches!(err(fs.try_create(root, b"s", FileType::Symlink, CreateHow::Guarded, &[]).await), FsError::Invalid(_)));
-    assert!(matches!(err(fs.setattr(pb::SetAttrRequest { node: Some(node(&l)), size: Some(1), ..Default::default() }).await), FsError::Invalid(_)));
+    assert!(matches!(
+        err(fs.try_create(root, b"s", FileType::Symlink, CreateHow::Guarded, &[]).await),
+        FsError::Invalid(_)
+    ));
+    assert!(matches!(
+        err(fs.setattr(pb::SetAttrRequest { node: Some(node(&l)), size: Some(1), ..Default::default() }).await),
+        FsError::Invalid(_)
+    ));
 
     let fifo = attr_of(&fs.mknod(root, "p", FileType::Fifo, (0, 0)).await.unwrap());
     assert_eq!((fifo.kind, fifo.rdev_major, fifo.nlink), (FileType::Fifo as i32, 0, 1));
@@ -539,7 +677,12 @@ async fn hard_links_count_and_free_at_zero() {
     assert_eq!(fs.lookup(d, "g").await.unwrap().attr.unwrap().node, Some(f));
     assert_eq!(err(fs.link(f, d, "g").await), FsError::Exists);
     assert_eq!(err(fs.link(d, root, "dd").await), FsError::IsDir, "no hard links to directories");
-    let other = fs.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/other".into() })).await.unwrap().into_inner();
+    let other = fs
+        .svc
+        .get_share(Request::new(pb::GetShareRequest { export_path: "/other".into() }))
+        .await
+        .unwrap()
+        .into_inner();
     let other_root = node(other.root.as_ref().unwrap());
     assert_eq!(err(fs.link(f, other_root, "x").await), FsError::CrossDevice);
     assert_eq!(fs.fs_stat(root).await.files, 3, "a link is not a new inode");
@@ -607,7 +750,12 @@ async fn rename_rules() {
     // Names and shares.
     assert!(matches!(err(fs.rename(root, ".", root, "x").await), FsError::Invalid(_)));
     assert!(matches!(err(fs.rename(root, "g", root, "..").await), FsError::Invalid(_)));
-    let other = fs.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/other".into() })).await.unwrap().into_inner();
+    let other = fs
+        .svc
+        .get_share(Request::new(pb::GetShareRequest { export_path: "/other".into() }))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(err(fs.rename(root, "g", node(other.root.as_ref().unwrap()), "g").await), FsError::CrossDevice);
     assert_eq!(err(fs.rename(root, "nope", root, "x").await), FsError::NotFound);
     // Root's ".." is itself.
@@ -626,9 +774,18 @@ async fn permissions_follow_the_credential() {
     let carol = fs.with(user(3000, 3000, &[50]));
 
     // A credential is mandatory.
-    let no_cred = fs.svc.lookup(Request::new(pb::LookupRequest { dir: Some(root), name: b"x".to_vec(), cred: None })).await;
+    let no_cred =
+        fs.svc.lookup(Request::new(pb::LookupRequest { dir: Some(root), name: b"x".to_vec(), cred: None })).await;
     assert!(matches!(err(no_cred), FsError::Invalid(_)));
-    let no_cred = fs.svc.create(Request::new(pb::CreateRequest { dir: Some(root), name: b"x".to_vec(), kind: FileType::Regular as i32, ..Default::default() })).await;
+    let no_cred = fs
+        .svc
+        .create(Request::new(pb::CreateRequest {
+            dir: Some(root),
+            name: b"x".to_vec(),
+            kind: FileType::Regular as i32,
+            ..Default::default()
+        }))
+        .await;
     assert!(matches!(err(no_cred), FsError::Invalid(_)));
 
     // The root is 0755 root: others may search but not create.
@@ -691,7 +848,13 @@ async fn setattr_ownership_rules_and_content_access() {
     let bob = fs.with(user(2000, 2000, &[]));
     let f = fs.file(root, "f").await;
     fs.own(f, 0o6644, 1000, 1000).await;
-    let set = |mode: Option<u32>, uid: Option<u32>, gid: Option<u32>| pb::SetAttrRequest { node: Some(f), mode, uid, gid, ..Default::default() };
+    let set = |mode: Option<u32>, uid: Option<u32>, gid: Option<u32>| pb::SetAttrRequest {
+        node: Some(f),
+        mode,
+        uid,
+        gid,
+        ..Default::default()
+    };
 
     assert_eq!(err(bob.setattr(set(Some(0o777), None, None)).await), FsError::Perm, "chmod by a non-owner");
     assert_eq!(err(alice.setattr(set(None, Some(2000), None)).await), FsError::Perm, "chown by a non-root owner");
@@ -729,9 +892,15 @@ async fn setattr_ownership_rules_and_content_access() {
     assert_eq!(err(bob.try_extents(f, 0, 4).await), FsError::Access);
     assert_eq!(alice.commit(f, 0, 4, vec![ext(0, 4, 2, 0, 4)]).await.unwrap().after.unwrap().mode, 0o400);
     assert_eq!(alice.extents(f, 0, 4).await.len(), 1);
-    assert_eq!(err(bob.setattr(pb::SetAttrRequest { node: Some(f), size: Some(0), ..Default::default() }).await), FsError::Access);
+    assert_eq!(
+        err(bob.setattr(pb::SetAttrRequest { node: Some(f), size: Some(0), ..Default::default() }).await),
+        FsError::Access
+    );
     let d = fs.mkdir(root, "d").await;
-    assert_eq!(err(fs.setattr(pb::SetAttrRequest { node: Some(d), size: Some(0), ..Default::default() }).await), FsError::IsDir);
+    assert_eq!(
+        err(fs.setattr(pb::SetAttrRequest { node: Some(d), size: Some(0), ..Default::default() }).await),
+        FsError::IsDir
+    );
     m.shutdown().await.unwrap();
 }
 
@@ -743,7 +912,12 @@ async fn the_guard_refuses_a_changed_object() {
     let root = fs.root().await;
     let f = fs.file(root, "f").await;
     let a = fs.getattr(f).await;
-    let guarded = |ctime: pb::Time, mode: u32| pb::SetAttrRequest { node: Some(f), mode: Some(mode), guard_ctime: Some(ctime), ..Default::default() };
+    let guarded = |ctime: pb::Time, mode: u32| pb::SetAttrRequest {
+        node: Some(f),
+        mode: Some(mode),
+        guard_ctime: Some(ctime),
+        ..Default::default()
+    };
     let r = fs.setattr(guarded(a.ctime.unwrap(), 0o600)).await.unwrap();
     assert_eq!(r.after.unwrap().mode, 0o600);
     assert_eq!(err(fs.setattr(guarded(a.ctime.unwrap(), 0o666)).await), FsError::NotSync, "ctime moved");
@@ -801,7 +975,13 @@ async fn a_repeated_request_id_answers_the_first_reply() {
     assert_eq!(first, again, "a GUARDED retry is not EXIST: it is answered from memory");
     assert_eq!(fs.fs_stat(root).await.files, 2);
 
-    let remove = pb::RemoveRequest { dir: Some(root), name: b"once".to_vec(), directory: false, cred: Some(root_cred()), request_id: rid(2) };
+    let remove = pb::RemoveRequest {
+        dir: Some(root),
+        name: b"once".to_vec(),
+        directory: false,
+        cred: Some(root_cred()),
+        request_id: rid(2),
+    };
     let first = fs.svc.remove(Request::new(remove.clone())).await.unwrap().into_inner();
     let again = fs.svc.remove(Request::new(remove.clone())).await.unwrap().into_inner();
     assert_eq!(first, again);

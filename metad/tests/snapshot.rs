@@ -5,8 +5,8 @@
 
 use metad::command::NodeKey;
 use metad::fsm::query::ReadTables;
-use metad::service::meta::MetaService;
 use metad::model::Cred;
+use metad::service::meta::MetaService;
 use metad::state_machine::StateMachineStore;
 use metad::{Metad, MetadOptions, store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -15,7 +15,10 @@ use proto::pb::{self, CreateHow, FileType};
 use redb::{ReadableDatabase, ReadableTable};
 use tonic::Request;
 
-fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(rtx: &redb::ReadTransaction, def: redb::TableDefinition<K, V>) -> Vec<String>
+fn rows<K: redb::Key + 'static, V: redb::Value + 'static>(
+    rtx: &redb::ReadTransaction,
+    def: redb::TableDefinition<K, V>,
+) -> Vec<String>
 where
     for<'a> K::SelfType<'a>: std::fmt::Debug,
     for<'a> V::SelfType<'a>: std::fmt::Debug,
@@ -86,7 +89,11 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
         .await
         .unwrap();
         let svc = MetaService::new(m.clone());
-        let share = svc.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
+        let share = svc
+            .get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() }))
+            .await
+            .unwrap()
+            .into_inner();
         let root = share.root.unwrap().node.unwrap();
         let mut file = None;
         for (name, kind) in [("d", FileType::Directory), ("f", FileType::Regular), ("g", FileType::Regular)] {
@@ -116,13 +123,41 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
             pb::Extent { offset: 0, length: 10, hash: vec![1; 32], chunk_offset: 0, chunk_length: 10 },
             pb::Extent { offset: 10, length: 5, hash: vec![1; 32], chunk_offset: 5, chunk_length: 10 },
         ];
-        svc.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 15, extents, cred: Some(cred()), ..Default::default() }))
-            .await
-            .unwrap();
-        svc.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"g".to_vec(), directory: false, cred: Some(cred()), ..Default::default() })).await.unwrap();
-        let link = pb::LinkRequest { node: Some(file), dir: Some(root), name: b"f2".to_vec(), cred: Some(cred()), request_id: None };
+        svc.commit_extents(Request::new(pb::CommitExtentsRequest {
+            node: Some(file),
+            range_start: 0,
+            range_end: 15,
+            extents,
+            cred: Some(cred()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        svc.remove(Request::new(pb::RemoveRequest {
+            dir: Some(root),
+            name: b"g".to_vec(),
+            directory: false,
+            cred: Some(cred()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        let link = pb::LinkRequest {
+            node: Some(file),
+            dir: Some(root),
+            name: b"f2".to_vec(),
+            cred: Some(cred()),
+            request_id: None,
+        };
         svc.link(Request::new(link)).await.unwrap();
-        let symlink = pb::SymlinkRequest { dir: Some(root), name: b"l".to_vec(), target: b"f".to_vec(), mode: 0o777, cred: Some(cred()), request_id: None };
+        let symlink = pb::SymlinkRequest {
+            dir: Some(root),
+            name: b"l".to_vec(),
+            target: b"f".to_vec(),
+            mode: 0o777,
+            cred: Some(cred()),
+            request_id: None,
+        };
         svc.symlink(Request::new(symlink)).await.unwrap();
         m.shutdown().await.unwrap();
         let key = |n: pb::NodeRef| NodeKey { share_id: n.share_id, ino: n.ino, generation: n.generation };

@@ -173,12 +173,18 @@ impl<'t> WriteTables<'t> {
             }
             ino = parent;
         }
-        Err(Fail::Store(MetadError::Corrupt { what: "directory tree", reason: format!("parent chain of {ino} too deep") }))
+        Err(Fail::Store(MetadError::Corrupt {
+            what: "directory tree",
+            reason: format!("parent chain of {ino} too deep"),
+        }))
     }
 
     fn share(&self, share_id: u64) -> R<ShareRec> {
         access::get_share(&self.shares, share_id)?.ok_or_else(|| {
-            Fail::Store(MetadError::Corrupt { what: "share", reason: format!("share {share_id} is referenced but missing") })
+            Fail::Store(MetadError::Corrupt {
+                what: "share",
+                reason: format!("share {share_id} is referenced but missing"),
+            })
         })
     }
 

@@ -79,7 +79,10 @@ impl WriteTables<'_> {
             || s.mtime != TimeSet::Keep;
         let before = node.clone();
         if !changed {
-            return Ok(Reply::Changed { before: AttrOut { ino: key.ino, inode: before }, after: AttrOut { ino: key.ino, inode: node } });
+            return Ok(Reply::Changed {
+                before: AttrOut { ino: key.ino, inode: before },
+                after: AttrOut { ino: key.ino, inode: node },
+            });
         }
 
         // Checks done; mutate.
@@ -97,7 +100,10 @@ impl WriteTables<'_> {
         after.change = after.change.saturating_add(1);
         self.put(key.ino, &after)?;
         self.add_usage(after.share_id, delta, 0)?;
-        Ok(Reply::Changed { before: AttrOut { ino: key.ino, inode: before }, after: AttrOut { ino: key.ino, inode: after } })
+        Ok(Reply::Changed {
+            before: AttrOut { ino: key.ino, inode: before },
+            after: AttrOut { ino: key.ino, inode: after },
+        })
     }
 
     pub(super) fn commit_extents(
@@ -130,6 +136,9 @@ impl WriteTables<'_> {
         touch_modified(&mut after, now);
         self.put(key.ino, &after)?;
         self.add_usage(after.share_id, delta, 0)?;
-        Ok(Reply::Changed { before: AttrOut { ino: key.ino, inode: before }, after: AttrOut { ino: key.ino, inode: after } })
+        Ok(Reply::Changed {
+            before: AttrOut { ino: key.ino, inode: before },
+            after: AttrOut { ino: key.ino, inode: after },
+        })
     }
 }

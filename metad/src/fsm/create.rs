@@ -38,7 +38,15 @@ impl WriteTables<'_> {
     }
 
     /// Creates `name` in `dir` (checked by the caller) as a new inode.
-    fn insert_new(&mut self, cred: &Cred, dir_key: &NodeKey, dir: Inode, name: &[u8], n: NewNode<'_>, now: i64) -> R<Reply> {
+    fn insert_new(
+        &mut self,
+        cred: &Cred,
+        dir_key: &NodeKey,
+        dir: Inode,
+        name: &[u8],
+        n: NewNode<'_>,
+        now: i64,
+    ) -> R<Reply> {
         let is_dir = n.kind == FileKind::Directory;
         let (uid, mut gid) = if cred.is_root() { n.owner } else { (cred.uid, cred.gid) };
         let mut mode = n.mode;
@@ -163,7 +171,9 @@ impl WriteTables<'_> {
                 return Err(ApplyError::Invalid(format!("a device number on a {kind:?}")).into());
             }
             FileKind::Fifo | FileKind::Socket | FileKind::CharDevice | FileKind::BlockDevice => {}
-            _ => return Err(ApplyError::Invalid(format!("Mknod makes FIFOs, sockets and devices, not {kind:?}")).into()),
+            _ => {
+                return Err(ApplyError::Invalid(format!("Mknod makes FIFOs, sockets and devices, not {kind:?}")).into());
+            }
         }
         validate::check_name(name)?;
         if kind.is_device() && !cred.is_root() {
@@ -199,7 +209,14 @@ impl WriteTables<'_> {
         self.insert_new(cred, dir_key, dir, name, n, now)
     }
 
-    pub(super) fn link(&mut self, cred: &Cred, node_key: &NodeKey, dir_key: &NodeKey, name: &[u8], now: i64) -> R<Reply> {
+    pub(super) fn link(
+        &mut self,
+        cred: &Cred,
+        node_key: &NodeKey,
+        dir_key: &NodeKey,
+        name: &[u8],
+        now: i64,
+    ) -> R<Reply> {
         validate::check_name(name)?;
         let node = self.live(node_key)?;
         let dir = self.live_dir(dir_key)?;

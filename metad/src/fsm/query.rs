@@ -76,8 +76,10 @@ impl ReadTables {
     }
 
     fn inode(&self, ino: u64) -> Result<Inode> {
-        access::get_inode(&self.inodes, ino)?
-            .ok_or_else(|| MetadError::Corrupt { what: "inode", reason: format!("inode {ino} is referenced but missing") })
+        access::get_inode(&self.inodes, ino)?.ok_or_else(|| MetadError::Corrupt {
+            what: "inode",
+            reason: format!("inode {ino} is referenced but missing"),
+        })
     }
 
     pub fn get_attr(&self, key: &NodeKey) -> Result<AttrOut> {
@@ -136,7 +138,11 @@ impl ReadTables {
                     break;
                 }
                 let (name, ino) = v.value();
-                out.push(DirEntryOut { name: name.to_vec(), cookie: k.value().1, attr: AttrOut { ino, inode: self.inode(ino)? } });
+                out.push(DirEntryOut {
+                    name: name.to_vec(),
+                    cookie: k.value().1,
+                    attr: AttrOut { ino, inode: self.inode(ino)? },
+                });
             }
         }
         Ok(DirPage { entries: out, eof, dir, verifier: dir_verifier })
@@ -182,8 +188,10 @@ impl ReadTables {
     /// (files, bytes used) of the share the handle lives in.
     pub fn fs_stat(&self, key: &NodeKey) -> Result<(u64, u64)> {
         let attr = self.get_attr(key)?;
-        let share = access::get_share(&self.shares, attr.inode.share_id)?
-            .ok_or_else(|| MetadError::Corrupt { what: "share", reason: format!("share {} missing", attr.inode.share_id) })?;
+        let share = access::get_share(&self.shares, attr.inode.share_id)?.ok_or_else(|| MetadError::Corrupt {
+            what: "share",
+            reason: format!("share {} missing", attr.inode.share_id),
+        })?;
         Ok((share.files, share.bytes_used))
     }
 

@@ -189,7 +189,10 @@ fn a_script_applies_identically_on_two_replicas() {
         h.op(None, Op::Link { node: f, dir: d, name: b"b".to_vec() }).unwrap();
         h.op(None, Op::Rename { from_dir: h.root, from_name: b"a".to_vec(), to_dir: d, to_name: b"c".to_vec() })
             .unwrap();
-        let refused = h.op(Some(RequestId { client_id: 1, seq: 2 }), Op::Remove { dir: h.root, name: b"d".to_vec(), directory: true });
+        let refused = h.op(
+            Some(RequestId { client_id: 1, seq: 2 }),
+            Op::Remove { dir: h.root, name: b"d".to_vec(), directory: true },
+        );
         assert_eq!(refused, Err(ApplyError::NotEmpty));
     };
     let mut a = Harness::new();

@@ -21,7 +21,14 @@ fn target_dir<'a>(from: &'a mut Inode, to: &'a mut Option<Inode>) -> &'a mut Ino
 }
 
 impl WriteTables<'_> {
-    pub(super) fn remove(&mut self, cred: &Cred, dir_key: &NodeKey, name: &[u8], directory: bool, now: i64) -> R<Reply> {
+    pub(super) fn remove(
+        &mut self,
+        cred: &Cred,
+        dir_key: &NodeKey,
+        name: &[u8],
+        directory: bool,
+        now: i64,
+    ) -> R<Reply> {
         validate::check_name(name)?;
         let dir = self.live_dir(dir_key)?;
         perm::require(cred, &dir, W | X)?;
@@ -142,8 +149,10 @@ impl WriteTables<'_> {
             self.put(to_key.ino, t)?;
         }
         let to_after = to.as_ref().unwrap_or(&from);
-        let reply =
-            Reply::Renamed { from_dir: wcc(from_key.ino, from_before, &from), to_dir: wcc(to_key.ino, to_before, to_after) };
+        let reply = Reply::Renamed {
+            from_dir: wcc(from_key.ino, from_before, &from),
+            to_dir: wcc(to_key.ino, to_before, to_after),
+        };
         self.add_usage(from.share_id, bytes, files)?;
         Ok(reply)
     }

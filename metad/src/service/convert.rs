@@ -91,9 +91,9 @@ pub fn create_mode(how: i32, verifier: &[u8]) -> Result<CreateMode, FsError> {
         Ok(pb::CreateHow::Unchecked) => Ok(CreateMode::Unchecked),
         Ok(pb::CreateHow::Guarded) => Ok(CreateMode::Guarded),
         Ok(pb::CreateHow::Exclusive) => {
-            let v: [u8; 8] = verifier
-                .try_into()
-                .map_err(|_| FsError::Invalid(format!("exclusive create verifier has {} bytes, expected 8", verifier.len())))?;
+            let v: [u8; 8] = verifier.try_into().map_err(|_| {
+                FsError::Invalid(format!("exclusive create verifier has {} bytes, expected 8", verifier.len()))
+            })?;
             Ok(CreateMode::Exclusive(v))
         }
         Err(_) => Err(FsError::Invalid(format!("create how {how}"))),
@@ -112,19 +112,30 @@ pub fn extents_from_pb(list: &[pb::Extent]) -> Result<Vec<Extent>, FsError> {
     }
     let mut out = Vec::with_capacity(list.len());
     for e in list {
-        let hash: [u8; HASH_LEN] = e
-            .hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| FsError::Invalid(format!("extent hash has {} bytes, expected {HASH_LEN}", e.hash.len())))?;
-        out.push(Extent { offset: e.offset, length: e.length, hash, chunk_offset: e.chunk_offset, chunk_length: e.chunk_length });
+        let hash: [u8; HASH_LEN] =
+            e.hash.as_slice().try_into().map_err(|_| {
+                FsError::Invalid(format!("extent hash has {} bytes, expected {HASH_LEN}", e.hash.len()))
+            })?;
+        out.push(Extent {
+            offset: e.offset,
+            length: e.length,
+            hash,
+            chunk_offset: e.chunk_offset,
+            chunk_length: e.chunk_length,
+        });
     }
     out.sort_by_key(|e| e.offset);
     Ok(out)
 }
 
 pub fn extent_to_pb(e: &Extent) -> pb::Extent {
-    pb::Extent { offset: e.offset, length: e.length, hash: e.hash.to_vec(), chunk_offset: e.chunk_offset, chunk_length: e.chunk_length }
+    pb::Extent {
+        offset: e.offset,
+        length: e.length,
+        hash: e.hash.to_vec(),
+        chunk_offset: e.chunk_offset,
+        chunk_length: e.chunk_length,
+    }
 }
 
 pub fn attr_to_pb(a: &AttrOut) -> pb::Attr {

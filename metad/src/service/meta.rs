@@ -101,7 +101,10 @@ impl pb::meta_server::Meta for MetaService {
         Ok(Response::new(share_to_pb(&share)))
     }
 
-    async fn list_shares(&self, _request: Request<pb::ListSharesRequest>) -> Result<Response<pb::ListSharesReply>, Status> {
+    async fn list_shares(
+        &self,
+        _request: Request<pb::ListSharesRequest>,
+    ) -> Result<Response<pb::ListSharesReply>, Status> {
         let shares = self.metad.read(|t| t.list_shares()).await.map_err(status)?;
         Ok(Response::new(pb::ListSharesReply { shares: shares.iter().map(share_to_pb).collect() }))
     }
@@ -132,7 +135,8 @@ impl pb::meta_server::Meta for MetaService {
         if req.size.is_some_and(|s| s > validate::MAX_FILE_SIZE) {
             return Err(fs(FsError::TooBig));
         }
-        let op = Op::Create { dir, name: req.name, kind, mode: req.mode, uid: req.uid, gid: req.gid, how, size: req.size };
+        let op =
+            Op::Create { dir, name: req.name, kind, mode: req.mode, uid: req.uid, gid: req.gid, how, size: req.size };
         created(self.propose(cred, req.request_id.as_ref(), op).await?)
     }
 
@@ -190,14 +194,18 @@ impl pb::meta_server::Meta for MetaService {
             guard_ctime_ns: opt_time(req.guard_ctime.as_ref())?,
         };
         match self.propose(cred, req.request_id.as_ref(), op).await? {
-            Reply::Changed { before, after } => {
-                Ok(Response::new(pb::SetAttrReply { before: Some(attr_to_pb(&before)), after: Some(attr_to_pb(&after)) }))
-            }
+            Reply::Changed { before, after } => Ok(Response::new(pb::SetAttrReply {
+                before: Some(attr_to_pb(&before)),
+                after: Some(attr_to_pb(&after)),
+            })),
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn commit_extents(&self, request: Request<pb::CommitExtentsRequest>) -> Result<Response<pb::CommitExtentsReply>, Status> {
+    async fn commit_extents(
+        &self,
+        request: Request<pb::CommitExtentsRequest>,
+    ) -> Result<Response<pb::CommitExtentsReply>, Status> {
         let req = request.into_inner();
         let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
         let cred = cred(req.cred.as_ref())?;
@@ -205,20 +213,27 @@ impl pb::meta_server::Meta for MetaService {
         validate::check_commit(req.range_start, req.range_end, &extents).map_err(refused)?;
         let op = Op::CommitExtents { node, range_start: req.range_start, range_end: req.range_end, extents };
         match self.propose(cred, req.request_id.as_ref(), op).await? {
-            Reply::Changed { before, after } => {
-                Ok(Response::new(pb::CommitExtentsReply { before: Some(attr_to_pb(&before)), after: Some(attr_to_pb(&after)) }))
-            }
+            Reply::Changed { before, after } => Ok(Response::new(pb::CommitExtentsReply {
+                before: Some(attr_to_pb(&before)),
+                after: Some(attr_to_pb(&after)),
+            })),
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn get_extents(&self, request: Request<pb::GetExtentsRequest>) -> Result<Response<pb::GetExtentsReply>, Status> {
+    async fn get_extents(
+        &self,
+        request: Request<pb::GetExtentsRequest>,
+    ) -> Result<Response<pb::GetExtentsReply>, Status> {
         let req = request.into_inner();
         let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
         let cred = cred(req.cred.as_ref())?;
         let (attr, extents) =
             self.metad.read(move |t| t.get_extents(&cred, &node, req.offset, req.length)).await.map_err(status)?;
-        Ok(Response::new(pb::GetExtentsReply { attr: Some(attr_to_pb(&attr)), extents: extents.iter().map(convert::extent_to_pb).collect() }))
+        Ok(Response::new(pb::GetExtentsReply {
+            attr: Some(attr_to_pb(&attr)),
+            extents: extents.iter().map(convert::extent_to_pb).collect(),
+        }))
     }
 
     async fn fs_stat(&self, request: Request<pb::FsStatRequest>) -> Result<Response<pb::FsStatReply>, Status> {

@@ -92,7 +92,10 @@ fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
                 // A file without a schema stamp is new only if it has no Raft state either.
                 let log = wtx.open_table(RAFT_LOG)?;
                 if log.iter()?.next().is_some() {
-                    return Err(MetadError::Corrupt { what: "schema", reason: "store has a log but no schema version".into() });
+                    return Err(MetadError::Corrupt {
+                        what: "schema",
+                        reason: "store has a log but no schema version".into(),
+                    });
                 }
                 let mut schema = wtx.open_table(SCHEMA)?;
                 schema.insert("version", SCHEMA_VERSION)?;
