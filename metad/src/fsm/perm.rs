@@ -86,15 +86,17 @@ pub struct AttrChange {
 pub fn check_setattr(cred: &Cred, inode: &Inode, c: &AttrChange) -> Result<u32, ApplyError> {
     let root = cred.is_root();
     let owner = is_owner(cred, inode);
+    // chown to the current owner is a no-op the owner may do; anything else is root's.
     if let Some(uid) = c.uid
-        && uid != inode.uid
         && !root
+        && (uid != inode.uid || cred.uid != inode.uid)
     {
         return Err(ApplyError::Perm);
     }
+    // chgrp: the owner, to a group they belong to (or the current one).
     if let Some(gid) = c.gid
-        && gid != inode.gid
-        && !(root || (cred.uid == inode.uid && cred.in_group(gid)))
+        && !root
+        && !(cred.uid == inode.uid && (gid == inode.gid || cred.in_group(gid)))
     {
         return Err(ApplyError::Perm);
     }
@@ -205,6 +207,11 @@ mod tests {
         assert_eq!(check_setattr(&owner, &f, &chgrp), Ok(0o755), "chgrp by the owner clears setuid/setgid");
         let chgrp_foreign = AttrChange { gid: Some(50), ..Default::default() };
         assert_eq!(check_setattr(&owner, &f, &chgrp_foreign), Err(ApplyError::Perm));
+        let same_group = AttrChange { gid: Some(20), ..Default::default() };
+        assert_eq!(check_setattr(&other, &f, &same_group), Err(ApplyError::Perm), "only the owner, even as a no-op");
+        let same_owner = AttrChange { uid: Some(10), ..Default::default() };
+        assert_eq!(check_setattr(&owner, &f, &same_owner), Ok(0o755), "chown to oneself clears setuid/setgid");
+        assert_eq!(check_setattr(&other, &f, &same_owner), Err(ApplyError::Perm));
         let times = AttrChange { explicit_time: true, ..Default::default() };
         assert_eq!(check_setattr(&other, &f, &times), Err(ApplyError::Perm));
         let now = AttrChange { time_now: true, ..Default::default() };
