@@ -139,7 +139,7 @@ async fn three_voters_replicate_and_fail_over() {
     let new_leader = nodes.iter().find(|n| n.id == new_leader_id).unwrap();
     let meta = MetaService::new(new_leader.metad.clone());
     let got = meta
-        .get_extents(Request::new(pb::GetExtentsRequest { node: Some(file), offset: 0, length: 1 << 20, cred: Some(pb::Cred::default()), ..Default::default() }))
+        .get_extents(Request::new(pb::GetExtentsRequest { node: Some(file), offset: 0, length: 1 << 20, cred: Some(pb::Cred::default()) }))
         .await
         .unwrap()
         .into_inner();
