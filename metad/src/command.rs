@@ -1,16 +1,21 @@
 //! The Raft command vocabulary: one serde enum, one variant per mutation, and its replies.
 //!
-//! Owns: [`Command`] (what a proposer puts in the log), [`Reply`]/[`ApplyError`] (what apply
-//! answers) and the openraft type configuration [`TypeConfig`].
+//! Owns: [`Command`] (what a proposer puts in the log), [`Op`] (the namespace mutations, each
+//! carried with the caller's [`Cred`], its optional [`RequestId`] and the proposer's time),
+//! [`Reply`]/[`ApplyError`] (what apply answers) and the openraft type configuration
+//! [`TypeConfig`].
 //! Must never: read clocks or randomness when applied. Everything apply needs to be
-//! deterministic (the time, the verifier) is stamped into the command by the proposer, so
-//! every replica and every replay computes the same state.
+//! deterministic (the time, the verifier, the caller) is stamped into the command by the
+//! proposer, so every replica and every replay computes the same state.
+//!
+//! Replies and refusals are also persisted (the request-id table remembers them for
+//! retries), so their serde shape is covered by the store's schema version.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttrOut, Extent, FileKind};
+use crate::model::{AttrOut, Cred, Extent, FileKind};
 
 /// The identity a client names an inode by (what a file handle encodes).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,10 +25,17 @@ pub struct NodeKey {
     pub generation: u64,
 }
 
+/// Identifies one client request across retries (see `RequestId` in meta.proto).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    pub client_id: u64,
+    pub seq: u64,
+}
+
 /// How a create treats an existing name (NFSv3 createhow3).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreateMode {
-    /// An existing regular file is returned as is.
+    /// An existing regular file is returned as is (truncated/extended to `size` if given).
     Unchecked,
     /// An existing name is an error.
     Guarded,
@@ -32,11 +44,30 @@ pub enum CreateMode {
     Exclusive([u8; 8]),
 }
 
+/// How a SetAttr changes one of the times.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TimeSet {
+    #[default]
+    Keep,
+    /// The proposer's time (the command's `now_ns`).
+    Now,
+    /// A time chosen by the client, in ns since the epoch.
+    At(i64),
+}
+
 /// One mutation of the namespace = one Raft log entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Ensures a share with this export path exists (with a root directory).
     CreateShare { name: String, export_path: String, now_ns: i64 },
+    /// A filesystem operation on behalf of `cred`. With `request` set, a second command with
+    /// the same id answers the first one's reply without applying again.
+    Fs { cred: Cred, request: Option<RequestId>, now_ns: i64, op: Op },
+}
+
+/// The filesystem mutations.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum Op {
     /// Creates a regular file or a directory in `dir`.
     Create {
         dir: NodeKey,
@@ -46,10 +77,19 @@ pub enum Command {
         uid: u32,
         gid: u32,
         how: CreateMode,
-        now_ns: i64,
+        /// UNCHECKED on an existing (or new) regular file: truncate/extend to this size.
+        size: Option<u64>,
     },
-    /// Removes a name: a file (`directory == false`) or an empty directory.
-    Remove { dir: NodeKey, name: Vec<u8>, directory: bool, now_ns: i64 },
+    /// Creates a FIFO, socket or device node.
+    Mknod { dir: NodeKey, name: Vec<u8>, kind: FileKind, mode: u32, rdev: (u32, u32) },
+    /// Creates a symbolic link.
+    Symlink { dir: NodeKey, name: Vec<u8>, target: Vec<u8>, mode: u32 },
+    /// Adds a name for an existing non-directory.
+    Link { node: NodeKey, dir: NodeKey, name: Vec<u8> },
+    /// Moves a name, atomically replacing a compatible target.
+    Rename { from_dir: NodeKey, from_name: Vec<u8>, to_dir: NodeKey, to_name: Vec<u8> },
+    /// Removes a name: a non-directory (`directory == false`) or an empty directory.
+    Remove { dir: NodeKey, name: Vec<u8>, directory: bool },
     /// Changes attributes; a size change truncates (dropping/clipping extents) or grows sparsely.
     SetAttr {
         node: NodeKey,
@@ -57,31 +97,49 @@ pub enum Command {
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
-        atime_ns: Option<i64>,
-        mtime_ns: Option<i64>,
-        now_ns: i64,
+        atime: TimeSet,
+        mtime: TimeSet,
+        /// NFS guard: apply only if the ctime still equals this.
+        guard_ctime_ns: Option<i64>,
     },
     /// Replaces everything in `[range_start, range_end)` by `extents`.
-    CommitExtents { node: NodeKey, range_start: u64, range_end: u64, extents: Vec<Extent>, now_ns: i64 },
+    CommitExtents { node: NodeKey, range_start: u64, range_end: u64, extents: Vec<Extent> },
+}
+
+fn lossy(name: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(name)
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Create { dir, name, kind, .. } => write!(f, "Create({}/{}, {kind:?})", dir.ino, lossy(name)),
+            Op::Mknod { dir, name, kind, .. } => write!(f, "Mknod({}/{}, {kind:?})", dir.ino, lossy(name)),
+            Op::Symlink { dir, name, .. } => write!(f, "Symlink({}/{})", dir.ino, lossy(name)),
+            Op::Link { node, dir, name } => write!(f, "Link({} -> {}/{})", node.ino, dir.ino, lossy(name)),
+            Op::Rename { from_dir, from_name, to_dir, to_name } => {
+                write!(f, "Rename({}/{} -> {}/{})", from_dir.ino, lossy(from_name), to_dir.ino, lossy(to_name))
+            }
+            Op::Remove { dir, name, directory } => write!(f, "Remove({}/{}, dir={directory})", dir.ino, lossy(name)),
+            Op::SetAttr { node, size, .. } => write!(f, "SetAttr({}, size={size:?})", node.ino),
+            Op::CommitExtents { node, range_start, range_end, extents } => {
+                write!(f, "CommitExtents({}, [{range_start}, {range_end}), {} extents)", node.ino, extents.len())
+            }
+        }
+    }
 }
 
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::CreateShare { export_path, .. } => write!(f, "CreateShare({export_path})"),
-            Command::Create { dir, name, kind, .. } => {
-                write!(f, "Create({}/{}, {kind:?})", dir.ino, String::from_utf8_lossy(name))
+            Command::Fs { cred, request, op, .. } => {
+                write!(f, "{op} uid={}", cred.uid)?;
+                if let Some(r) = request {
+                    write!(f, " req={}:{}", r.client_id, r.seq)?;
+                }
+                Ok(())
             }
-            Command::Remove { dir, name, directory, .. } => {
-                write!(f, "Remove({}/{}, dir={directory})", dir.ino, String::from_utf8_lossy(name))
-            }
-            Command::SetAttr { node, size, .. } => write!(f, "SetAttr({}, size={size:?})", node.ino),
-            Command::CommitExtents { node, range_start, range_end, extents, .. } => write!(
-                f,
-                "CommitExtents({}, [{range_start}, {range_end}), {} extents)",
-                node.ino,
-                extents.len()
-            ),
         }
     }
 }
@@ -99,15 +157,35 @@ pub enum Reply {
     /// Blank and membership entries.
     Nothing,
     /// The share (existing or created) and its root.
-    Share { share_id: u64, root: AttrOut },
-    Created { attr: AttrOut, dir: Wcc },
-    Removed { dir: Wcc },
+    Share {
+        share_id: u64,
+        root: AttrOut,
+    },
+    /// Create / Mknod / Symlink.
+    Created {
+        attr: AttrOut,
+        dir: Wcc,
+    },
+    Removed {
+        dir: Wcc,
+    },
     /// SetAttr / CommitExtents.
-    Changed { before: AttrOut, after: AttrOut },
+    Changed {
+        before: AttrOut,
+        after: AttrOut,
+    },
+    Linked {
+        attr: AttrOut,
+        dir: Wcc,
+    },
+    Renamed {
+        from_dir: Wcc,
+        to_dir: Wcc,
+    },
 }
 
 /// A command refused by the namespace rules. Deterministic: every replica refuses it alike,
-/// and a refused command changes nothing.
+/// and a refused command changes nothing (except remembering the refusal for its request id).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ApplyError {
     #[error("no such file or directory")]
@@ -128,6 +206,18 @@ pub enum ApplyError {
     Invalid(String),
     #[error("file too large")]
     TooBig,
+    #[error("permission denied")]
+    Access,
+    #[error("operation not permitted")]
+    Perm,
+    #[error("cross-device link or rename")]
+    CrossDevice,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("the guard did not match")]
+    NotSync,
+    #[error("the cookie verifier is no longer valid")]
+    BadCookie,
 }
 
 impl From<ApplyError> for proto::FsError {
@@ -143,6 +233,12 @@ impl From<ApplyError> for proto::FsError {
             ApplyError::NameTooLong => F::NameTooLong,
             ApplyError::Invalid(m) => F::Invalid(m),
             ApplyError::TooBig => F::TooBig,
+            ApplyError::Access => F::Access,
+            ApplyError::Perm => F::Perm,
+            ApplyError::CrossDevice => F::CrossDevice,
+            ApplyError::TooManyLinks => F::TooManyLinks,
+            ApplyError::NotSync => F::NotSync,
+            ApplyError::BadCookie => F::BadCookie,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The records metad persists: inodes, shares and extents, and their byte encodings.
+//! The records metad persists: inodes, shares, extents and credentials, and their byte encodings.
 //!
 //! Owns: the in-store shape of every state-machine value and the functions that encode and
 //! decode them. Decoding is the only place that trusts bytes from disk, so it never panics and
@@ -7,7 +7,8 @@
 //!
 //! Encodings: inode and share records are versioned serde-JSON structs (the store's schema
 //! version in the `schema` table covers their layout); extents, the hottest and most numerous
-//! rows, use a fixed 56-byte big-endian layout.
+//! rows, use a fixed 56-byte big-endian layout. Symlink targets live in their own table as raw
+//! bytes, so attribute replies never carry them.
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +22,38 @@ pub const HASH_LEN: usize = 32;
 pub enum FileKind {
     Regular,
     Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    /// Character and block devices: the kinds that carry a device number.
+    pub fn is_device(self) -> bool {
+        matches!(self, FileKind::CharDevice | FileKind::BlockDevice)
+    }
+}
+
+/// Who is asking, after the gateway's squashing rules. uid 0 is root.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (at most [`crate::validate::MAX_GROUPS`]).
+    pub groups: Vec<u32>,
+}
+
+impl Cred {
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// The primary group or one of the supplementary groups is `gid`.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
 }
 
 /// One inode. Times are nanoseconds since the Unix epoch, stamped by the proposer.
@@ -49,7 +82,17 @@ pub struct Inode {
     pub next_slot: u64,
     /// Regular files created EXCLUSIVE: the client's verifier, for retransmissions.
     pub verifier: Option<[u8; 8]>,
+    /// Character/block devices: the device number (zero for every other kind).
+    #[serde(default)]
+    pub rdev_major: u32,
+    #[serde(default)]
+    pub rdev_minor: u32,
 }
+
+/// Mode bits with a meaning beyond rwx.
+pub const S_ISUID: u32 = 0o4000;
+pub const S_ISGID: u32 = 0o2000;
+pub const S_ISVTX: u32 = 0o1000;
 
 /// Cookies 1 and 2 are reserved for "." and ".."; real entries start here.
 pub const FIRST_SLOT: u64 = 3;

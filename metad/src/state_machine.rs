@@ -30,8 +30,8 @@ use crate::fsm::apply::WriteTables;
 use crate::model;
 use crate::store::{self, access};
 
-/// Version of the snapshot image format.
-const IMAGE_FORMAT: u32 = 1;
+/// Version of the snapshot image format (2: symlink targets and request-id tables).
+const IMAGE_FORMAT: u32 = 2;
 
 /// The state machine of one metad node. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -61,6 +61,11 @@ struct Image {
     chunk_refs: Vec<(Vec<u8>, u64)>,
     shares: Vec<(u64, Vec<u8>)>,
     share_paths: Vec<(String, u64)>,
+    symlinks: Vec<(u64, Vec<u8>)>,
+    /// (client id, seq, remembered reply).
+    requests: Vec<(u64, u64, Vec<u8>)>,
+    /// (client id, last use tick, highest seq).
+    request_clients: Vec<(u64, u64, u64)>,
 }
 
 fn applied_state(rtx: &ReadTransaction) -> Result<(Option<LogId>, StoredMembership)> {
@@ -102,6 +107,21 @@ fn dump(rtx: &ReadTransaction) -> Result<Image> {
     for row in rtx.open_table(store::SHARE_PATHS)?.iter()? {
         let (k, v) = row?;
         img.share_paths.push((k.value().to_string(), v.value()));
+    }
+    for row in rtx.open_table(store::SYMLINKS)?.iter()? {
+        let (k, v) = row?;
+        img.symlinks.push((k.value(), v.value().to_vec()));
+    }
+    for row in rtx.open_table(store::REQUESTS)?.iter()? {
+        let (k, v) = row?;
+        let (client, seq) = k.value();
+        img.requests.push((client, seq, v.value().to_vec()));
+    }
+    // `request_lru` is the inverse of `request_clients`; load rebuilds it.
+    for row in rtx.open_table(store::REQUEST_CLIENTS)?.iter()? {
+        let (k, v) = row?;
+        let (tick, max_seq) = v.value();
+        img.request_clients.push((k.value(), tick, max_seq));
     }
     Ok(img)
 }
@@ -148,6 +168,26 @@ fn load(wtx: &WriteTransaction, img: &Image) -> Result<()> {
     paths.retain(|_, _| false)?;
     for (k, v) in &img.share_paths {
         paths.insert(k.as_str(), *v)?;
+    }
+    let mut symlinks = wtx.open_table(store::SYMLINKS)?;
+    symlinks.retain(|_, _| false)?;
+    for (k, v) in &img.symlinks {
+        symlinks.insert(*k, v.as_slice())?;
+    }
+    let mut requests = wtx.open_table(store::REQUESTS)?;
+    requests.retain(|_, _| false)?;
+    for (client, seq, v) in &img.requests {
+        requests.insert((*client, *seq), v.as_slice())?;
+    }
+    let mut clients = wtx.open_table(store::REQUEST_CLIENTS)?;
+    clients.retain(|_, _| false)?;
+    let mut lru = wtx.open_table(store::REQUEST_LRU)?;
+    lru.retain(|_, _| false)?;
+    for (client, tick, max_seq) in &img.request_clients {
+        clients.insert(*client, (*tick, *max_seq))?;
+        if lru.insert(*tick, *client)?.is_some() {
+            return Err(MetadError::Corrupt { what: "snapshot request clients", reason: format!("tick {tick} used twice") });
+        }
     }
     Ok(())
 }

@@ -18,6 +18,36 @@ pub const MAX_READDIR_ENTRIES: u32 = 4096;
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 /// Longest share name / export path.
 pub const MAX_SHARE_PATH_LEN: usize = 1024;
+/// Most supplementary groups a credential may carry (AUTH_SYS allows 16).
+pub const MAX_GROUPS: usize = 16;
+/// Longest symlink target, in bytes.
+pub const MAX_SYMLINK_LEN: usize = 4096;
+/// Most hard links one inode may have (Link beyond it is `TooManyLinks`).
+pub const MAX_LINKS: u32 = 65_000;
+/// The permission bits a mode may carry (setuid, setgid, sticky, rwx x 3).
+pub const MODE_MASK: u32 = 0o7777;
+
+/// A mode is permission bits only: anything above 07777 is refused.
+pub fn check_mode(mode: u32) -> Result<(), ApplyError> {
+    if mode & !MODE_MASK != 0 {
+        return Err(ApplyError::Invalid(format!("mode {mode:#o} has bits outside 07777")));
+    }
+    Ok(())
+}
+
+/// A symlink target: 1..=4096 bytes, no NUL.
+pub fn check_symlink_target(target: &[u8]) -> Result<(), ApplyError> {
+    if target.is_empty() {
+        return Err(ApplyError::Invalid("empty symlink target".into()));
+    }
+    if target.len() > MAX_SYMLINK_LEN {
+        return Err(ApplyError::NameTooLong);
+    }
+    if target.contains(&0) {
+        return Err(ApplyError::Invalid("symlink target contains NUL".into()));
+    }
+    Ok(())
+}
 
 /// A name that may be created or removed: non-empty, at most 255 bytes, no '/' or NUL, and not
 /// "." or "..".
@@ -101,6 +131,16 @@ mod tests {
         }
         assert_eq!(check_lookup_name(b".."), Ok(()));
         assert!(check_lookup_name(b"a/b").is_err());
+    }
+
+    #[test]
+    fn modes_and_targets() {
+        assert_eq!(check_mode(0o7777), Ok(()));
+        assert!(matches!(check_mode(0o10000), Err(ApplyError::Invalid(_))));
+        assert_eq!(check_symlink_target(&[b'a'; MAX_SYMLINK_LEN]), Ok(()));
+        assert_eq!(check_symlink_target(&[b'a'; MAX_SYMLINK_LEN + 1]), Err(ApplyError::NameTooLong));
+        assert!(matches!(check_symlink_target(b""), Err(ApplyError::Invalid(_))));
+        assert!(matches!(check_symlink_target(b"a\0b"), Err(ApplyError::Invalid(_))));
     }
 
     fn ext(offset: u64, length: u64) -> Extent {

@@ -95,6 +95,7 @@ async fn three_voters_replicate_and_fail_over() {
             gid: 1,
             how: CreateHow::Guarded as i32,
             verifier: vec![],
+            cred: Some(pb::Cred::default()),
             ..Default::default()
         }))
         .await
@@ -102,7 +103,7 @@ async fn three_voters_replicate_and_fail_over() {
         .into_inner();
     let file = created.attr.unwrap().node.unwrap();
     let extent = pb::Extent { offset: 0, length: 4096, hash: vec![7; 32], chunk_offset: 0, chunk_length: 4096 };
-    meta.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 4096, extents: vec![extent.clone()], ..Default::default() }))
+    meta.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 4096, extents: vec![extent.clone()], cred: Some(pb::Cred::default()), ..Default::default() }))
         .await
         .unwrap();
     let applied = leader.metad.raft().metrics().borrow_watched().last_applied.unwrap().index();
@@ -138,7 +139,7 @@ async fn three_voters_replicate_and_fail_over() {
     let new_leader = nodes.iter().find(|n| n.id == new_leader_id).unwrap();
     let meta = MetaService::new(new_leader.metad.clone());
     let got = meta
-        .get_extents(Request::new(pb::GetExtentsRequest { node: Some(file), offset: 0, length: 1 << 20, ..Default::default() }))
+        .get_extents(Request::new(pb::GetExtentsRequest { node: Some(file), offset: 0, length: 1 << 20, cred: Some(pb::Cred::default()) }))
         .await
         .unwrap()
         .into_inner();
@@ -147,7 +148,7 @@ async fn three_voters_replicate_and_fail_over() {
     let st = ControlService::new(new_leader.metad.clone()).status(Request::new(pb::StatusRequest {})).await.unwrap().into_inner();
     assert_eq!((st.leader_id, st.voters), (Some(new_leader_id), 3));
     // And it can still commit with two of three voters.
-    meta.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"replicated".to_vec(), directory: false, ..Default::default() })).await.unwrap();
+    meta.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"replicated".to_vec(), directory: false, cred: Some(pb::Cred::default()), ..Default::default() })).await.unwrap();
 
     for n in nodes {
         n.kill().await;

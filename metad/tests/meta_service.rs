@@ -33,21 +33,52 @@ fn node(a: &pb::Attr) -> NodeRef {
     a.node.expect("attr has a node")
 }
 
+fn root_cred() -> pb::Cred {
+    pb::Cred { uid: 0, gid: 0, gids: vec![] }
+}
+
+fn user(uid: u32, gid: u32, gids: &[u32]) -> pb::Cred {
+    pb::Cred { uid, gid, gids: gids.to_vec() }
+}
+
+/// The service seen as one caller (`cred`).
+#[derive(Clone)]
 struct Fs {
     svc: MetaService,
+    cred: pb::Cred,
 }
 
 impl Fs {
     fn new(m: &Metad) -> Self {
-        Fs { svc: MetaService::new(m.clone()) }
+        Fs { svc: MetaService::new(m.clone()), cred: root_cred() }
+    }
+
+    fn with(&self, cred: pb::Cred) -> Fs {
+        Fs { svc: self.svc.clone(), cred }
+    }
+
+    fn c(&self) -> Option<pb::Cred> {
+        Some(self.cred.clone())
     }
 
     async fn root(&self) -> NodeRef {
-        let share = self.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
+        let share = self
+            .svc
+            .get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() }))
+            .await
+            .unwrap()
+            .into_inner();
         node(share.root.as_ref().unwrap())
     }
 
-    async fn try_create(&self, dir: NodeRef, name: &[u8], kind: FileType, how: CreateHow, verifier: &[u8]) -> Result<pb::CreateReply, tonic::Status> {
+    async fn try_create(
+        &self,
+        dir: NodeRef,
+        name: &[u8],
+        kind: FileType,
+        how: CreateHow,
+        verifier: &[u8],
+    ) -> Result<pb::CreateReply, tonic::Status> {
         self.svc
             .create(Request::new(pb::CreateRequest {
                 dir: Some(dir),
@@ -58,6 +89,7 @@ impl Fs {
                 gid: 1000,
                 how: how as i32,
                 verifier: verifier.to_vec(),
+                cred: self.c(),
                 ..Default::default()
             }))
             .await
@@ -65,15 +97,32 @@ impl Fs {
     }
 
     async fn file(&self, dir: NodeRef, name: &str) -> NodeRef {
-        node(self.try_create(dir, name.as_bytes(), FileType::Regular, CreateHow::Guarded, &[]).await.unwrap().attr.as_ref().unwrap())
+        node(
+            self.try_create(dir, name.as_bytes(), FileType::Regular, CreateHow::Guarded, &[])
+                .await
+                .unwrap()
+                .attr
+                .as_ref()
+                .unwrap(),
+        )
     }
 
     async fn mkdir(&self, dir: NodeRef, name: &str) -> NodeRef {
-        node(self.try_create(dir, name.as_bytes(), FileType::Directory, CreateHow::Guarded, &[]).await.unwrap().attr.as_ref().unwrap())
+        node(
+            self.try_create(dir, name.as_bytes(), FileType::Directory, CreateHow::Guarded, &[])
+                .await
+                .unwrap()
+                .attr
+                .as_ref()
+                .unwrap(),
+        )
     }
 
     async fn try_getattr(&self, n: NodeRef) -> Result<pb::Attr, tonic::Status> {
-        self.svc.get_attr(Request::new(pb::GetAttrRequest { node: Some(n) })).await.map(|r| r.into_inner().attr.unwrap())
+        self.svc
+            .get_attr(Request::new(pb::GetAttrRequest { node: Some(n) }))
+            .await
+            .map(|r| r.into_inner().attr.unwrap())
     }
 
     async fn getattr(&self, n: NodeRef) -> pb::Attr {
@@ -81,46 +130,176 @@ impl Fs {
     }
 
     async fn lookup(&self, dir: NodeRef, name: &str) -> Result<pb::LookupReply, tonic::Status> {
-        self.svc.lookup(Request::new(pb::LookupRequest { dir: Some(dir), name: name.as_bytes().to_vec(), ..Default::default() })).await.map(|r| r.into_inner())
+        self.svc
+            .lookup(Request::new(pb::LookupRequest { dir: Some(dir), name: name.as_bytes().to_vec(), cred: self.c() }))
+            .await
+            .map(|r| r.into_inner())
     }
 
     async fn remove(&self, dir: NodeRef, name: &str, directory: bool) -> Result<pb::RemoveReply, tonic::Status> {
         self.svc
-            .remove(Request::new(pb::RemoveRequest { dir: Some(dir), name: name.as_bytes().to_vec(), directory, ..Default::default() }))
+            .remove(Request::new(pb::RemoveRequest {
+                dir: Some(dir),
+                name: name.as_bytes().to_vec(),
+                directory,
+                cred: self.c(),
+                ..Default::default()
+            }))
             .await
             .map(|r| r.into_inner())
     }
 
-    async fn commit(&self, n: NodeRef, start: u64, end: u64, extents: Vec<pb::Extent>) -> Result<pb::CommitExtentsReply, tonic::Status> {
+    async fn commit(
+        &self,
+        n: NodeRef,
+        start: u64,
+        end: u64,
+        extents: Vec<pb::Extent>,
+    ) -> Result<pb::CommitExtentsReply, tonic::Status> {
         self.svc
-            .commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(n), range_start: start, range_end: end, extents, ..Default::default() }))
+            .commit_extents(Request::new(pb::CommitExtentsRequest {
+                node: Some(n),
+                range_start: start,
+                range_end: end,
+                extents,
+                cred: self.c(),
+                ..Default::default()
+            }))
             .await
             .map(|r| r.into_inner())
+    }
+
+    async fn try_extents(&self, n: NodeRef, offset: u64, length: u64) -> Result<Vec<pb::Extent>, tonic::Status> {
+        self.svc
+            .get_extents(Request::new(pb::GetExtentsRequest { node: Some(n), offset, length, cred: self.c() }))
+            .await
+            .map(|r| r.into_inner().extents)
     }
 
     async fn extents(&self, n: NodeRef, offset: u64, length: u64) -> Vec<pb::Extent> {
-        self.svc
-            .get_extents(Request::new(pb::GetExtentsRequest { node: Some(n), offset, length, ..Default::default() }))
-            .await
-            .unwrap()
-            .into_inner()
-            .extents
+        self.try_extents(n, offset, length).await.unwrap()
     }
 
     async fn set_size(&self, n: NodeRef, size: u64) -> pb::SetAttrReply {
+        self.setattr(pb::SetAttrRequest { node: Some(n), size: Some(size), ..Default::default() }).await.unwrap()
+    }
+
+    /// SetAttr with this caller's credential filled in.
+    async fn setattr(&self, req: pb::SetAttrRequest) -> Result<pb::SetAttrReply, tonic::Status> {
+        self.svc.set_attr(Request::new(pb::SetAttrRequest { cred: self.c(), ..req })).await.map(|r| r.into_inner())
+    }
+
+    async fn try_readdir(
+        &self,
+        dir: NodeRef,
+        cookie: u64,
+        verifier: u64,
+        max: u32,
+    ) -> Result<pb::ReadDirReply, tonic::Status> {
         self.svc
-            .set_attr(Request::new(pb::SetAttrRequest { node: Some(n), size: Some(size), ..Default::default() }))
+            .read_dir(Request::new(pb::ReadDirRequest {
+                dir: Some(dir),
+                cookie,
+                max_entries: max,
+                cookie_verifier: verifier,
+                cred: self.c(),
+            }))
             .await
-            .unwrap()
-            .into_inner()
+            .map(|r| r.into_inner())
     }
 
     async fn readdir(&self, dir: NodeRef, cookie: u64, max: u32) -> pb::ReadDirReply {
+        self.try_readdir(dir, cookie, 0, max).await.unwrap()
+    }
+
+    async fn symlink(&self, dir: NodeRef, name: &str, target: &[u8]) -> Result<pb::CreateReply, tonic::Status> {
+        let req = pb::SymlinkRequest {
+            dir: Some(dir),
+            name: name.as_bytes().to_vec(),
+            target: target.to_vec(),
+            mode: 0o777,
+            cred: self.c(),
+            request_id: None,
+        };
+        self.svc.symlink(Request::new(req)).await.map(|r| r.into_inner())
+    }
+
+    async fn readlink(&self, n: NodeRef) -> Result<pb::ReadLinkReply, tonic::Status> {
         self.svc
-            .read_dir(Request::new(pb::ReadDirRequest { dir: Some(dir), cookie, max_entries: max, ..Default::default() }))
+            .read_link(Request::new(pb::ReadLinkRequest { node: Some(n), cred: self.c() }))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn mknod(
+        &self,
+        dir: NodeRef,
+        name: &str,
+        kind: FileType,
+        rdev: (u32, u32),
+    ) -> Result<pb::CreateReply, tonic::Status> {
+        let req = pb::MknodRequest {
+            dir: Some(dir),
+            name: name.as_bytes().to_vec(),
+            kind: kind as i32,
+            mode: 0o644,
+            rdev_major: rdev.0,
+            rdev_minor: rdev.1,
+            cred: self.c(),
+            request_id: None,
+        };
+        self.svc.mknod(Request::new(req)).await.map(|r| r.into_inner())
+    }
+
+    async fn link(&self, n: NodeRef, dir: NodeRef, name: &str) -> Result<pb::LinkReply, tonic::Status> {
+        let req = pb::LinkRequest {
+            node: Some(n),
+            dir: Some(dir),
+            name: name.as_bytes().to_vec(),
+            cred: self.c(),
+            request_id: None,
+        };
+        self.svc.link(Request::new(req)).await.map(|r| r.into_inner())
+    }
+
+    async fn rename(
+        &self,
+        from: NodeRef,
+        from_name: &str,
+        to: NodeRef,
+        to_name: &str,
+    ) -> Result<pb::RenameReply, tonic::Status> {
+        let req = pb::RenameRequest {
+            from_dir: Some(from),
+            from_name: from_name.as_bytes().to_vec(),
+            to_dir: Some(to),
+            to_name: to_name.as_bytes().to_vec(),
+            cred: self.c(),
+            request_id: None,
+        };
+        self.svc.rename(Request::new(req)).await.map(|r| r.into_inner())
+    }
+
+    async fn access(&self, n: NodeRef, mask: u32) -> u32 {
+        self.svc
+            .access(Request::new(pb::AccessRequest { node: Some(n), cred: self.c(), mask }))
             .await
             .unwrap()
             .into_inner()
+            .granted
+    }
+
+    /// mkdir/create as root, then chmod/chown to the given owner and mode.
+    async fn own(&self, n: NodeRef, mode: u32, uid: u32, gid: u32) {
+        let req = pb::SetAttrRequest {
+            node: Some(n),
+            mode: Some(mode),
+            uid: Some(uid),
+            gid: Some(gid),
+            cred: Some(root_cred()),
+            ..Default::default()
+        };
+        self.svc.set_attr(Request::new(req)).await.unwrap();
     }
 
     async fn fs_stat(&self, n: NodeRef) -> pb::FsStatReply {
@@ -148,7 +327,15 @@ async fn state_survives_a_restart_and_inode_numbers_are_not_reused() {
         let d = fs.mkdir(root, "docs").await;
         let f = fs.file(d, "a.txt").await;
         fs.commit(f, 0, 300, vec![ext(0, 100, 1, 0, 100), ext(100, 200, 2, 0, 200)]).await.unwrap();
-        let out = (root, d, f, fs.getattr(d).await, fs.getattr(f).await, fs.extents(f, 0, 1000).await, fs.lookup(d, "a.txt").await.unwrap());
+        let out = (
+            root,
+            d,
+            f,
+            fs.getattr(d).await,
+            fs.getattr(f).await,
+            fs.extents(f, 0, 1000).await,
+            fs.lookup(d, "a.txt").await.unwrap(),
+        );
         m.shutdown().await.unwrap();
         out
     };
@@ -203,9 +390,18 @@ async fn extents_are_replaced_by_range() {
     assert_eq!((st.files, st.bytes_used), (3, 70));
 
     // Hostile extent lists are refused and change nothing.
-    assert!(matches!(err(fs.commit(g, 0, 10, vec![ext(5, 10, 9, 0, 10)]).await), FsError::Invalid(_)), "outside the range");
-    assert!(matches!(err(fs.commit(g, 0, 20, vec![ext(0, 10, 9, 0, 10), ext(5, 10, 9, 0, 10)]).await), FsError::Invalid(_)));
-    assert!(matches!(err(fs.commit(g, 0, 10, vec![ext(0, 10, 9, 5, 10)]).await), FsError::Invalid(_)), "past the chunk");
+    assert!(
+        matches!(err(fs.commit(g, 0, 10, vec![ext(5, 10, 9, 0, 10)]).await), FsError::Invalid(_)),
+        "outside the range"
+    );
+    assert!(matches!(
+        err(fs.commit(g, 0, 20, vec![ext(0, 10, 9, 0, 10), ext(5, 10, 9, 0, 10)]).await),
+        FsError::Invalid(_)
+    ));
+    assert!(
+        matches!(err(fs.commit(g, 0, 10, vec![ext(0, 10, 9, 5, 10)]).await), FsError::Invalid(_)),
+        "past the chunk"
+    );
     let short_hash = pb::Extent { hash: vec![1; 31], ..ext(0, 10, 9, 0, 10) };
     assert!(matches!(err(fs.commit(g, 0, 10, vec![short_hash]).await), FsError::Invalid(_)));
     assert_eq!(spans(&fs.extents(g, 0, 20).await), vec![(0, 10, 3, 0), (10, 10, 4, 0)]);
@@ -251,7 +447,10 @@ async fn create_modes() {
     let unchecked = fs.try_create(root, b"x", FileType::Regular, CreateHow::Unchecked, &[]).await.unwrap();
     assert_eq!(unchecked.attr, first.attr);
     assert_eq!(err(fs.try_create(root, b"x", FileType::Directory, CreateHow::Unchecked, &[]).await), FsError::Exists);
-    assert!(matches!(err(fs.try_create(root, b"y", FileType::Regular, CreateHow::Exclusive, &[1; 7]).await), FsError::Invalid(_)));
+    assert!(matches!(
+        err(fs.try_create(root, b"y", FileType::Regular, CreateHow::Exclusive, &[1; 7]).await),
+        FsError::Invalid(_)
+    ));
 
     // Directories: nlink is 2 + subdirectories; RMDIR and REMOVE keep to their kinds.
     let d = fs.mkdir(root, "d").await;
@@ -264,7 +463,10 @@ async fn create_modes() {
     assert_eq!(err(fs.remove(root, "d", true).await), FsError::NotEmpty);
     assert_eq!(err(fs.remove(root, "d", false).await), FsError::IsDir);
     assert_eq!(err(fs.remove(root, "x", true).await), FsError::NotDir);
-    assert_eq!(err(fs.try_create(first.attr.unwrap().node.unwrap(), b"z", FileType::Regular, CreateHow::Guarded, &[]).await), FsError::NotDir);
+    assert_eq!(
+        err(fs.try_create(first.attr.unwrap().node.unwrap(), b"z", FileType::Regular, CreateHow::Guarded, &[]).await),
+        FsError::NotDir
+    );
     fs.remove(d, "sub", true).await.unwrap();
     assert_eq!(fs.getattr(d).await.nlink, 2);
     fs.remove(root, "d", true).await.unwrap();
@@ -281,7 +483,10 @@ async fn names_are_validated() {
         let e = err(fs.try_create(root, bad, FileType::Regular, CreateHow::Guarded, &[]).await);
         assert!(matches!(e, FsError::Invalid(_)), "{bad:?} gave {e:?}");
     }
-    assert_eq!(err(fs.try_create(root, &[b'n'; 256], FileType::Regular, CreateHow::Guarded, &[]).await), FsError::NameTooLong);
+    assert_eq!(
+        err(fs.try_create(root, &[b'n'; 256], FileType::Regular, CreateHow::Guarded, &[]).await),
+        FsError::NameTooLong
+    );
     fs.try_create(root, &[b'n'; 255], FileType::Regular, CreateHow::Guarded, &[]).await.unwrap();
     assert!(matches!(err(fs.remove(root, "..", true).await), FsError::Invalid(_)));
     let no_handle = fs.svc.get_attr(Request::new(pb::GetAttrRequest { node: None })).await;
@@ -329,7 +534,10 @@ async fn status_and_shares() {
     let shares = fs.svc.list_shares(Request::new(pb::ListSharesRequest {})).await.unwrap().into_inner().shares;
     assert_eq!(shares.len(), 1);
     assert_eq!((shares[0].name.as_str(), shares[0].export_path.as_str()), ("default", "/export"));
-    assert_eq!(err(fs.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/nope".into() })).await), FsError::NotFound);
+    assert_eq!(
+        err(fs.svc.get_share(Request::new(pb::GetShareRequest { export_path: "/nope".into() })).await),
+        FsError::NotFound
+    );
     m.shutdown().await.unwrap();
 }
 
@@ -385,5 +593,433 @@ async fn raft_service_refuses_malformed_payloads() {
     assert_eq!(svc.full_snapshot(huge_header).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     // The node is still serving.
     assert_eq!(Fs::new(&m).root().await.ino, 1);
+    m.shutdown().await.unwrap();
+}
+
+fn ns(t: Option<pb::Time>) -> i128 {
+    let t = t.unwrap();
+    i128::from(t.secs) * 1_000_000_000 + i128::from(t.nanos)
+}
+
+fn attr_of(r: &pb::CreateReply) -> pb::Attr {
+    r.attr.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_and_special_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+
+    let l = attr_of(&fs.symlink(root, "l", b"some/where").await.unwrap());
+    assert_eq!((l.kind, l.size), (FileType::Symlink as i32, 10));
+    let r = fs.readlink(node(&l)).await.unwrap();
+    assert_eq!(r.target, b"some/where");
+    assert_eq!(fs.lookup(root, "l").await.unwrap().attr.unwrap().kind, FileType::Symlink as i32);
+    let f = fs.file(root, "f").await;
+    assert!(matches!(err(fs.readlink(f).await), FsError::Invalid(_)), "readlink of a file");
+    assert!(matches!(err(fs.symlink(root, "e", b"").await), FsError::Invalid(_)));
+    assert!(matches!(err(fs.symlink(root, "e", b"a\0b").await), FsError::Invalid(_)));
+    assert_eq!(err(fs.symlink(root, "e", &[b'x'; 4097]).await), FsError::NameTooLong);
+    fs.symlink(root, "max", &[b'x'; 4096]).await.unwrap();
+    assert_eq!(err(fs.symlink(root, "l", b"x").await), FsError::Exists);
+    assert!(matches!(
+        err(fs.try_create(root, b"s", FileType::Symlink, CreateHow::Guarded, &[]).await),
+        FsError::Invalid(_)
+    ));
+    assert!(matches!(
+        err(fs.setattr(pb::SetAttrRequest { node: Some(node(&l)), size: Some(1), ..Default::default() }).await),
+        FsError::Invalid(_)
+    ));
+
+    let fifo = attr_of(&fs.mknod(root, "p", FileType::Fifo, (0, 0)).await.unwrap());
+    assert_eq!((fifo.kind, fifo.rdev_major, fifo.nlink), (FileType::Fifo as i32, 0, 1));
+    fs.mknod(root, "sock", FileType::Socket, (0, 0)).await.unwrap();
+    assert!(matches!(err(fs.mknod(root, "p2", FileType::Fifo, (1, 2)).await), FsError::Invalid(_)), "rdev on a FIFO");
+    assert!(matches!(err(fs.mknod(root, "r", FileType::Regular, (0, 0)).await), FsError::Invalid(_)));
+    let dev = attr_of(&fs.mknod(root, "null", FileType::CharDevice, (1, 3)).await.unwrap());
+    assert_eq!((dev.kind, dev.rdev_major, dev.rdev_minor), (FileType::CharDevice as i32, 1, 3));
+    let blk = attr_of(&fs.mknod(root, "sda", FileType::BlockDevice, (8, 0)).await.unwrap());
+    assert_eq!((blk.rdev_major, blk.rdev_minor), (8, 0));
+
+    // Device nodes are root's; FIFOs anyone's (with write+search on the directory).
+    let d = fs.mkdir(root, "pub").await;
+    fs.own(d, 0o777, 0, 0).await;
+    let alice = fs.with(user(1000, 1000, &[]));
+    assert_eq!(err(alice.mknod(d, "dev", FileType::CharDevice, (1, 3)).await), FsError::Perm);
+    let mine = attr_of(&alice.mknod(d, "fifo", FileType::Fifo, (0, 0)).await.unwrap());
+    assert_eq!((mine.uid, mine.gid), (1000, 1000), "a new node belongs to its creator");
+    let st = fs.fs_stat(root).await;
+    assert_eq!(st.files, 1 + 2 + 1 + 4 + 1 + 1, "root, 2 symlinks, f, 4 nodes, pub, fifo");
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_links_count_and_free_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    m.ensure_share("other", "/other").await.unwrap();
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let d = fs.mkdir(root, "d").await;
+    let f = fs.file(root, "f").await;
+    fs.commit(f, 0, 10, vec![ext(0, 10, 1, 0, 10)]).await.unwrap();
+    let before = fs.getattr(f).await;
+
+    let r = fs.link(f, d, "g").await.unwrap();
+    let linked = r.attr.unwrap();
+    assert_eq!(linked.nlink, 2);
+    assert!(linked.change > before.change && ns(linked.ctime) > ns(before.ctime));
+    let wcc = r.dir.unwrap();
+    assert_eq!(wcc.after.as_ref().unwrap().size, wcc.before.as_ref().unwrap().size + 1);
+    assert!(ns(wcc.after.unwrap().mtime) > ns(wcc.before.unwrap().mtime));
+    assert_eq!(fs.lookup(d, "g").await.unwrap().attr.unwrap().node, Some(f));
+    assert_eq!(err(fs.link(f, d, "g").await), FsError::Exists);
+    assert_eq!(err(fs.link(d, root, "dd").await), FsError::IsDir, "no hard links to directories");
+    let other = fs
+        .svc
+        .get_share(Request::new(pb::GetShareRequest { export_path: "/other".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    let other_root = node(other.root.as_ref().unwrap());
+    assert_eq!(err(fs.link(f, other_root, "x").await), FsError::CrossDevice);
+    assert_eq!(fs.fs_stat(root).await.files, 3, "a link is not a new inode");
+
+    fs.remove(root, "f", false).await.unwrap();
+    let a = fs.getattr(f).await;
+    assert_eq!(a.nlink, 1);
+    assert_eq!(fs.extents(f, 0, 10).await.len(), 1, "content survives while a name remains");
+    assert_eq!(fs.fs_stat(root).await.bytes_used, 10);
+    fs.remove(d, "g", false).await.unwrap();
+    assert_eq!(err(fs.try_getattr(f).await), FsError::Stale);
+    let st = fs.fs_stat(root).await;
+    assert_eq!((st.files, st.bytes_used), (2, 0));
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rename_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    m.ensure_share("other", "/other").await.unwrap();
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let a = fs.mkdir(root, "a").await;
+    let b = fs.mkdir(root, "b").await;
+    let sub = fs.mkdir(a, "sub").await;
+    let f = fs.file(a, "f").await;
+    let g = fs.file(root, "g").await;
+    fs.commit(g, 0, 7, vec![ext(0, 7, 3, 0, 7)]).await.unwrap();
+
+    // File over file: the replaced inode goes with its content.
+    let r = fs.rename(a, "f", root, "g").await.unwrap();
+    assert!(r.from_dir.unwrap().after.unwrap().change > 0);
+    assert_eq!(fs.lookup(root, "g").await.unwrap().attr.unwrap().node, Some(f));
+    assert_eq!(err(fs.lookup(a, "f").await), FsError::NotFound);
+    assert_eq!(err(fs.try_getattr(g).await), FsError::Stale);
+    let st = fs.fs_stat(root).await;
+    assert_eq!((st.files, st.bytes_used), (5, 0), "root, a, b, sub, f");
+
+    // Moving a directory: parent pointer and both parents' link counts follow.
+    let (na, nb) = (fs.getattr(a).await.nlink, fs.getattr(b).await.nlink);
+    fs.rename(a, "sub", b, "moved").await.unwrap();
+    assert_eq!(fs.lookup(sub, "..").await.unwrap().attr.unwrap().node, Some(b));
+    assert_eq!((fs.getattr(a).await.nlink, fs.getattr(b).await.nlink), (na - 1, nb + 1));
+
+    // Into itself or its own subtree.
+    assert!(matches!(err(fs.rename(root, "b", sub, "x").await), FsError::Invalid(_)));
+    assert!(matches!(err(fs.rename(root, "b", b, "x").await), FsError::Invalid(_)));
+    // Kind mismatches and non-empty targets.
+    let e = fs.mkdir(root, "empty").await;
+    assert_eq!(err(fs.rename(root, "g", root, "empty").await), FsError::IsDir);
+    assert_eq!(err(fs.rename(root, "empty", root, "g").await), FsError::NotDir);
+    assert_eq!(err(fs.rename(root, "a", root, "b").await), FsError::NotEmpty);
+    // Directory over an empty directory replaces it.
+    fs.rename(root, "a", root, "empty").await.unwrap();
+    assert_eq!(fs.lookup(root, "empty").await.unwrap().attr.unwrap().node, Some(a));
+    assert_eq!(err(fs.try_getattr(e).await), FsError::Stale);
+    // Same inode: hard links of one file, or the same name, are a no-op.
+    fs.link(f, root, "f2").await.unwrap();
+    let same = fs.rename(root, "g", root, "f2").await.unwrap();
+    let w = same.from_dir.unwrap();
+    assert_eq!(w.before, w.after);
+    assert!(fs.lookup(root, "g").await.is_ok() && fs.lookup(root, "f2").await.is_ok());
+    fs.rename(root, "g", root, "g").await.unwrap();
+    // Names and shares.
+    assert!(matches!(err(fs.rename(root, ".", root, "x").await), FsError::Invalid(_)));
+    assert!(matches!(err(fs.rename(root, "g", root, "..").await), FsError::Invalid(_)));
+    let other = fs
+        .svc
+        .get_share(Request::new(pb::GetShareRequest { export_path: "/other".into() }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(err(fs.rename(root, "g", node(other.root.as_ref().unwrap()), "g").await), FsError::CrossDevice);
+    assert_eq!(err(fs.rename(root, "nope", root, "x").await), FsError::NotFound);
+    // Root's ".." is itself.
+    assert_eq!(fs.lookup(root, "..").await.unwrap().attr.unwrap().node, Some(root));
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_follow_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let alice = fs.with(user(1000, 1000, &[]));
+    let bob = fs.with(user(2000, 2000, &[]));
+    let carol = fs.with(user(3000, 3000, &[50]));
+
+    // A credential is mandatory.
+    let no_cred =
+        fs.svc.lookup(Request::new(pb::LookupRequest { dir: Some(root), name: b"x".to_vec(), cred: None })).await;
+    assert!(matches!(err(no_cred), FsError::Invalid(_)));
+    let no_cred = fs
+        .svc
+        .create(Request::new(pb::CreateRequest {
+            dir: Some(root),
+            name: b"x".to_vec(),
+            kind: FileType::Regular as i32,
+            ..Default::default()
+        }))
+        .await;
+    assert!(matches!(err(no_cred), FsError::Invalid(_)));
+
+    // The root is 0755 root: others may search but not create.
+    assert_eq!(err(alice.try_create(root, b"x", FileType::Regular, CreateHow::Guarded, &[]).await), FsError::Access);
+    let home = fs.mkdir(root, "home").await;
+    fs.own(home, 0o700, 1000, 1000).await;
+    let f = alice.file(home, "f").await;
+    assert_eq!(fs.getattr(f).await.uid, 1000);
+    assert_eq!(err(bob.lookup(home, "f").await), FsError::Access, "search needs x");
+    assert_eq!(err(bob.try_readdir(home, 0, 0, 10).await), FsError::Access, "readdir needs r");
+
+    // Supplementary groups count.
+    let team = fs.mkdir(root, "team").await;
+    fs.own(team, 0o770, 0, 50).await;
+    assert_eq!(err(bob.try_create(team, b"x", FileType::Regular, CreateHow::Guarded, &[]).await), FsError::Access);
+    carol.file(team, "x").await;
+    assert_eq!(carol.access(team, 7).await, 7);
+    assert_eq!(bob.access(team, 7).await, 0);
+    assert_eq!(fs.access(f, 7).await, 3, "root: read and write, no execute without an x bit");
+
+    // Sticky directories.
+    let tmp = fs.mkdir(root, "tmp").await;
+    fs.own(tmp, 0o1777, 0, 0).await;
+    alice.file(tmp, "a").await;
+    alice.file(tmp, "a2").await;
+    assert_eq!(err(bob.remove(tmp, "a", false).await), FsError::Access);
+    assert_eq!(err(bob.rename(tmp, "a", tmp, "b").await), FsError::Access);
+    bob.file(tmp, "b").await;
+    assert_eq!(err(bob.rename(tmp, "b", tmp, "a").await), FsError::Access, "cannot replace another user's entry");
+    alice.rename(tmp, "a", tmp, "a3").await.unwrap();
+    alice.remove(tmp, "a3", false).await.unwrap();
+    fs.remove(tmp, "a2", false).await.unwrap();
+
+    // setgid directories hand down their group, and subdirectories the bit.
+    let shared = fs.mkdir(root, "shared").await;
+    fs.own(shared, 0o2777, 0, 77).await;
+    let sf = alice.file(shared, "f").await;
+    assert_eq!(fs.getattr(sf).await.gid, 77);
+    let sd = alice.mkdir(shared, "d").await;
+    let sda = fs.getattr(sd).await;
+    assert_eq!((sda.gid, sda.mode & 0o2000), (77, 0o2000));
+
+    // Moving a directory to another parent needs write on the directory itself.
+    let ro = fs.mkdir(tmp, "ro").await;
+    fs.own(ro, 0o555, 1000, 1000).await;
+    let pub_dir = fs.mkdir(root, "pub").await;
+    fs.own(pub_dir, 0o777, 0, 0).await;
+    assert_eq!(err(alice.rename(tmp, "ro", pub_dir, "ro").await), FsError::Access);
+    alice.rename(tmp, "ro", tmp, "ro2").await.unwrap();
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setattr_ownership_rules_and_content_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let alice = fs.with(user(1000, 1000, &[60]));
+    let bob = fs.with(user(2000, 2000, &[]));
+    let f = fs.file(root, "f").await;
+    fs.own(f, 0o6644, 1000, 1000).await;
+    let set = |mode: Option<u32>, uid: Option<u32>, gid: Option<u32>| pb::SetAttrRequest {
+        node: Some(f),
+        mode,
+        uid,
+        gid,
+        ..Default::default()
+    };
+
+    assert_eq!(err(bob.setattr(set(Some(0o777), None, None)).await), FsError::Perm, "chmod by a non-owner");
+    assert_eq!(err(alice.setattr(set(None, Some(2000), None)).await), FsError::Perm, "chown by a non-root owner");
+    assert_eq!(err(alice.setattr(set(None, None, Some(99))).await), FsError::Perm, "chgrp to a foreign group");
+    let r = alice.setattr(set(None, None, Some(60))).await.unwrap().after.unwrap();
+    assert_eq!((r.gid, r.mode), (60, 0o644), "chgrp by the owner clears setuid/setgid");
+    let r = alice.setattr(set(Some(0o2755), None, None)).await.unwrap().after.unwrap();
+    assert_eq!(r.mode, 0o2755, "the owner is in group 60");
+    fs.own(f, 0o644, 1000, 99).await;
+    let r = alice.setattr(set(Some(0o2755), None, None)).await.unwrap().after.unwrap();
+    assert_eq!(r.mode, 0o755, "setgid dropped: the owner is not in the file's group");
+    assert!(matches!(err(fs.setattr(set(Some(0o10000), None, None)).await), FsError::Invalid(_)));
+
+    // Times: explicit ones by the owner only; "now" by anyone who may write.
+    let t = pb::Time { secs: 5, nanos: 0 };
+    let explicit = pb::SetAttrRequest { node: Some(f), mtime: Some(t), ..Default::default() };
+    assert_eq!(err(bob.setattr(explicit.clone()).await), FsError::Perm);
+    assert_eq!(alice.setattr(explicit).await.unwrap().after.unwrap().mtime, Some(t));
+    let now = pb::SetAttrRequest { node: Some(f), atime_now: true, mtime_now: true, ..Default::default() };
+    assert_eq!(err(bob.setattr(now.clone()).await), FsError::Access);
+    fs.own(f, 0o6666, 1000, 99).await;
+    let r = bob.setattr(now).await.unwrap();
+    let after = r.after.unwrap();
+    assert!(ns(after.mtime) > ns(Some(t)));
+    assert_eq!(after.atime, after.mtime, "both stamped with the proposer's time");
+    assert_eq!(after.ctime, after.mtime);
+    let both = pb::SetAttrRequest { node: Some(f), atime: Some(t), atime_now: true, ..Default::default() };
+    assert!(matches!(err(fs.setattr(both).await), FsError::Invalid(_)));
+
+    // A write by a non-root caller clears setuid/setgid; the owner may write a read-only file.
+    let r = bob.commit(f, 0, 4, vec![ext(0, 4, 1, 0, 4)]).await.unwrap();
+    assert_eq!(r.after.unwrap().mode, 0o666);
+    fs.own(f, 0o4400, 1000, 99).await;
+    assert_eq!(err(bob.commit(f, 0, 4, vec![ext(0, 4, 1, 0, 4)]).await), FsError::Access);
+    assert_eq!(err(bob.try_extents(f, 0, 4).await), FsError::Access);
+    assert_eq!(alice.commit(f, 0, 4, vec![ext(0, 4, 2, 0, 4)]).await.unwrap().after.unwrap().mode, 0o400);
+    assert_eq!(alice.extents(f, 0, 4).await.len(), 1);
+    assert_eq!(
+        err(bob.setattr(pb::SetAttrRequest { node: Some(f), size: Some(0), ..Default::default() }).await),
+        FsError::Access
+    );
+    let d = fs.mkdir(root, "d").await;
+    assert_eq!(
+        err(fs.setattr(pb::SetAttrRequest { node: Some(d), size: Some(0), ..Default::default() }).await),
+        FsError::IsDir
+    );
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_refuses_a_changed_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let f = fs.file(root, "f").await;
+    let a = fs.getattr(f).await;
+    let guarded = |ctime: pb::Time, mode: u32| pb::SetAttrRequest {
+        node: Some(f),
+        mode: Some(mode),
+        guard_ctime: Some(ctime),
+        ..Default::default()
+    };
+    let r = fs.setattr(guarded(a.ctime.unwrap(), 0o600)).await.unwrap();
+    assert_eq!(r.after.unwrap().mode, 0o600);
+    assert_eq!(err(fs.setattr(guarded(a.ctime.unwrap(), 0o666)).await), FsError::NotSync, "ctime moved");
+    assert_eq!(fs.getattr(f).await.mode, 0o600, "a refused guard changes nothing");
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchecked_create_with_a_size_truncates() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let f = fs.file(root, "f").await;
+    fs.commit(f, 0, 100, vec![ext(0, 100, 1, 0, 100)]).await.unwrap();
+    let req = pb::CreateRequest {
+        dir: Some(root),
+        name: b"f".to_vec(),
+        kind: FileType::Regular as i32,
+        mode: 0o644,
+        how: CreateHow::Unchecked as i32,
+        size: Some(0),
+        cred: Some(root_cred()),
+        ..Default::default()
+    };
+    let r = fs.svc.create(Request::new(req.clone())).await.unwrap().into_inner();
+    let a = r.attr.unwrap();
+    assert_eq!((a.node, a.size, a.used), (Some(f), 0, 0));
+    assert!(fs.extents(f, 0, 100).await.is_empty());
+    assert_eq!(fs.fs_stat(root).await.bytes_used, 0);
+    let grown = fs.svc.create(Request::new(pb::CreateRequest { size: Some(4096), ..req })).await.unwrap().into_inner();
+    assert_eq!(grown.attr.unwrap().size, 4096);
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_request_id_answers_the_first_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let rid = |seq| Some(pb::RequestId { client_id: 42, seq });
+    let create = pb::CreateRequest {
+        dir: Some(root),
+        name: b"once".to_vec(),
+        kind: FileType::Regular as i32,
+        mode: 0o644,
+        how: CreateHow::Guarded as i32,
+        cred: Some(root_cred()),
+        request_id: rid(1),
+        ..Default::default()
+    };
+    let first = fs.svc.create(Request::new(create.clone())).await.unwrap().into_inner();
+    let again = fs.svc.create(Request::new(create.clone())).await.unwrap().into_inner();
+    assert_eq!(first, again, "a GUARDED retry is not EXIST: it is answered from memory");
+    assert_eq!(fs.fs_stat(root).await.files, 2);
+
+    let remove = pb::RemoveRequest {
+        dir: Some(root),
+        name: b"once".to_vec(),
+        directory: false,
+        cred: Some(root_cred()),
+        request_id: rid(2),
+    };
+    let first = fs.svc.remove(Request::new(remove.clone())).await.unwrap().into_inner();
+    let again = fs.svc.remove(Request::new(remove.clone())).await.unwrap().into_inner();
+    assert_eq!(first, again);
+    // Refusals are remembered too: seq 3 fails, and still fails after the cause is gone.
+    let missing = pb::RemoveRequest { request_id: rid(3), ..remove.clone() };
+    assert_eq!(err(fs.svc.remove(Request::new(missing.clone())).await), FsError::NotFound);
+    fs.file(root, "once").await;
+    assert_eq!(err(fs.svc.remove(Request::new(missing)).await), FsError::NotFound);
+    // Another client with the same seq is another request.
+    let other = pb::RemoveRequest { request_id: Some(pb::RequestId { client_id: 43, seq: 3 }), ..remove };
+    fs.svc.remove(Request::new(other)).await.unwrap();
+    assert_eq!(err(fs.lookup(root, "once").await), FsError::NotFound);
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cookie_verifier_names_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let d = fs.mkdir(root, "d").await;
+    for n in ["a", "b", "c"] {
+        fs.file(d, n).await;
+    }
+    let page = fs.try_readdir(d, 0, 0, 2).await.unwrap();
+    assert_ne!(page.cookie_verifier, 0);
+    let cookie = page.entries[1].cookie;
+    let rest = fs.try_readdir(d, cookie, page.cookie_verifier, 10).await.unwrap();
+    assert_eq!(rest.cookie_verifier, page.cookie_verifier, "stable across calls");
+    assert_eq!(rest.entries.len(), 1);
+    assert_eq!(err(fs.try_readdir(d, cookie, page.cookie_verifier ^ 1, 10).await), FsError::BadCookie);
+    // A directory recreated under the same name has another verifier.
+    for n in ["a", "b", "c"] {
+        fs.remove(d, n, false).await.unwrap();
+    }
+    fs.remove(root, "d", true).await.unwrap();
+    let d2 = fs.mkdir(root, "d").await;
+    assert_eq!(err(fs.try_readdir(d2, cookie, page.cookie_verifier, 10).await), FsError::BadCookie);
     m.shutdown().await.unwrap();
 }

@@ -1,24 +1,29 @@
 //! Applying one command to the state-machine tables inside the caller's write transaction.
 //!
-//! Owns: the namespace rules of every mutation (create/remove/setattr/commit-extents/shares),
-//! POSIX time and link-count bookkeeping, extent replacement and chunk reference counts.
+//! Owns: [`WriteTables`] (the tables open for one apply batch), the dispatch of each
+//! [`Command`] (request-id dedup first, then the operation), and the bookkeeping helpers every
+//! operation shares: directory entries and their slots, link counts, freeing an inode with its
+//! extents and chunk references, resizing, and the per-share counters. The operations
+//! themselves live in `create` (create/mknod/symlink/link), `unlink` (remove/rename) and
+//! `attrs` (setattr/commit-extents); shares are created here.
 //! Must never: leave a partial change behind a refusal. Every command first checks everything
 //! that can refuse it (reads only), then mutates; after the first write the only possible
-//! failure is a storage error, which aborts the whole transaction.
+//! failure is a storage error, which aborts the whole transaction. Never reads a clock.
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::check_live;
-use crate::command::{ApplyError, Command, CommandResult, CreateMode, NodeKey, Reply, Wcc};
+use super::dedup::DedupTables;
+use crate::command::{ApplyError, Command, CommandResult, NodeKey, Op, Reply, Wcc};
 use crate::error::MetadError;
 use crate::extents::{self, RangePlan};
-use crate::model::{AttrOut, Extent, FileKind, FIRST_SLOT, Inode, ShareRec};
+use crate::model::{AttrOut, Cred, FIRST_SLOT, FileKind, Inode, ShareRec};
 use crate::store::{self, access};
 use crate::validate;
 
 /// Why a command did not apply: refused by the rules (deterministic, recorded as the reply)
 /// or a storage failure (aborts the batch).
-enum Fail {
+pub(super) enum Fail {
     Refused(ApplyError),
     Store(MetadError),
 }
@@ -42,18 +47,23 @@ macro_rules! store_fail_from {
 }
 store_fail_from!(MetadError, redb::StorageError);
 
-type R<T> = Result<T, Fail>;
+pub(super) type R<T> = Result<T, Fail>;
+
+/// Deepest directory nesting a rename walks through before declaring the tree corrupt.
+const MAX_DEPTH: usize = 1 << 20;
 
 /// The state-machine tables, open for writing in one transaction.
 pub struct WriteTables<'t> {
-    inodes: Table<'t, u64, &'static [u8]>,
-    dentries: Table<'t, (u64, &'static [u8]), (u64, u64)>,
-    dir_slots: Table<'t, (u64, u64), (&'static [u8], u64)>,
-    extents: Table<'t, (u64, u64), &'static [u8]>,
-    chunk_refs: Table<'t, &'static [u8], u64>,
-    shares: Table<'t, u64, &'static [u8]>,
-    share_paths: Table<'t, &'static str, u64>,
-    counters: Table<'t, &'static str, u64>,
+    pub(super) inodes: Table<'t, u64, &'static [u8]>,
+    pub(super) dentries: Table<'t, (u64, &'static [u8]), (u64, u64)>,
+    pub(super) dir_slots: Table<'t, (u64, u64), (&'static [u8], u64)>,
+    pub(super) extents: Table<'t, (u64, u64), &'static [u8]>,
+    pub(super) chunk_refs: Table<'t, &'static [u8], u64>,
+    pub(super) shares: Table<'t, u64, &'static [u8]>,
+    pub(super) share_paths: Table<'t, &'static str, u64>,
+    pub(super) counters: Table<'t, &'static str, u64>,
+    pub(super) symlinks: Table<'t, u64, &'static [u8]>,
+    dedup: DedupTables<'t>,
 }
 
 impl<'t> WriteTables<'t> {
@@ -67,43 +77,74 @@ impl<'t> WriteTables<'t> {
             shares: tx.open_table(store::SHARES)?,
             share_paths: tx.open_table(store::SHARE_PATHS)?,
             counters: tx.open_table(store::COUNTERS)?,
+            symlinks: tx.open_table(store::SYMLINKS)?,
+            dedup: DedupTables::open(tx)?,
         })
     }
 
     /// Applies one command. `Err` only for storage failures; refusals are `Ok(Err(..))`.
     pub fn apply(&mut self, cmd: &Command) -> Result<CommandResult, MetadError> {
-        let r = match cmd {
-            Command::CreateShare { name, export_path, now_ns } => self.create_share(name, export_path, *now_ns),
-            Command::Create { dir, name, kind, mode, uid, gid, how, now_ns } => {
-                self.create(dir, name, *kind, (*mode, *uid, *gid), *how, *now_ns)
+        match cmd {
+            Command::CreateShare { name, export_path, now_ns } => settle(self.create_share(name, export_path, *now_ns)),
+            Command::Fs { cred, request, now_ns, op } => {
+                if let Some(id) = request
+                    && let Some(stored) = self.dedup.lookup(*id)?
+                {
+                    return Ok(stored);
+                }
+                let result = settle(self.apply_op(cred, *now_ns, op))?;
+                if let Some(id) = request {
+                    self.dedup.remember(*id, &result)?;
+                }
+                Ok(result)
             }
-            Command::Remove { dir, name, directory, now_ns } => self.remove(dir, name, *directory, *now_ns),
-            Command::SetAttr { node, size, mode, uid, gid, atime_ns, mtime_ns, now_ns } => {
-                self.set_attr(node, *size, *mode, *uid, *gid, *atime_ns, *mtime_ns, *now_ns)
-            }
-            Command::CommitExtents { node, range_start, range_end, extents, now_ns } => {
-                self.commit_extents(node, *range_start, *range_end, extents, *now_ns)
-            }
-        };
-        match r {
-            Ok(reply) => Ok(Ok(reply)),
-            Err(Fail::Refused(e)) => Ok(Err(e)),
-            Err(Fail::Store(e)) => Err(e),
         }
     }
 
-    // ---------------------------------------------------------------- helpers
-
-    fn inode(&self, ino: u64) -> R<Inode> {
-        access::get_inode(&self.inodes, ino)?
-            .ok_or_else(|| Fail::Store(MetadError::Corrupt { what: "inode", reason: format!("inode {ino} is referenced but missing") }))
+    fn apply_op(&mut self, cred: &Cred, now: i64, op: &Op) -> R<Reply> {
+        match op {
+            Op::Create { dir, name, kind, mode, uid, gid, how, size } => {
+                self.create(cred, dir, name, *kind, *mode, (*uid, *gid), *how, *size, now)
+            }
+            Op::Mknod { dir, name, kind, mode, rdev } => self.mknod(cred, dir, name, *kind, *mode, *rdev, now),
+            Op::Symlink { dir, name, target, mode } => self.symlink(cred, dir, name, target, *mode, now),
+            Op::Link { node, dir, name } => self.link(cred, node, dir, name, now),
+            Op::Rename { from_dir, from_name, to_dir, to_name } => {
+                self.rename(cred, from_dir, from_name, to_dir, to_name, now)
+            }
+            Op::Remove { dir, name, directory } => self.remove(cred, dir, name, *directory, now),
+            Op::SetAttr { node, size, mode, uid, gid, atime, mtime, guard_ctime_ns } => {
+                let change = super::attrs::SetAttr {
+                    size: *size,
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    atime: *atime,
+                    mtime: *mtime,
+                    guard_ctime_ns: *guard_ctime_ns,
+                };
+                self.set_attr(cred, node, &change, now)
+            }
+            Op::CommitExtents { node, range_start, range_end, extents } => {
+                self.commit_extents(cred, node, *range_start, *range_end, extents, now)
+            }
+        }
     }
 
-    fn live(&self, key: &NodeKey) -> R<Inode> {
+    // ---------------------------------------------------------------- lookups
+
+    /// An inode that a table references: missing means the store is corrupt.
+    pub(super) fn inode(&self, ino: u64) -> R<Inode> {
+        access::get_inode(&self.inodes, ino)?.ok_or_else(|| {
+            Fail::Store(MetadError::Corrupt { what: "inode", reason: format!("inode {ino} is referenced but missing") })
+        })
+    }
+
+    pub(super) fn live(&self, key: &NodeKey) -> R<Inode> {
         Ok(check_live(access::get_inode(&self.inodes, key.ino)?, key)?)
     }
 
-    fn live_dir(&self, key: &NodeKey) -> R<Inode> {
+    pub(super) fn live_dir(&self, key: &NodeKey) -> R<Inode> {
         let dir = self.live(key)?;
         if dir.kind != FileKind::Directory {
             return Err(ApplyError::NotDir.into());
@@ -111,16 +152,72 @@ impl<'t> WriteTables<'t> {
         Ok(dir)
     }
 
+    /// `(slot, child ino)` of `name` in `dir`.
+    pub(super) fn entry(&self, dir: u64, name: &[u8]) -> R<Option<(u64, u64)>> {
+        Ok(self.dentries.get((dir, name))?.map(|v| v.value()))
+    }
+
+    pub(super) fn is_empty_dir(&self, ino: u64) -> R<bool> {
+        Ok(self.dir_slots.range((ino, 0)..=(ino, u64::MAX))?.next().is_none())
+    }
+
+    /// Whether `ino` is `ancestor` or lies below it, walking parent pointers up to the root.
+    pub(super) fn is_within(&self, mut ino: u64, ancestor: u64) -> R<bool> {
+        for _ in 0..MAX_DEPTH {
+            if ino == ancestor {
+                return Ok(true);
+            }
+            let parent = self.inode(ino)?.parent;
+            if parent == ino || parent == 0 {
+                return Ok(false);
+            }
+            ino = parent;
+        }
+        Err(Fail::Store(MetadError::Corrupt {
+            what: "directory tree",
+            reason: format!("parent chain of {ino} too deep"),
+        }))
+    }
+
     fn share(&self, share_id: u64) -> R<ShareRec> {
-        access::get_share(&self.shares, share_id)?
-            .ok_or_else(|| Fail::Store(MetadError::Corrupt { what: "share", reason: format!("share {share_id} is referenced but missing") }))
+        access::get_share(&self.shares, share_id)?.ok_or_else(|| {
+            Fail::Store(MetadError::Corrupt {
+                what: "share",
+                reason: format!("share {share_id} is referenced but missing"),
+            })
+        })
+    }
+
+    // ---------------------------------------------------------------- mutations
+
+    pub(super) fn put(&mut self, ino: u64, inode: &Inode) -> R<()> {
+        access::put_inode(&mut self.inodes, ino, inode)?;
+        Ok(())
     }
 
     /// Returns the counter's current value (starting at 1) and advances it.
-    fn take_counter(&mut self, name: &str) -> R<u64> {
+    pub(super) fn take_counter(&mut self, name: &str) -> R<u64> {
         let cur = self.counters.get(name)?.map(|v| v.value()).unwrap_or(1);
-        self.counters.insert(name, cur + 1)?;
+        self.counters.insert(name, cur.saturating_add(1))?;
         Ok(cur)
+    }
+
+    /// Adds `name -> child` to `dir` (whose record the caller writes back) in a new slot.
+    pub(super) fn add_entry(&mut self, dir_ino: u64, dir: &mut Inode, name: &[u8], child: u64) -> R<()> {
+        let slot = dir.next_slot;
+        dir.next_slot = dir.next_slot.saturating_add(1);
+        dir.size = dir.size.saturating_add(1);
+        self.dentries.insert((dir_ino, name), (slot, child))?;
+        self.dir_slots.insert((dir_ino, slot), (name, child))?;
+        Ok(())
+    }
+
+    /// Removes `name` (in `slot`) from `dir` (whose record the caller writes back).
+    pub(super) fn remove_entry(&mut self, dir_ino: u64, dir: &mut Inode, name: &[u8], slot: u64) -> R<()> {
+        self.dentries.remove((dir_ino, name))?;
+        self.dir_slots.remove((dir_ino, slot))?;
+        dir.size = dir.size.saturating_sub(1);
+        Ok(())
     }
 
     fn chunk_ref(&mut self, hash: &[u8], delta: i64) -> R<()> {
@@ -142,7 +239,7 @@ impl<'t> WriteTables<'t> {
     }
 
     /// Writes a range plan: rows, reference counts. Returns the change of referenced bytes.
-    fn apply_plan(&mut self, ino: u64, plan: &RangePlan) -> R<i128> {
+    pub(super) fn apply_plan(&mut self, ino: u64, plan: &RangePlan) -> R<i128> {
         let mut delta: i128 = 0;
         for e in &plan.remove {
             self.extents.remove((ino, e.offset))?;
@@ -158,18 +255,62 @@ impl<'t> WriteTables<'t> {
         Ok(delta)
     }
 
-    fn add_bytes_used(&mut self, share_id: u64, delta: i128, files_delta: i64) -> R<()> {
-        if delta == 0 && files_delta == 0 {
+    /// Sets a regular file's size, dropping or clipping extents beyond a smaller size (and
+    /// their chunk references). Returns the change of referenced bytes.
+    pub(super) fn resize(&mut self, ino: u64, inode: &mut Inode, size: u64, now: i64) -> R<i128> {
+        let mut delta = 0;
+        if size < inode.size {
+            let ov = access::overlapping_extents(&self.extents, ino, size, u64::MAX)?;
+            let plan = extents::replace_range(&ov, size, u64::MAX, &[]);
+            delta = self.apply_plan(ino, &plan)?;
+            inode.used = clamp_add(inode.used, delta);
+        }
+        if size != inode.size {
+            inode.size = size;
+            inode.mtime_ns = now;
+        }
+        Ok(delta)
+    }
+
+    /// Deletes an inode whose last name is gone: its extents (and chunk references), its
+    /// symlink target and its record. Returns the change of referenced bytes.
+    pub(super) fn free_inode(&mut self, ino: u64, inode: &Inode) -> R<i128> {
+        let mut freed = 0;
+        if inode.kind == FileKind::Regular {
+            let all = access::overlapping_extents(&self.extents, ino, 0, u64::MAX)?;
+            freed = self.apply_plan(ino, &RangePlan { remove: all, insert: Vec::new() })?;
+        }
+        if inode.kind == FileKind::Symlink {
+            self.symlinks.remove(ino)?;
+        }
+        self.inodes.remove(ino)?;
+        Ok(freed)
+    }
+
+    /// Drops one name of a non-directory: frees it at nlink 0, else writes the decremented
+    /// link count. Returns (change of referenced bytes, change of inodes in use).
+    pub(super) fn unlink_inode(&mut self, ino: u64, mut inode: Inode, now: i64) -> R<(i128, i64)> {
+        if inode.nlink <= 1 {
+            return Ok((self.free_inode(ino, &inode)?, -1));
+        }
+        inode.nlink -= 1;
+        touch_changed(&mut inode, now);
+        self.put(ino, &inode)?;
+        Ok((0, 0))
+    }
+
+    pub(super) fn add_usage(&mut self, share_id: u64, bytes: i128, files: i64) -> R<()> {
+        if bytes == 0 && files == 0 {
             return Ok(());
         }
         let mut share = self.share(share_id)?;
-        share.bytes_used = clamp_add(share.bytes_used, delta);
-        share.files = clamp_add(share.files, i128::from(files_delta));
+        share.bytes_used = clamp_add(share.bytes_used, bytes);
+        share.files = clamp_add(share.files, i128::from(files));
         access::put_share(&mut self.shares, share_id, &share)?;
         Ok(())
     }
 
-    // ---------------------------------------------------------------- commands
+    // ---------------------------------------------------------------- shares
 
     fn create_share(&mut self, name: &str, export_path: &str, now_ns: i64) -> R<Reply> {
         if name.is_empty() || name.len() > validate::MAX_SHARE_PATH_LEN {
@@ -185,240 +326,72 @@ impl<'t> WriteTables<'t> {
         }
         let share_id = self.take_counter("next_share_id")?;
         let ino = self.take_counter("next_ino")?;
-        let root = Inode {
-            share_id,
-            generation: generation(now_ns),
-            kind: FileKind::Directory,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            nlink: 2,
-            size: 0,
-            used: 0,
-            atime_ns: now_ns,
-            mtime_ns: now_ns,
-            ctime_ns: now_ns,
-            btime_ns: now_ns,
-            change: 1,
-            parent: ino,
-            next_slot: FIRST_SLOT,
-            verifier: None,
+        let mut root = new_inode(share_id, FileKind::Directory, 0o755, (0, 0), now_ns);
+        root.parent = ino;
+        self.put(ino, &root)?;
+        let rec = ShareRec {
+            name: name.to_string(),
+            export_path: export_path.to_string(),
+            root_ino: ino,
+            files: 1,
+            bytes_used: 0,
         };
-        access::put_inode(&mut self.inodes, ino, &root)?;
-        let rec = ShareRec { name: name.to_string(), export_path: export_path.to_string(), root_ino: ino, files: 1, bytes_used: 0 };
         access::put_share(&mut self.shares, share_id, &rec)?;
         self.share_paths.insert(export_path, share_id)?;
         Ok(Reply::Share { share_id, root: AttrOut { ino, inode: root } })
     }
+}
 
-    fn create(
-        &mut self,
-        dir_key: &NodeKey,
-        name: &[u8],
-        kind: FileKind,
-        (mode, uid, gid): (u32, u32, u32),
-        how: CreateMode,
-        now_ns: i64,
-    ) -> R<Reply> {
-        validate::check_name(name)?;
-        let dir = self.live_dir(dir_key)?;
-        let existing = self.dentries.get((dir_key.ino, name))?.map(|v| v.value());
-        if let Some((_slot, child_ino)) = existing {
-            let child = self.inode(child_ino)?;
-            let same = AttrOut { ino: dir_key.ino, inode: dir.clone() };
-            let reuse = match (kind, how) {
-                (FileKind::Directory, _) | (_, CreateMode::Guarded) => false,
-                (FileKind::Regular, CreateMode::Unchecked) => child.kind == FileKind::Regular,
-                (FileKind::Regular, CreateMode::Exclusive(v)) => child.kind == FileKind::Regular && child.verifier == Some(v),
-            };
-            if !reuse {
-                return Err(ApplyError::Exists.into());
-            }
-            return Ok(Reply::Created { attr: AttrOut { ino: child_ino, inode: child }, dir: Wcc { before: same.clone(), after: same } });
-        }
-
-        // Checks done; mutate.
-        let ino = self.take_counter("next_ino")?;
-        let is_dir = kind == FileKind::Directory;
-        let child = Inode {
-            share_id: dir.share_id,
-            generation: generation(now_ns),
-            kind,
-            mode: mode & 0o7777,
-            uid,
-            gid,
-            nlink: if is_dir { 2 } else { 1 },
-            size: 0,
-            used: 0,
-            atime_ns: now_ns,
-            mtime_ns: now_ns,
-            ctime_ns: now_ns,
-            btime_ns: now_ns,
-            change: 1,
-            parent: if is_dir { dir_key.ino } else { 0 },
-            next_slot: FIRST_SLOT,
-            verifier: match how {
-                CreateMode::Exclusive(v) => Some(v),
-                _ => None,
-            },
-        };
-        let before = dir.clone();
-        let mut after = dir;
-        let slot = after.next_slot;
-        after.next_slot += 1;
-        after.size += 1;
-        if is_dir {
-            after.nlink = after.nlink.saturating_add(1);
-        }
-        touch_modified(&mut after, now_ns);
-
-        access::put_inode(&mut self.inodes, ino, &child)?;
-        self.dentries.insert((dir_key.ino, name), (slot, ino))?;
-        self.dir_slots.insert((dir_key.ino, slot), (name, ino))?;
-        access::put_inode(&mut self.inodes, dir_key.ino, &after)?;
-        self.add_bytes_used(after.share_id, 0, 1)?;
-        Ok(Reply::Created {
-            attr: AttrOut { ino, inode: child },
-            dir: Wcc { before: AttrOut { ino: dir_key.ino, inode: before }, after: AttrOut { ino: dir_key.ino, inode: after } },
-        })
-    }
-
-    fn remove(&mut self, dir_key: &NodeKey, name: &[u8], directory: bool, now_ns: i64) -> R<Reply> {
-        validate::check_name(name)?;
-        let dir = self.live_dir(dir_key)?;
-        let (slot, child_ino) = self.dentries.get((dir_key.ino, name))?.map(|v| v.value()).ok_or(ApplyError::NotFound)?;
-        let child = self.inode(child_ino)?;
-        match (directory, child.kind) {
-            (true, FileKind::Regular) => return Err(ApplyError::NotDir.into()),
-            (false, FileKind::Directory) => return Err(ApplyError::IsDir.into()),
-            (true, FileKind::Directory) => {
-                if self.dir_slots.range((child_ino, 0)..=(child_ino, u64::MAX))?.next().is_some() {
-                    return Err(ApplyError::NotEmpty.into());
-                }
-            }
-            (false, FileKind::Regular) => {}
-        }
-
-        // Checks done; mutate.
-        let mut freed: i128 = 0;
-        if child.kind == FileKind::Regular {
-            let all = access::overlapping_extents(&self.extents, child_ino, 0, u64::MAX)?;
-            let plan = RangePlan { remove: all, insert: Vec::new() };
-            freed = self.apply_plan(child_ino, &plan)?;
-        }
-        self.dentries.remove((dir_key.ino, name))?;
-        self.dir_slots.remove((dir_key.ino, slot))?;
-        self.inodes.remove(child_ino)?;
-        let before = dir.clone();
-        let mut after = dir;
-        after.size = after.size.saturating_sub(1);
-        if child.kind == FileKind::Directory {
-            after.nlink = after.nlink.saturating_sub(1).max(2);
-        }
-        touch_modified(&mut after, now_ns);
-        access::put_inode(&mut self.inodes, dir_key.ino, &after)?;
-        self.add_bytes_used(after.share_id, freed, -1)?;
-        Ok(Reply::Removed {
-            dir: Wcc { before: AttrOut { ino: dir_key.ino, inode: before }, after: AttrOut { ino: dir_key.ino, inode: after } },
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn set_attr(
-        &mut self,
-        key: &NodeKey,
-        size: Option<u64>,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        atime_ns: Option<i64>,
-        mtime_ns: Option<i64>,
-        now_ns: i64,
-    ) -> R<Reply> {
-        let node = self.live(key)?;
-        if let Some(size) = size {
-            if node.kind == FileKind::Directory {
-                return Err(ApplyError::IsDir.into());
-            }
-            if size > validate::MAX_FILE_SIZE {
-                return Err(ApplyError::TooBig.into());
-            }
-        }
-
-        // Checks done; mutate.
-        let before = node.clone();
-        let mut after = node;
-        let mut delta: i128 = 0;
-        let mut changed = false;
-        if let Some(size) = size {
-            if size < after.size {
-                let ov = access::overlapping_extents(&self.extents, key.ino, size, u64::MAX)?;
-                let plan = extents::replace_range(&ov, size, u64::MAX, &[]);
-                delta = self.apply_plan(key.ino, &plan)?;
-                after.used = clamp_add(after.used, delta);
-            }
-            if size != after.size {
-                after.size = size;
-                after.mtime_ns = now_ns;
-            }
-            changed = true;
-        }
-        if let Some(m) = mode {
-            after.mode = m & 0o7777;
-            changed = true;
-        }
-        if let Some(u) = uid {
-            after.uid = u;
-            changed = true;
-        }
-        if let Some(g) = gid {
-            after.gid = g;
-            changed = true;
-        }
-        if let Some(a) = atime_ns {
-            after.atime_ns = a;
-            changed = true;
-        }
-        if let Some(m) = mtime_ns {
-            after.mtime_ns = m;
-            changed = true;
-        }
-        if changed {
-            after.ctime_ns = now_ns;
-            after.change += 1;
-            access::put_inode(&mut self.inodes, key.ino, &after)?;
-            self.add_bytes_used(after.share_id, delta, 0)?;
-        }
-        Ok(Reply::Changed { before: AttrOut { ino: key.ino, inode: before }, after: AttrOut { ino: key.ino, inode: after } })
-    }
-
-    fn commit_extents(&mut self, key: &NodeKey, start: u64, end: u64, new: &[Extent], now_ns: i64) -> R<Reply> {
-        let node = self.live(key)?;
-        if node.kind != FileKind::Regular {
-            return Err(ApplyError::IsDir.into());
-        }
-        validate::check_commit(start, end, new)?;
-
-        // Checks done; mutate.
-        let ov = access::overlapping_extents(&self.extents, key.ino, start, end)?;
-        let plan = extents::replace_range(&ov, start, end, new);
-        let delta = self.apply_plan(key.ino, &plan)?;
-        let before = node.clone();
-        let mut after = node;
-        after.used = clamp_add(after.used, delta);
-        after.size = after.size.max(end);
-        touch_modified(&mut after, now_ns);
-        access::put_inode(&mut self.inodes, key.ino, &after)?;
-        self.add_bytes_used(after.share_id, delta, 0)?;
-        Ok(Reply::Changed { before: AttrOut { ino: key.ino, inode: before }, after: AttrOut { ino: key.ino, inode: after } })
+/// Splits an operation's outcome into the recorded result and a storage failure.
+fn settle(r: R<Reply>) -> Result<CommandResult, MetadError> {
+    match r {
+        Ok(reply) => Ok(Ok(reply)),
+        Err(Fail::Refused(e)) => Ok(Err(e)),
+        Err(Fail::Store(e)) => Err(e),
     }
 }
 
+/// A fresh inode of `kind`, stamped with the proposer's time.
+pub(super) fn new_inode(share_id: u64, kind: FileKind, mode: u32, (uid, gid): (u32, u32), now_ns: i64) -> Inode {
+    let is_dir = kind == FileKind::Directory;
+    Inode {
+        share_id,
+        generation: generation(now_ns),
+        kind,
+        mode,
+        uid,
+        gid,
+        nlink: if is_dir { 2 } else { 1 },
+        size: 0,
+        used: 0,
+        atime_ns: now_ns,
+        mtime_ns: now_ns,
+        ctime_ns: now_ns,
+        btime_ns: now_ns,
+        change: 1,
+        parent: 0,
+        next_slot: FIRST_SLOT,
+        verifier: None,
+        rdev_major: 0,
+        rdev_minor: 0,
+    }
+}
+
+/// The pre/post attributes of a directory.
+pub(super) fn wcc(ino: u64, before: Inode, after: &Inode) -> Wcc {
+    Wcc { before: AttrOut { ino, inode: before }, after: AttrOut { ino, inode: after.clone() } }
+}
+
 /// Content or entries changed: mtime, ctime and the change counter move.
-fn touch_modified(inode: &mut Inode, now_ns: i64) {
+pub(super) fn touch_modified(inode: &mut Inode, now_ns: i64) {
     inode.mtime_ns = now_ns;
+    touch_changed(inode, now_ns);
+}
+
+/// Only the inode's metadata changed: ctime and the change counter move.
+pub(super) fn touch_changed(inode: &mut Inode, now_ns: i64) {
     inode.ctime_ns = now_ns;
-    inode.change += 1;
+    inode.change = inode.change.saturating_add(1);
 }
 
 /// New inodes get the proposer's timestamp as generation: inode numbers are never reused
@@ -427,7 +400,7 @@ fn generation(now_ns: i64) -> u64 {
     u64::try_from(now_ns).unwrap_or(0).max(1)
 }
 
-fn clamp_add(v: u64, delta: i128) -> u64 {
+pub(super) fn clamp_add(v: u64, delta: i128) -> u64 {
     let r = i128::from(v) + delta;
     u64::try_from(r.max(0)).unwrap_or(u64::MAX)
 }

@@ -1,12 +1,19 @@
 //! The filesystem state machine: namespace rules over the redb tables.
 //!
-//! Owns: what each [`crate::command::Command`] does to the tables ([`apply`]) and how queries
-//! read them ([`query`]), plus the handle-liveness rule both share ([`check_live`]).
+//! Owns: what each [`crate::command::Command`] does to the tables ([`apply`], with the
+//! operations in `create`, `unlink` and `attrs`, and request-id dedup in [`dedup`]), how
+//! queries read them ([`query`]), the permission rules both share ([`perm`]) and the
+//! handle-liveness rule ([`check_live`]).
 //! Must never: read a clock, a random source or anything outside the command and the tables
 //! (apply must be deterministic), begin or commit transactions (callers do), or know gRPC.
 
 pub mod apply;
+mod attrs;
+mod create;
+pub mod dedup;
+pub mod perm;
 pub mod query;
+mod unlink;
 
 use crate::command::{ApplyError, NodeKey};
 use crate::model::Inode;
@@ -19,3 +26,6 @@ pub fn check_live(inode: Option<Inode>, key: &NodeKey) -> Result<Inode, ApplyErr
         _ => Err(ApplyError::Stale),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,8 +8,9 @@
 use proto::FsError;
 use proto::pb;
 
-use crate::command::{CreateMode, NodeKey};
-use crate::model::{AttrOut, Extent, FileKind, HASH_LEN};
+use crate::command::{CreateMode, NodeKey, RequestId};
+use crate::model::{AttrOut, Cred, Extent, FileKind, HASH_LEN};
+use crate::validate::MAX_GROUPS;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
 
@@ -45,12 +46,43 @@ pub fn node_key(n: Option<&pb::NodeRef>) -> Result<NodeKey, FsError> {
     Ok(NodeKey { share_id: n.share_id, ino: n.ino, generation: n.generation })
 }
 
+/// The caller's credential. Missing is refused (`Invalid`), never taken as root; more than
+/// [`MAX_GROUPS`] supplementary groups are refused before anything is copied.
+pub fn cred_from_pb(c: Option<&pb::Cred>) -> Result<Cred, FsError> {
+    let c = c.ok_or_else(|| FsError::Invalid("the request carries no credential".into()))?;
+    if c.gids.len() > MAX_GROUPS {
+        return Err(FsError::Invalid(format!("{} supplementary groups, at most {MAX_GROUPS}", c.gids.len())));
+    }
+    Ok(Cred { uid: c.uid, gid: c.gid, groups: c.gids.clone() })
+}
+
+pub fn request_id_from_pb(r: Option<&pb::RequestId>) -> Option<RequestId> {
+    r.map(|r| RequestId { client_id: r.client_id, seq: r.seq })
+}
+
+/// Any concrete file type; UNSPECIFIED and unknown values are `Invalid`.
 pub fn kind_from_pb(kind: i32) -> Result<FileKind, FsError> {
     match pb::FileType::try_from(kind) {
         Ok(pb::FileType::Regular) => Ok(FileKind::Regular),
         Ok(pb::FileType::Directory) => Ok(FileKind::Directory),
-        Ok(pb::FileType::Symlink) => Err(FsError::NotSupported),
-        _ => Err(FsError::Invalid(format!("file type {kind}"))),
+        Ok(pb::FileType::Symlink) => Ok(FileKind::Symlink),
+        Ok(pb::FileType::Fifo) => Ok(FileKind::Fifo),
+        Ok(pb::FileType::Socket) => Ok(FileKind::Socket),
+        Ok(pb::FileType::CharDevice) => Ok(FileKind::CharDevice),
+        Ok(pb::FileType::BlockDevice) => Ok(FileKind::BlockDevice),
+        Ok(pb::FileType::Unspecified) | Err(_) => Err(FsError::Invalid(format!("file type {kind}"))),
+    }
+}
+
+pub fn kind_to_pb(kind: FileKind) -> pb::FileType {
+    match kind {
+        FileKind::Regular => pb::FileType::Regular,
+        FileKind::Directory => pb::FileType::Directory,
+        FileKind::Symlink => pb::FileType::Symlink,
+        FileKind::Fifo => pb::FileType::Fifo,
+        FileKind::Socket => pb::FileType::Socket,
+        FileKind::CharDevice => pb::FileType::CharDevice,
+        FileKind::BlockDevice => pb::FileType::BlockDevice,
     }
 }
 
@@ -59,9 +91,9 @@ pub fn create_mode(how: i32, verifier: &[u8]) -> Result<CreateMode, FsError> {
         Ok(pb::CreateHow::Unchecked) => Ok(CreateMode::Unchecked),
         Ok(pb::CreateHow::Guarded) => Ok(CreateMode::Guarded),
         Ok(pb::CreateHow::Exclusive) => {
-            let v: [u8; 8] = verifier
-                .try_into()
-                .map_err(|_| FsError::Invalid(format!("exclusive create verifier has {} bytes, expected 8", verifier.len())))?;
+            let v: [u8; 8] = verifier.try_into().map_err(|_| {
+                FsError::Invalid(format!("exclusive create verifier has {} bytes, expected 8", verifier.len()))
+            })?;
             Ok(CreateMode::Exclusive(v))
         }
         Err(_) => Err(FsError::Invalid(format!("create how {how}"))),
@@ -80,29 +112,37 @@ pub fn extents_from_pb(list: &[pb::Extent]) -> Result<Vec<Extent>, FsError> {
     }
     let mut out = Vec::with_capacity(list.len());
     for e in list {
-        let hash: [u8; HASH_LEN] = e
-            .hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| FsError::Invalid(format!("extent hash has {} bytes, expected {HASH_LEN}", e.hash.len())))?;
-        out.push(Extent { offset: e.offset, length: e.length, hash, chunk_offset: e.chunk_offset, chunk_length: e.chunk_length });
+        let hash: [u8; HASH_LEN] =
+            e.hash.as_slice().try_into().map_err(|_| {
+                FsError::Invalid(format!("extent hash has {} bytes, expected {HASH_LEN}", e.hash.len()))
+            })?;
+        out.push(Extent {
+            offset: e.offset,
+            length: e.length,
+            hash,
+            chunk_offset: e.chunk_offset,
+            chunk_length: e.chunk_length,
+        });
     }
     out.sort_by_key(|e| e.offset);
     Ok(out)
 }
 
 pub fn extent_to_pb(e: &Extent) -> pb::Extent {
-    pb::Extent { offset: e.offset, length: e.length, hash: e.hash.to_vec(), chunk_offset: e.chunk_offset, chunk_length: e.chunk_length }
+    pb::Extent {
+        offset: e.offset,
+        length: e.length,
+        hash: e.hash.to_vec(),
+        chunk_offset: e.chunk_offset,
+        chunk_length: e.chunk_length,
+    }
 }
 
 pub fn attr_to_pb(a: &AttrOut) -> pb::Attr {
     let i = &a.inode;
     pb::Attr {
         node: Some(pb::NodeRef { share_id: i.share_id, ino: a.ino, generation: i.generation }),
-        kind: match i.kind {
-            FileKind::Regular => pb::FileType::Regular,
-            FileKind::Directory => pb::FileType::Directory,
-        } as i32,
+        kind: kind_to_pb(i.kind) as i32,
         mode: i.mode,
         uid: i.uid,
         gid: i.gid,
@@ -114,8 +154,8 @@ pub fn attr_to_pb(a: &AttrOut) -> pb::Attr {
         ctime: Some(time_to_pb(i.ctime_ns)),
         btime: Some(time_to_pb(i.btime_ns)),
         change: i.change,
-        rdev_major: 0,
-        rdev_minor: 0,
+        rdev_major: i.rdev_major,
+        rdev_minor: i.rdev_minor,
     }
 }
 
@@ -145,5 +185,26 @@ mod tests {
         assert!(matches!(create_mode(pb::CreateHow::Exclusive as i32, &[1, 2, 3]), Err(FsError::Invalid(_))));
         assert!(matches!(create_mode(99, &[]), Err(FsError::Invalid(_))));
         assert!(matches!(kind_from_pb(0), Err(FsError::Invalid(_))));
+        assert!(matches!(kind_from_pb(99), Err(FsError::Invalid(_))));
+        assert!(matches!(cred_from_pb(None), Err(FsError::Invalid(_))));
+        let many = pb::Cred { uid: 1, gid: 1, gids: vec![7; MAX_GROUPS + 1] };
+        assert!(matches!(cred_from_pb(Some(&many)), Err(FsError::Invalid(_))));
+        let ok = pb::Cred { uid: 1, gid: 2, gids: vec![3; MAX_GROUPS] };
+        assert_eq!(cred_from_pb(Some(&ok)).map(|c| c.groups.len()), Ok(MAX_GROUPS));
+    }
+
+    #[test]
+    fn every_file_kind_round_trips() {
+        for k in [
+            FileKind::Regular,
+            FileKind::Directory,
+            FileKind::Symlink,
+            FileKind::Fifo,
+            FileKind::Socket,
+            FileKind::CharDevice,
+            FileKind::BlockDevice,
+        ] {
+            assert_eq!(kind_from_pb(kind_to_pb(k) as i32), Ok(k));
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The `Meta` service: filesystem operations, as thin adapters over [`Metad`].
 //!
-//! Owns: validating each request (handles, names, extents, limits) before anything is proposed,
-//! stamping the proposer's time into commands, and shaping replies.
+//! Owns: validating each request (credential, handles, names, extents, limits) before
+//! anything is proposed, stamping the proposer's time into commands, and shaping replies.
+//! Every request with a `cred` field must carry one (a missing one is `Invalid`, never root).
 //! Must never: change state except through [`Metad::write`], read except through
 //! [`Metad::read`], or return an error that did not go through `FsError::to_status`.
 
@@ -10,8 +11,9 @@ use proto::pb;
 use tonic::{Request, Response, Status};
 
 use super::convert::{self, attr_to_pb, now_ns, wcc_to_pb};
-use crate::command::{Command, Reply};
+use crate::command::{Command, Op, Reply, RequestId, TimeSet};
 use crate::error::MetadError;
+use crate::model::Cred;
 use crate::node::Metad;
 use crate::validate;
 
@@ -56,6 +58,38 @@ fn opt_time(t: Option<&pb::Time>) -> Result<Option<i64>, Status> {
     t.map(convert::time_from_pb).transpose().map_err(fs)
 }
 
+fn cred(c: Option<&pb::Cred>) -> Result<Cred, Status> {
+    convert::cred_from_pb(c).map_err(fs)
+}
+
+/// An explicit time or the server's: asking for both is contradictory.
+fn time_set(at: Option<&pb::Time>, now: bool, which: &str) -> Result<TimeSet, Status> {
+    match (opt_time(at)?, now) {
+        (Some(_), true) => Err(fs(FsError::Invalid(format!("both an explicit {which} and {which}_now")))),
+        (Some(t), false) => Ok(TimeSet::At(t)),
+        (None, true) => Ok(TimeSet::Now),
+        (None, false) => Ok(TimeSet::Keep),
+    }
+}
+
+fn created(reply: Reply) -> Result<Response<pb::CreateReply>, Status> {
+    match reply {
+        Reply::Created { attr, dir } => {
+            Ok(Response::new(pb::CreateReply { attr: Some(attr_to_pb(&attr)), dir: Some(wcc_to_pb(&dir)) }))
+        }
+        other => Err(unexpected(&other)),
+    }
+}
+
+impl MetaService {
+    /// Proposes `op` for `cred` as one Raft command stamped with this node's time.
+    async fn propose(&self, cred: Cred, request: Option<&pb::RequestId>, op: Op) -> Result<Reply, Status> {
+        let request: Option<RequestId> = convert::request_id_from_pb(request);
+        let cmd = Command::Fs { cred, request, now_ns: now_ns(), op };
+        self.metad.write(cmd).await.map_err(status)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::meta_server::Meta for MetaService {
     async fn get_share(&self, request: Request<pb::GetShareRequest>) -> Result<Response<pb::Share>, Status> {
@@ -67,7 +101,10 @@ impl pb::meta_server::Meta for MetaService {
         Ok(Response::new(share_to_pb(&share)))
     }
 
-    async fn list_shares(&self, _request: Request<pb::ListSharesRequest>) -> Result<Response<pb::ListSharesReply>, Status> {
+    async fn list_shares(
+        &self,
+        _request: Request<pb::ListSharesRequest>,
+    ) -> Result<Response<pb::ListSharesReply>, Status> {
         let shares = self.metad.read(|t| t.list_shares()).await.map_err(status)?;
         Ok(Response::new(pb::ListSharesReply { shares: shares.iter().map(share_to_pb).collect() }))
     }
@@ -81,54 +118,56 @@ impl pb::meta_server::Meta for MetaService {
     async fn lookup(&self, request: Request<pb::LookupRequest>) -> Result<Response<pb::LookupReply>, Status> {
         let req = request.into_inner();
         let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
         validate::check_lookup_name(&req.name).map_err(refused)?;
-        let (child, dir) = self.metad.read(move |t| t.lookup(&dir, &req.name)).await.map_err(status)?;
+        let (child, dir) = self.metad.read(move |t| t.lookup(&cred, &dir, &req.name)).await.map_err(status)?;
         Ok(Response::new(pb::LookupReply { attr: Some(attr_to_pb(&child)), dir: Some(attr_to_pb(&dir)) }))
     }
 
     async fn create(&self, request: Request<pb::CreateRequest>) -> Result<Response<pb::CreateReply>, Status> {
         let req = request.into_inner();
         let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
         validate::check_name(&req.name).map_err(refused)?;
+        validate::check_mode(req.mode).map_err(refused)?;
         let kind = convert::kind_from_pb(req.kind).map_err(fs)?;
         let how = convert::create_mode(req.how, &req.verifier).map_err(fs)?;
-        let cmd = Command::Create {
-            dir,
-            name: req.name,
-            kind,
-            mode: req.mode & 0o7777,
-            uid: req.uid,
-            gid: req.gid,
-            how,
-            now_ns: now_ns(),
-        };
-        match self.metad.write(cmd).await.map_err(status)? {
-            Reply::Created { attr, dir } => Ok(Response::new(pb::CreateReply { attr: Some(attr_to_pb(&attr)), dir: Some(wcc_to_pb(&dir)) })),
-            other => Err(unexpected(&other)),
+        if req.size.is_some_and(|s| s > validate::MAX_FILE_SIZE) {
+            return Err(fs(FsError::TooBig));
         }
+        let op =
+            Op::Create { dir, name: req.name, kind, mode: req.mode, uid: req.uid, gid: req.gid, how, size: req.size };
+        created(self.propose(cred, req.request_id.as_ref(), op).await?)
     }
 
     async fn read_dir(&self, request: Request<pb::ReadDirRequest>) -> Result<Response<pb::ReadDirReply>, Status> {
         let req = request.into_inner();
         let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
-        let (entries, eof, dir) = self.metad.read(move |t| t.read_dir(&dir, req.cookie, req.max_entries)).await.map_err(status)?;
+        let cred = cred(req.cred.as_ref())?;
+        let page = self
+            .metad
+            .read(move |t| t.read_dir(&cred, &dir, req.cookie, req.cookie_verifier, req.max_entries))
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::ReadDirReply {
-            entries: entries
+            entries: page
+                .entries
                 .iter()
                 .map(|e| pb::DirEntry { name: e.name.clone(), cookie: e.cookie, attr: Some(attr_to_pb(&e.attr)) })
                 .collect(),
-            eof,
-            dir: Some(attr_to_pb(&dir)),
-            cookie_verifier: 0,
+            eof: page.eof,
+            dir: Some(attr_to_pb(&page.dir)),
+            cookie_verifier: page.verifier,
         }))
     }
 
     async fn remove(&self, request: Request<pb::RemoveRequest>) -> Result<Response<pb::RemoveReply>, Status> {
         let req = request.into_inner();
         let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
         validate::check_name(&req.name).map_err(refused)?;
-        let cmd = Command::Remove { dir, name: req.name, directory: req.directory, now_ns: now_ns() };
-        match self.metad.write(cmd).await.map_err(status)? {
+        let op = Op::Remove { dir, name: req.name, directory: req.directory };
+        match self.propose(cred, req.request_id.as_ref(), op).await? {
             Reply::Removed { dir } => Ok(Response::new(pb::RemoveReply { dir: Some(wcc_to_pb(&dir)) })),
             other => Err(unexpected(&other)),
         }
@@ -137,46 +176,64 @@ impl pb::meta_server::Meta for MetaService {
     async fn set_attr(&self, request: Request<pb::SetAttrRequest>) -> Result<Response<pb::SetAttrReply>, Status> {
         let req = request.into_inner();
         let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
         if req.size.is_some_and(|s| s > validate::MAX_FILE_SIZE) {
             return Err(fs(FsError::TooBig));
         }
-        let cmd = Command::SetAttr {
+        if let Some(m) = req.mode {
+            validate::check_mode(m).map_err(refused)?;
+        }
+        let op = Op::SetAttr {
             node,
             size: req.size,
-            mode: req.mode.map(|m| m & 0o7777),
+            mode: req.mode,
             uid: req.uid,
             gid: req.gid,
-            atime_ns: opt_time(req.atime.as_ref())?,
-            mtime_ns: opt_time(req.mtime.as_ref())?,
-            now_ns: now_ns(),
+            atime: time_set(req.atime.as_ref(), req.atime_now, "atime")?,
+            mtime: time_set(req.mtime.as_ref(), req.mtime_now, "mtime")?,
+            guard_ctime_ns: opt_time(req.guard_ctime.as_ref())?,
         };
-        match self.metad.write(cmd).await.map_err(status)? {
-            Reply::Changed { before, after } => {
-                Ok(Response::new(pb::SetAttrReply { before: Some(attr_to_pb(&before)), after: Some(attr_to_pb(&after)) }))
-            }
+        match self.propose(cred, req.request_id.as_ref(), op).await? {
+            Reply::Changed { before, after } => Ok(Response::new(pb::SetAttrReply {
+                before: Some(attr_to_pb(&before)),
+                after: Some(attr_to_pb(&after)),
+            })),
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn commit_extents(&self, request: Request<pb::CommitExtentsRequest>) -> Result<Response<pb::CommitExtentsReply>, Status> {
+    async fn commit_extents(
+        &self,
+        request: Request<pb::CommitExtentsRequest>,
+    ) -> Result<Response<pb::CommitExtentsReply>, Status> {
         let req = request.into_inner();
         let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
         let extents = convert::extents_from_pb(&req.extents).map_err(fs)?;
         validate::check_commit(req.range_start, req.range_end, &extents).map_err(refused)?;
-        let cmd = Command::CommitExtents { node, range_start: req.range_start, range_end: req.range_end, extents, now_ns: now_ns() };
-        match self.metad.write(cmd).await.map_err(status)? {
-            Reply::Changed { before, after } => {
-                Ok(Response::new(pb::CommitExtentsReply { before: Some(attr_to_pb(&before)), after: Some(attr_to_pb(&after)) }))
-            }
+        let op = Op::CommitExtents { node, range_start: req.range_start, range_end: req.range_end, extents };
+        match self.propose(cred, req.request_id.as_ref(), op).await? {
+            Reply::Changed { before, after } => Ok(Response::new(pb::CommitExtentsReply {
+                before: Some(attr_to_pb(&before)),
+                after: Some(attr_to_pb(&after)),
+            })),
             other => Err(unexpected(&other)),
         }
     }
 
-    async fn get_extents(&self, request: Request<pb::GetExtentsRequest>) -> Result<Response<pb::GetExtentsReply>, Status> {
+    async fn get_extents(
+        &self,
+        request: Request<pb::GetExtentsRequest>,
+    ) -> Result<Response<pb::GetExtentsReply>, Status> {
         let req = request.into_inner();
         let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
-        let (attr, extents) = self.metad.read(move |t| t.get_extents(&node, req.offset, req.length)).await.map_err(status)?;
-        Ok(Response::new(pb::GetExtentsReply { attr: Some(attr_to_pb(&attr)), extents: extents.iter().map(convert::extent_to_pb).collect() }))
+        let cred = cred(req.cred.as_ref())?;
+        let (attr, extents) =
+            self.metad.read(move |t| t.get_extents(&cred, &node, req.offset, req.length)).await.map_err(status)?;
+        Ok(Response::new(pb::GetExtentsReply {
+            attr: Some(attr_to_pb(&attr)),
+            extents: extents.iter().map(convert::extent_to_pb).collect(),
+        }))
     }
 
     async fn fs_stat(&self, request: Request<pb::FsStatRequest>) -> Result<Response<pb::FsStatReply>, Status> {
@@ -185,27 +242,73 @@ impl pb::meta_server::Meta for MetaService {
         Ok(Response::new(pb::FsStatReply { files, bytes_used }))
     }
 
-    async fn symlink(&self, _request: Request<pb::SymlinkRequest>) -> Result<Response<pb::CreateReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn symlink(&self, request: Request<pb::SymlinkRequest>) -> Result<Response<pb::CreateReply>, Status> {
+        let req = request.into_inner();
+        let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
+        validate::check_name(&req.name).map_err(refused)?;
+        validate::check_symlink_target(&req.target).map_err(refused)?;
+        validate::check_mode(req.mode).map_err(refused)?;
+        let op = Op::Symlink { dir, name: req.name, target: req.target, mode: req.mode };
+        created(self.propose(cred, req.request_id.as_ref(), op).await?)
     }
 
-    async fn read_link(&self, _request: Request<pb::ReadLinkRequest>) -> Result<Response<pb::ReadLinkReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn read_link(&self, request: Request<pb::ReadLinkRequest>) -> Result<Response<pb::ReadLinkReply>, Status> {
+        let req = request.into_inner();
+        let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
+        let _cred = cred(req.cred.as_ref())?;
+        let (target, attr) = self.metad.read(move |t| t.read_link(&node)).await.map_err(status)?;
+        Ok(Response::new(pb::ReadLinkReply { target, attr: Some(attr_to_pb(&attr)) }))
     }
 
-    async fn mknod(&self, _request: Request<pb::MknodRequest>) -> Result<Response<pb::CreateReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn mknod(&self, request: Request<pb::MknodRequest>) -> Result<Response<pb::CreateReply>, Status> {
+        let req = request.into_inner();
+        let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
+        validate::check_name(&req.name).map_err(refused)?;
+        validate::check_mode(req.mode).map_err(refused)?;
+        let kind = convert::kind_from_pb(req.kind).map_err(fs)?;
+        let op = Op::Mknod { dir, name: req.name, kind, mode: req.mode, rdev: (req.rdev_major, req.rdev_minor) };
+        created(self.propose(cred, req.request_id.as_ref(), op).await?)
     }
 
-    async fn link(&self, _request: Request<pb::LinkRequest>) -> Result<Response<pb::LinkReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn link(&self, request: Request<pb::LinkRequest>) -> Result<Response<pb::LinkReply>, Status> {
+        let req = request.into_inner();
+        let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
+        let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
+        validate::check_name(&req.name).map_err(refused)?;
+        let op = Op::Link { node, dir, name: req.name };
+        match self.propose(cred, req.request_id.as_ref(), op).await? {
+            Reply::Linked { attr, dir } => {
+                Ok(Response::new(pb::LinkReply { attr: Some(attr_to_pb(&attr)), dir: Some(wcc_to_pb(&dir)) }))
+            }
+            other => Err(unexpected(&other)),
+        }
     }
 
-    async fn rename(&self, _request: Request<pb::RenameRequest>) -> Result<Response<pb::RenameReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn rename(&self, request: Request<pb::RenameRequest>) -> Result<Response<pb::RenameReply>, Status> {
+        let req = request.into_inner();
+        let from_dir = convert::node_key(req.from_dir.as_ref()).map_err(fs)?;
+        let to_dir = convert::node_key(req.to_dir.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
+        validate::check_name(&req.from_name).map_err(refused)?;
+        validate::check_name(&req.to_name).map_err(refused)?;
+        let op = Op::Rename { from_dir, from_name: req.from_name, to_dir, to_name: req.to_name };
+        match self.propose(cred, req.request_id.as_ref(), op).await? {
+            Reply::Renamed { from_dir, to_dir } => Ok(Response::new(pb::RenameReply {
+                from_dir: Some(wcc_to_pb(&from_dir)),
+                to_dir: Some(wcc_to_pb(&to_dir)),
+            })),
+            other => Err(unexpected(&other)),
+        }
     }
 
-    async fn access(&self, _request: Request<pb::AccessRequest>) -> Result<Response<pb::AccessReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn access(&self, request: Request<pb::AccessRequest>) -> Result<Response<pb::AccessReply>, Status> {
+        let req = request.into_inner();
+        let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
+        let (granted, attr) = self.metad.read(move |t| t.access(&cred, &node, req.mask)).await.map_err(status)?;
+        Ok(Response::new(pb::AccessReply { granted, attr: Some(attr_to_pb(&attr)) }))
     }
 }

@@ -16,7 +16,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::error::{MetadError, Result};
 
 /// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: u64 = 1;
+///
+/// 2: file kinds beyond regular/directory and device numbers in inode records, the
+/// `symlinks`, `requests`, `request_clients` and `request_lru` tables.
+pub const SCHEMA_VERSION: u64 = 2;
 /// File name of the store inside metad's data directory.
 pub const DB_FILE: &str = "metad.redb";
 
@@ -48,6 +51,14 @@ pub const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("chunk_
 pub const SHARES: TableDefinition<u64, &[u8]> = TableDefinition::new("shares");
 /// export path -> share id.
 pub const SHARE_PATHS: TableDefinition<&str, u64> = TableDefinition::new("share_paths");
+/// symlink ino -> target bytes.
+pub const SYMLINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("symlinks");
+/// (client id, seq) -> JSON `CommandResult`: the remembered reply of a request.
+pub const REQUESTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("requests");
+/// client id -> (last use tick, highest seq seen): retention bookkeeping of `requests`.
+pub const REQUEST_CLIENTS: TableDefinition<u64, (u64, u64)> = TableDefinition::new("request_clients");
+/// last use tick -> client id: which client to forget first when there are too many.
+pub const REQUEST_LRU: TableDefinition<u64, u64> = TableDefinition::new("request_lru");
 
 // ---- The current snapshot (built or installed) ----
 /// `"meta"` -> JSON `SnapshotMeta`, `"data"` -> snapshot image bytes.
@@ -81,7 +92,10 @@ fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
                 // A file without a schema stamp is new only if it has no Raft state either.
                 let log = wtx.open_table(RAFT_LOG)?;
                 if log.iter()?.next().is_some() {
-                    return Err(MetadError::Corrupt { what: "schema", reason: "store has a log but no schema version".into() });
+                    return Err(MetadError::Corrupt {
+                        what: "schema",
+                        reason: "store has a log but no schema version".into(),
+                    });
                 }
                 let mut schema = wtx.open_table(SCHEMA)?;
                 schema.insert("version", SCHEMA_VERSION)?;
@@ -95,6 +109,10 @@ fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
                 wtx.open_table(CHUNK_REFS)?;
                 wtx.open_table(SHARES)?;
                 wtx.open_table(SHARE_PATHS)?;
+                wtx.open_table(SYMLINKS)?;
+                wtx.open_table(REQUESTS)?;
+                wtx.open_table(REQUEST_CLIENTS)?;
+                wtx.open_table(REQUEST_LRU)?;
                 wtx.open_table(SNAPSHOT)?;
             }
             wtx.commit()?;
