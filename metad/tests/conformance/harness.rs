@@ -523,7 +523,7 @@ impl Ctx {
 
     /// The sorted names in `dir`.
     pub async fn names(&self, cred: &Cred, dir: NodeRef) -> Result<Vec<Vec<u8>>, FsError> {
-        let mut names: Vec<Vec<u8>> = self.list(cred, dir, 0).await?.into_iter().map(|e| e.name).collect();
+        let mut names: Vec<Vec<u8>> = self.list(cred, dir, 1000).await?.into_iter().map(|e| e.name).collect();
         names.sort();
         Ok(names)
     }

@@ -47,7 +47,7 @@ async fn char_device_by_root_keeps_rdev(ctx: &Ctx) -> Result<(), String> {
 async fn block_device_by_root_keeps_rdev(ctx: &Ctx) -> Result<(), String> {
     let a = ctx.mknod(&root(), ctx.dir, "b", FileType::BlockDevice, 0o660, (8, 17)).await.ctx("mknod block")?.attr.ctx("attr")?;
     ensure_eq!((a.kind, a.mode, a.rdev_major, a.rdev_minor), (FileType::BlockDevice as i32, 0o660, 8, 17));
-    let listed = ctx.list(&root(), ctx.dir, 0).await.ctx("readdir")?;
+    let listed = ctx.list(&root(), ctx.dir, 100).await.ctx("readdir")?;
     let e = listed.iter().find(|e| e.name == b"b").ctx("entry b")?;
     ensure_eq!(e.attr.as_ref().map(|a| (a.rdev_major, a.rdev_minor)), Some((8, 17)), "rdev in readdir");
     Ok(())
