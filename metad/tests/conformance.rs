@@ -69,7 +69,11 @@ async fn conformance(voters: u64) {
     let failures = harness::run_all(voters, cases).await.unwrap_or_else(|e| panic!("{e}"));
     if !failures.is_empty() {
         let list: Vec<String> = failures.iter().map(|(name, msg)| format!("  {name}: {msg}")).collect();
-        panic!("{} of {total} conformance cases failed on a {voters}-voter group:\n{}", failures.len(), list.join("\n"));
+        panic!(
+            "{} of {total} conformance cases failed on a {voters}-voter group:\n{}",
+            failures.len(),
+            list.join("\n")
+        );
     }
 }
 

@@ -36,7 +36,10 @@ pub fn cases() -> Vec<Case> {
 
 async fn lookup_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
     ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    expect_err(ctx.lookup_raw(pb::LookupRequest { dir: Some(ctx.dir), name: b"f".to_vec(), cred: None }).await, invalid())
+    expect_err(
+        ctx.lookup_raw(pb::LookupRequest { dir: Some(ctx.dir), name: b"f".to_vec(), cred: None }).await,
+        invalid(),
+    )
 }
 
 async fn create_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
@@ -53,7 +56,13 @@ async fn readdir_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
 
 async fn remove_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
     ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    let req = pb::RemoveRequest { dir: Some(ctx.dir), name: b"f".to_vec(), directory: false, cred: None, request_id: ctx.rid() };
+    let req = pb::RemoveRequest {
+        dir: Some(ctx.dir),
+        name: b"f".to_vec(),
+        directory: false,
+        cred: None,
+        request_id: ctx.rid(),
+    };
     expect_err(ctx.remove_raw(req).await, invalid())?;
     ctx.lookup(&user(), ctx.dir, "f").await.ctx("file stays")?;
     Ok(())
@@ -69,7 +78,14 @@ async fn setattr_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
 
 async fn commit_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    let req = pb::CommitExtentsRequest { node: Some(f), range_start: 0, range_end: 10, extents: vec![ext(0, 10, 1)], cred: None, request_id: ctx.rid() };
+    let req = pb::CommitExtentsRequest {
+        node: Some(f),
+        range_start: 0,
+        range_end: 10,
+        extents: vec![ext(0, 10, 1)],
+        cred: None,
+        request_id: ctx.rid(),
+    };
     expect_err(ctx.commit_raw(req).await, invalid())?;
     ensure_eq!(ctx.attr(f).await?.size, 0, "nothing committed");
     Ok(())
@@ -77,11 +93,21 @@ async fn commit_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
 
 async fn get_extents_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    expect_err(ctx.get_extents_raw(pb::GetExtentsRequest { node: Some(f), offset: 0, length: 10, cred: None }).await, invalid())
+    expect_err(
+        ctx.get_extents_raw(pb::GetExtentsRequest { node: Some(f), offset: 0, length: 10, cred: None }).await,
+        invalid(),
+    )
 }
 
 async fn symlink_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
-    let req = pb::SymlinkRequest { dir: Some(ctx.dir), name: b"l".to_vec(), target: b"t".to_vec(), mode: 0o777, cred: None, request_id: ctx.rid() };
+    let req = pb::SymlinkRequest {
+        dir: Some(ctx.dir),
+        name: b"l".to_vec(),
+        target: b"t".to_vec(),
+        mode: 0o777,
+        cred: None,
+        request_id: ctx.rid(),
+    };
     expect_err(ctx.symlink_raw(req).await, invalid())
 }
 
@@ -96,13 +122,22 @@ async fn readlink_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
 }
 
 async fn mknod_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
-    let req = pb::MknodRequest { dir: Some(ctx.dir), name: b"p".to_vec(), kind: FileType::Fifo as i32, mode: 0o644, cred: None, request_id: ctx.rid(), ..Default::default() };
+    let req = pb::MknodRequest {
+        dir: Some(ctx.dir),
+        name: b"p".to_vec(),
+        kind: FileType::Fifo as i32,
+        mode: 0o644,
+        cred: None,
+        request_id: ctx.rid(),
+        ..Default::default()
+    };
     expect_err(ctx.mknod_raw(req).await, invalid())
 }
 
 async fn link_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    let req = pb::LinkRequest { node: Some(f), dir: Some(ctx.dir), name: b"g".to_vec(), cred: None, request_id: ctx.rid() };
+    let req =
+        pb::LinkRequest { node: Some(f), dir: Some(ctx.dir), name: b"g".to_vec(), cred: None, request_id: ctx.rid() };
     expect_err(ctx.link_raw(req).await, invalid())
 }
 

@@ -101,7 +101,7 @@ async fn remove_file_updates_parent(ctx: &Ctx) -> Result<(), String> {
     let before = ctx.attr(ctx.dir).await?;
     let r = ctx.remove(&user(), ctx.dir, "f").await.ctx("remove")?;
     let wcc = r.dir.ctx("wcc")?;
-    ensure_eq!(wcc.before, Some(before.clone()), "wcc before");
+    ensure_eq!(wcc.before, Some(before), "wcc before");
     let after = wcc.after.ctx("wcc after")?;
     ensure!(after.change > before.change, "parent change did not move");
     ensure!(ns(&after.mtime) >= ns(&before.mtime), "parent mtime went back");

@@ -50,7 +50,10 @@ async fn replace_middle_splits(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
     ctx.commit(&user(), f, 0, 100, vec![ext(0, 100, 1)]).await.ctx("commit")?;
     ctx.commit(&user(), f, 40, 60, vec![ext(40, 20, 2)]).await.ctx("overwrite middle")?;
-    ensure_eq!(spans(&ctx.extents(&user(), f, 0, 100).await.ctx("get")?), vec![(0, 40, 1, 0), (40, 20, 2, 0), (60, 40, 1, 60)]);
+    ensure_eq!(
+        spans(&ctx.extents(&user(), f, 0, 100).await.ctx("get")?),
+        vec![(0, 40, 1, 0), (40, 20, 2, 0), (60, 40, 1, 60)]
+    );
     Ok(())
 }
 
@@ -76,7 +79,11 @@ async fn truncate_clips_extents(ctx: &Ctx) -> Result<(), String> {
     ctx.commit(&user(), f, 0, 100, vec![ext(0, 100, 1)]).await.ctx("commit")?;
     ctx.truncate(&user(), f, 30).await.ctx("truncate")?;
     ctx.truncate(&user(), f, 100).await.ctx("extend")?;
-    ensure_eq!(spans(&ctx.extents(&user(), f, 0, 100).await.ctx("get")?), vec![(0, 30, 1, 0)], "no old data comes back");
+    ensure_eq!(
+        spans(&ctx.extents(&user(), f, 0, 100).await.ctx("get")?),
+        vec![(0, 30, 1, 0)],
+        "no old data comes back"
+    );
     Ok(())
 }
 
@@ -85,7 +92,8 @@ async fn size_is_max_of_size_and_range_end(ctx: &Ctx) -> Result<(), String> {
     ctx.truncate(&user(), f, 1000).await.ctx("extend")?;
     let a = ctx.commit(&user(), f, 0, 10, vec![ext(0, 10, 1)]).await.ctx("commit inside")?.after.ctx("after")?;
     ensure_eq!(a.size, 1000, "a commit inside the file does not shrink it");
-    let a = ctx.commit(&user(), f, 2000, 2010, vec![ext(2000, 10, 2)]).await.ctx("commit past eof")?.after.ctx("after")?;
+    let a =
+        ctx.commit(&user(), f, 2000, 2010, vec![ext(2000, 10, 2)]).await.ctx("commit past eof")?.after.ctx("after")?;
     ensure_eq!(a.size, 2010);
     Ok(())
 }
@@ -103,7 +111,11 @@ async fn empty_commit_punches_a_hole(ctx: &Ctx) -> Result<(), String> {
 async fn unsorted_disjoint_extents_accepted(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
     ctx.commit(&user(), f, 0, 20, vec![ext(10, 10, 2), ext(0, 10, 1)]).await.ctx("commit out of order")?;
-    ensure_eq!(spans(&ctx.extents(&user(), f, 0, 20).await.ctx("get")?), vec![(0, 10, 1, 0), (10, 10, 2, 0)], "ascending");
+    ensure_eq!(
+        spans(&ctx.extents(&user(), f, 0, 20).await.ctx("get")?),
+        vec![(0, 10, 1, 0), (10, 10, 2, 0)],
+        "ascending"
+    );
     Ok(())
 }
 
@@ -126,7 +138,10 @@ async fn overlapping_extents_invalid(ctx: &Ctx) -> Result<(), String> {
 async fn hash_not_32_bytes_invalid(ctx: &Ctx) -> Result<(), String> {
     refused(ctx, 0, 10, vec![pb::Extent { hash: vec![1; 31], ..ext(0, 10, 1) }], invalid()).await?;
     let f = ctx.lookup(&user(), ctx.dir, "f").await.ctx("lookup")?;
-    expect_err(ctx.commit(&user(), nref(&f), 0, 10, vec![pb::Extent { hash: vec![1; 33], ..ext(0, 10, 1) }]).await, invalid())
+    expect_err(
+        ctx.commit(&user(), nref(&f), 0, 10, vec![pb::Extent { hash: vec![1; 33], ..ext(0, 10, 1) }]).await,
+        invalid(),
+    )
 }
 
 async fn extent_outside_range_invalid(ctx: &Ctx) -> Result<(), String> {

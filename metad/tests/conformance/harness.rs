@@ -219,7 +219,10 @@ impl Conn {
 
     async fn share_root(&self, path: &str) -> Result<NodeRef, String> {
         let req = pb::GetShareRequest { export_path: path.to_string() };
-        let share = self.call(req, |mut c, r| async move { c.get_share(r).await }).await.map_err(|e| harness_err("share", e))?;
+        let share = self
+            .call(req, |mut c, r| async move { c.get_share(r).await })
+            .await
+            .map_err(|e| harness_err("share", e))?;
         share.root.and_then(|r| r.node).ok_or_else(|| format!("harness: share {path} has no root"))
     }
 }
@@ -308,7 +311,16 @@ pub fn expect_any<T: std::fmt::Debug>(r: Result<T, FsError>, wants: &[FsError]) 
     match r {
         Err(e) if wants.iter().any(|w| same_error(&e, w)) => Ok(()),
         Err(e) => Err(format!("expected {names:?}, got error {e:?}")),
-        Ok(v) => Err(format!("expected {names:?}, got success {v:?}")),
+        Ok(v) => Err(format!("expected {names:?}, got success {}", short(&v))),
+    }
+}
+
+/// The start of a value's debug text, so a failure report stays readable.
+fn short(v: &impl std::fmt::Debug) -> String {
+    let s = format!("{v:?}");
+    match s.char_indices().nth(160) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
     }
 }
 
@@ -448,7 +460,14 @@ impl Ctx {
     // ---- typed wrappers: every mutation carries a fresh request id
 
     /// A create request as a well-behaved gateway sends it: uid/gid fields equal to the cred.
-    pub fn create_req(&self, cred: &Cred, dir: NodeRef, name: impl AsRef<[u8]>, kind: FileType, mode: u32) -> pb::CreateRequest {
+    pub fn create_req(
+        &self,
+        cred: &Cred,
+        dir: NodeRef,
+        name: impl AsRef<[u8]>,
+        kind: FileType,
+        mode: u32,
+    ) -> pb::CreateRequest {
         pb::CreateRequest {
             dir: Some(dir),
             name: b(name),
@@ -464,7 +483,12 @@ impl Ctx {
         }
     }
 
-    pub async fn lookup_full(&self, cred: &Cred, dir: NodeRef, name: impl AsRef<[u8]>) -> Result<pb::LookupReply, FsError> {
+    pub async fn lookup_full(
+        &self,
+        cred: &Cred,
+        dir: NodeRef,
+        name: impl AsRef<[u8]>,
+    ) -> Result<pb::LookupReply, FsError> {
         self.lookup_raw(pb::LookupRequest { dir: Some(dir), name: b(name), cred: Some(cred.clone()) }).await
     }
 
@@ -486,17 +510,42 @@ impl Ctx {
     }
 
     pub async fn remove(&self, cred: &Cred, dir: NodeRef, name: impl AsRef<[u8]>) -> Result<pb::RemoveReply, FsError> {
-        let req = pb::RemoveRequest { dir: Some(dir), name: b(name), directory: false, cred: Some(cred.clone()), request_id: self.rid() };
+        let req = pb::RemoveRequest {
+            dir: Some(dir),
+            name: b(name),
+            directory: false,
+            cred: Some(cred.clone()),
+            request_id: self.rid(),
+        };
         self.remove_raw(req).await
     }
 
     pub async fn rmdir(&self, cred: &Cred, dir: NodeRef, name: impl AsRef<[u8]>) -> Result<pb::RemoveReply, FsError> {
-        let req = pb::RemoveRequest { dir: Some(dir), name: b(name), directory: true, cred: Some(cred.clone()), request_id: self.rid() };
+        let req = pb::RemoveRequest {
+            dir: Some(dir),
+            name: b(name),
+            directory: true,
+            cred: Some(cred.clone()),
+            request_id: self.rid(),
+        };
         self.remove_raw(req).await
     }
 
-    pub async fn readdir(&self, cred: &Cred, dir: NodeRef, cookie: u64, verifier: u64, max: u32) -> Result<pb::ReadDirReply, FsError> {
-        let req = pb::ReadDirRequest { dir: Some(dir), cookie, max_entries: max, cookie_verifier: verifier, cred: Some(cred.clone()) };
+    pub async fn readdir(
+        &self,
+        cred: &Cred,
+        dir: NodeRef,
+        cookie: u64,
+        verifier: u64,
+        max: u32,
+    ) -> Result<pb::ReadDirReply, FsError> {
+        let req = pb::ReadDirRequest {
+            dir: Some(dir),
+            cookie,
+            max_entries: max,
+            cookie_verifier: verifier,
+            cred: Some(cred.clone()),
+        };
         self.readdir_raw(req).await
     }
 
@@ -548,7 +597,14 @@ impl Ctx {
         r.after.ok_or_else(|| FsError::Internal("SetAttr without after".into()))
     }
 
-    pub async fn commit(&self, cred: &Cred, node: NodeRef, start: u64, end: u64, extents: Vec<pb::Extent>) -> Result<pb::CommitExtentsReply, FsError> {
+    pub async fn commit(
+        &self,
+        cred: &Cred,
+        node: NodeRef,
+        start: u64,
+        end: u64,
+        extents: Vec<pb::Extent>,
+    ) -> Result<pb::CommitExtentsReply, FsError> {
         let req = pb::CommitExtentsRequest {
             node: Some(node),
             range_start: start,
@@ -560,12 +616,24 @@ impl Ctx {
         self.commit_raw(req).await
     }
 
-    pub async fn extents(&self, cred: &Cred, node: NodeRef, offset: u64, length: u64) -> Result<Vec<pb::Extent>, FsError> {
+    pub async fn extents(
+        &self,
+        cred: &Cred,
+        node: NodeRef,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<pb::Extent>, FsError> {
         let req = pb::GetExtentsRequest { node: Some(node), offset, length, cred: Some(cred.clone()) };
         Ok(self.get_extents_raw(req).await?.extents)
     }
 
-    pub async fn symlink(&self, cred: &Cred, dir: NodeRef, name: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> Result<pb::CreateReply, FsError> {
+    pub async fn symlink(
+        &self,
+        cred: &Cred,
+        dir: NodeRef,
+        name: impl AsRef<[u8]>,
+        target: impl AsRef<[u8]>,
+    ) -> Result<pb::CreateReply, FsError> {
         let req = pb::SymlinkRequest {
             dir: Some(dir),
             name: b(name),
@@ -604,8 +672,20 @@ impl Ctx {
         self.mknod_raw(req).await
     }
 
-    pub async fn link(&self, cred: &Cred, node: NodeRef, dir: NodeRef, name: impl AsRef<[u8]>) -> Result<pb::LinkReply, FsError> {
-        let req = pb::LinkRequest { node: Some(node), dir: Some(dir), name: b(name), cred: Some(cred.clone()), request_id: self.rid() };
+    pub async fn link(
+        &self,
+        cred: &Cred,
+        node: NodeRef,
+        dir: NodeRef,
+        name: impl AsRef<[u8]>,
+    ) -> Result<pb::LinkReply, FsError> {
+        let req = pb::LinkRequest {
+            node: Some(node),
+            dir: Some(dir),
+            name: b(name),
+            cred: Some(cred.clone()),
+            request_id: self.rid(),
+        };
         self.link_raw(req).await
     }
 
@@ -716,7 +796,8 @@ async fn setup(group: &Group, index: usize, name: &str) -> Result<Ctx, String> {
         seq: AtomicU64::new(0),
     };
     let dir_name = format!("{index:04}-{}", name.replace("::", "-"));
-    let dir = ctx.mkdir(&root(), ctx.root, &dir_name, 0o777).await.map_err(|e| format!("setup: mkdir case dir: {e:?}"))?;
+    let dir =
+        ctx.mkdir(&root(), ctx.root, &dir_name, 0o777).await.map_err(|e| format!("setup: mkdir case dir: {e:?}"))?;
     ctx.dir = nref(&dir);
     // The mode is set explicitly too, in case a server applies a umask on create.
     ctx.chmod(&root(), ctx.dir, 0o777).await.map_err(|e| format!("setup: chmod case dir: {e:?}"))?;

@@ -114,7 +114,7 @@ async fn link_moves_ctime_and_parent(ctx: &Ctx) -> Result<(), String> {
     let fa = r.attr.ctx("attr")?;
     ensure!(fa.change > fb.change && ns(&fa.ctime) >= ns(&fb.ctime), "the file's ctime/change did not move");
     let wcc = r.dir.ctx("wcc")?;
-    ensure_eq!(wcc.before, Some(db.clone()), "wcc before");
+    ensure_eq!(wcc.before, Some(db), "wcc before");
     ensure!(wcc.after.ctx("wcc after")?.change > db.change, "the directory's change did not move");
     Ok(())
 }

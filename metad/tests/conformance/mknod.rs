@@ -24,20 +24,34 @@ pub fn cases() -> Vec<Case> {
 }
 
 async fn fifo_by_user(ctx: &Ctx) -> Result<(), String> {
-    let a = ctx.mknod(&user(), ctx.dir, "p", FileType::Fifo, 0o640, (0, 0)).await.ctx("mknod fifo")?.attr.ctx("attr")?;
-    ensure_eq!((a.kind, a.mode, a.uid, a.gid, a.nlink, a.size), (FileType::Fifo as i32, 0o640, USER_UID, USER_GID, 1, 0));
+    let a =
+        ctx.mknod(&user(), ctx.dir, "p", FileType::Fifo, 0o640, (0, 0)).await.ctx("mknod fifo")?.attr.ctx("attr")?;
+    ensure_eq!(
+        (a.kind, a.mode, a.uid, a.gid, a.nlink, a.size),
+        (FileType::Fifo as i32, 0o640, USER_UID, USER_GID, 1, 0)
+    );
     ensure_eq!(ctx.lookup(&user(), ctx.dir, "p").await.ctx("lookup")?.kind, FileType::Fifo as i32);
     Ok(())
 }
 
 async fn socket_by_user(ctx: &Ctx) -> Result<(), String> {
-    let a = ctx.mknod(&user(), ctx.dir, "s", FileType::Socket, 0o600, (0, 0)).await.ctx("mknod socket")?.attr.ctx("attr")?;
+    let a = ctx
+        .mknod(&user(), ctx.dir, "s", FileType::Socket, 0o600, (0, 0))
+        .await
+        .ctx("mknod socket")?
+        .attr
+        .ctx("attr")?;
     ensure_eq!((a.kind, a.mode), (FileType::Socket as i32, 0o600));
     Ok(())
 }
 
 async fn char_device_by_root_keeps_rdev(ctx: &Ctx) -> Result<(), String> {
-    let a = ctx.mknod(&root(), ctx.dir, "c", FileType::CharDevice, 0o666, (1, 3)).await.ctx("mknod char")?.attr.ctx("attr")?;
+    let a = ctx
+        .mknod(&root(), ctx.dir, "c", FileType::CharDevice, 0o666, (1, 3))
+        .await
+        .ctx("mknod char")?
+        .attr
+        .ctx("attr")?;
     ensure_eq!((a.kind, a.rdev_major, a.rdev_minor), (FileType::CharDevice as i32, 1, 3));
     let again = ctx.attr(nref(&a)).await?;
     ensure_eq!((again.rdev_major, again.rdev_minor), (1, 3), "rdev after getattr");
@@ -45,7 +59,12 @@ async fn char_device_by_root_keeps_rdev(ctx: &Ctx) -> Result<(), String> {
 }
 
 async fn block_device_by_root_keeps_rdev(ctx: &Ctx) -> Result<(), String> {
-    let a = ctx.mknod(&root(), ctx.dir, "b", FileType::BlockDevice, 0o660, (8, 17)).await.ctx("mknod block")?.attr.ctx("attr")?;
+    let a = ctx
+        .mknod(&root(), ctx.dir, "b", FileType::BlockDevice, 0o660, (8, 17))
+        .await
+        .ctx("mknod block")?
+        .attr
+        .ctx("attr")?;
     ensure_eq!((a.kind, a.mode, a.rdev_major, a.rdev_minor), (FileType::BlockDevice as i32, 0o660, 8, 17));
     let listed = ctx.list(&root(), ctx.dir, 100).await.ctx("readdir")?;
     let e = listed.iter().find(|e| e.name == b"b").ctx("entry b")?;

@@ -39,7 +39,8 @@ async fn fill(ctx: &Ctx, n: usize) -> Result<Vec<Vec<u8>>, String> {
 async fn all_entries_once_across_pages(ctx: &Ctx) -> Result<(), String> {
     let want = fill(ctx, 23).await?;
     for page in [1, 4, 7] {
-        let mut got: Vec<Vec<u8>> = ctx.list(&user(), ctx.dir, page).await.ctx("list")?.into_iter().map(|e| e.name).collect();
+        let mut got: Vec<Vec<u8>> =
+            ctx.list(&user(), ctx.dir, page).await.ctx("list")?.into_iter().map(|e| e.name).collect();
         got.sort();
         ensure_eq!(got, want, "page size {page}");
     }

@@ -138,7 +138,11 @@ async fn hard_links_of_one_file_noop(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "a", 0o644).await?;
     ctx.link(&user(), f, ctx.dir, "b").await.ctx("link")?;
     ctx.rename(&user(), ctx.dir, "a", ctx.dir, "b").await.ctx("rename between links")?;
-    ensure_eq!(ctx.names(&user(), ctx.dir).await.ctx("readdir")?, vec![b"a".to_vec(), b"b".to_vec()], "both names stay");
+    ensure_eq!(
+        ctx.names(&user(), ctx.dir).await.ctx("readdir")?,
+        vec![b"a".to_vec(), b"b".to_vec()],
+        "both names stay"
+    );
     ensure_eq!(ctx.attr(f).await?.nlink, 2);
     Ok(())
 }
@@ -204,7 +208,7 @@ async fn wcc_of_both_directories(ctx: &Ctx) -> Result<(), String> {
     let (b1, b2) = (ctx.attr(d1).await?, ctx.attr(d2).await?);
     let r = ctx.rename(&user(), d1, "f", d2, "f").await.ctx("rename")?;
     let (w1, w2) = (r.from_dir.ctx("from wcc")?, r.to_dir.ctx("to wcc")?);
-    ensure_eq!((w1.before, w2.before), (Some(b1.clone()), Some(b2.clone())), "wcc before");
+    ensure_eq!((w1.before, w2.before), (Some(b1), Some(b2)), "wcc before");
     let (a1, a2) = (w1.after.ctx("from after")?, w2.after.ctx("to after")?);
     ensure!(a1.change > b1.change && a2.change > b2.change, "a directory's change did not move");
     ensure_eq!((ctx.attr(d1).await?, ctx.attr(d2).await?), (a1, a2), "wcc after == getattr");

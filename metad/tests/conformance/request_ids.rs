@@ -33,7 +33,13 @@ async fn create_retry_gets_same_reply(ctx: &Ctx) -> Result<(), String> {
 
 async fn remove_retry_succeeds_twice(ctx: &Ctx) -> Result<(), String> {
     ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    let req = pb::RemoveRequest { dir: Some(ctx.dir), name: b"f".to_vec(), directory: false, cred: Some(user()), request_id: ctx.rid() };
+    let req = pb::RemoveRequest {
+        dir: Some(ctx.dir),
+        name: b"f".to_vec(),
+        directory: false,
+        cred: Some(user()),
+        request_id: ctx.rid(),
+    };
     let first = ctx.remove_raw(req.clone()).await.ctx("remove")?;
     let again = ctx.remove_raw(req).await.ctx("retried remove (not NotFound)")?;
     ensure_eq!(again, first);
@@ -68,7 +74,13 @@ async fn rename_retry_succeeds_twice(ctx: &Ctx) -> Result<(), String> {
 
 async fn link_retry_links_once(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    let req = pb::LinkRequest { node: Some(f), dir: Some(ctx.dir), name: b"g".to_vec(), cred: Some(user()), request_id: ctx.rid() };
+    let req = pb::LinkRequest {
+        node: Some(f),
+        dir: Some(ctx.dir),
+        name: b"g".to_vec(),
+        cred: Some(user()),
+        request_id: ctx.rid(),
+    };
     let first = ctx.link_raw(req.clone()).await.ctx("link")?;
     let again = ctx.link_raw(req).await.ctx("retried link")?;
     ensure_eq!(again, first);

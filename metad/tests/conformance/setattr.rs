@@ -117,7 +117,8 @@ async fn chown_by_user_clears_setuid_setgid(ctx: &Ctx) -> Result<(), String> {
 async fn truncate_shrinks_and_clips(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
     ctx.commit(&user(), f, 0, 100, vec![ext(0, 40, 1), ext(40, 60, 2)]).await.ctx("commit")?;
-    let r = ctx.setattr_raw(pb::SetAttrRequest { size: Some(50), ..ctx.setattr_req(&user(), f) }).await.ctx("truncate")?;
+    let r =
+        ctx.setattr_raw(pb::SetAttrRequest { size: Some(50), ..ctx.setattr_req(&user(), f) }).await.ctx("truncate")?;
     ensure_eq!(r.before.ctx("before")?.size, 100);
     let a = r.after.ctx("after")?;
     ensure_eq!((a.size, a.used), (50, 50));
@@ -162,7 +163,11 @@ fn t(secs: i64, nanos: u32) -> pb::Time {
 
 async fn explicit_times_are_set(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
-    let req = pb::SetAttrRequest { atime: Some(t(1_000_000, 5)), mtime: Some(t(2_000_000, 7)), ..ctx.setattr_req(&user(), f) };
+    let req = pb::SetAttrRequest {
+        atime: Some(t(1_000_000, 5)),
+        mtime: Some(t(2_000_000, 7)),
+        ..ctx.setattr_req(&user(), f)
+    };
     let a = ctx.setattr_raw(req).await.ctx("set times")?.after.ctx("after")?;
     ensure_eq!((a.atime, a.mtime), (Some(t(1_000_000, 5)), Some(t(2_000_000, 7))));
     ensure!(is_recent(&a.ctime), "ctime is the server's now, not the given times");

@@ -95,7 +95,7 @@ async fn symlink_updates_parent(ctx: &Ctx) -> Result<(), String> {
     let before = ctx.attr(ctx.dir).await?;
     let r = ctx.symlink(&user(), ctx.dir, "l", "t").await.ctx("symlink")?;
     let wcc = r.dir.ctx("wcc")?;
-    ensure_eq!(wcc.before, Some(before.clone()), "wcc before");
+    ensure_eq!(wcc.before, Some(before), "wcc before");
     let after = wcc.after.ctx("wcc after")?;
     ensure!(after.change > before.change, "parent change did not move");
     ensure_eq!(after.nlink, before.nlink, "a symlink does not add to the parent's nlink");
