@@ -30,7 +30,7 @@ impl Metad {
 
     /// The `Raft` service (peer traffic), to serve on the internal port with `Meta`.
     pub fn raft_service(&self) -> RaftServer<raft::RaftService> {
-        RaftServer::new(raft::RaftService::new(self.inner.raft.clone()))
+        RaftServer::new(raft::RaftService::new(self.inner.raft.clone(), self.inner.snapshots.clone()))
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE)
     }
