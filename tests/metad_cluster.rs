@@ -89,6 +89,18 @@ struct Cluster {
     keep_logs: u64,
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (s, p) in self.specs.iter().zip(&self.procs) {
+                if let Some(p) = p {
+                    eprintln!("---- node {} log ----\n{}", s.id, p.log_tail());
+                }
+            }
+        }
+    }
+}
+
 impl Cluster {
     fn new(snapshot_logs: u64, keep_logs: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();

@@ -111,6 +111,9 @@ fn raft_config(tuning: RaftTuning) -> Result<Config> {
         install_snapshot_timeout: 120_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs.max(1)),
         max_in_snapshot_log_to_keep: tuning.keep_logs,
+        // A member restarted with an empty data directory (a replaced disk) has "lost" its log;
+        // the leader must re-sync it (from a snapshot) instead of treating that as a bug.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     Ok(config.validate()?)
