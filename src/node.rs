@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use cluster::config::{Config, Role};
 use cluster::Shutdown;
+use cluster::config::{Config, Role};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
@@ -56,7 +56,10 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
             .add_service(metad.meta_service())
             .add_service(metad.raft_service())
             .add_service(metad.control_service());
-        tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(meta_listener).with_nodelay(Some(true)), stop.cancelled_owned()))
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpIncoming::from(meta_listener).with_nodelay(Some(true)),
+            stop.cancelled_owned(),
+        ))
     };
     let control_listener =
         TcpListener::bind(config.control.addr()).await.context("binding the control API's listener")?;
@@ -94,7 +97,9 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("starting the gateway engine")?;
-    let nfs_listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port)).await.context("binding the NFS listener")?;
+    let nfs_listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port))
+        .await
+        .context("binding the NFS listener")?;
     let nfs_addr = nfs_listener.local_addr()?;
     let nfs_server = tokio::spawn(gateway::server::serve(
         nfs_listener,
@@ -194,7 +199,9 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     let control_addr = control_listener.local_addr()?;
     let control_server = {
         let router = tonic::transport::Server::builder().add_service(metad.control_service());
-        tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener), stop.clone().cancelled_owned()))
+        tokio::spawn(
+            router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener), stop.clone().cancelled_owned()),
+        )
     };
 
     if joining && !metad.raft().is_initialized().await.context("reading Raft state")? {
@@ -214,7 +221,10 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
         });
     }
     println!("Tessera node {} is serving metad (data in {}).", config.node_id, config.data_dir.display());
-    println!("TESSERA_READY metad={meta_addr} advertise={advertise} control={control_addr} metrics={}", config.metrics.addr());
+    println!(
+        "TESSERA_READY metad={meta_addr} advertise={advertise} control={control_addr} metrics={}",
+        config.metrics.addr()
+    );
 
     let signal = cluster::shutdown::wait_for_signal().await?;
     tracing::info!(signal, "stopping");

@@ -202,13 +202,11 @@ impl Cluster {
             for i in self.alive() {
                 leaders.insert(self.status(i).await.and_then(|s| s.leader_id));
             }
-            if leaders.len() == 1 {
-                if let Some(Some(id)) = leaders.first() {
-                    let i = self.index_of(*id);
-                    if self.procs[i].is_some() {
-                        return i;
-                    }
-                }
+            if leaders.len() == 1
+                && let Some(Some(id)) = leaders.first()
+                && self.procs[self.index_of(*id)].is_some()
+            {
+                return self.index_of(*id);
             }
             assert!(Instant::now() < deadline, "no agreed leader within {DEADLINE:?}: {leaders:?}");
             tokio::time::sleep(POLL).await;
@@ -219,10 +217,10 @@ impl Cluster {
     async fn wait_applied(&self, i: usize, index: u64) -> pb::StatusReply {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            if let Some(s) = self.status(i).await {
-                if s.last_applied >= index {
-                    return s;
-                }
+            if let Some(s) = self.status(i).await
+                && s.last_applied >= index
+            {
+                return s;
             }
             assert!(Instant::now() < deadline, "node {} did not apply {index} within {DEADLINE:?}", self.specs[i].id);
             tokio::time::sleep(POLL).await;
@@ -251,7 +249,13 @@ async fn read_dir_all(meta: &mut MetaClient<Channel>, dir: pb::NodeRef) -> Vec<(
     let (mut cookie, mut verifier) = (0, 0);
     loop {
         let r = meta
-            .read_dir(pb::ReadDirRequest { dir: Some(dir), cookie, max_entries: 1000, cookie_verifier: verifier, cred: root_cred() })
+            .read_dir(pb::ReadDirRequest {
+                dir: Some(dir),
+                cookie,
+                max_entries: 1000,
+                cookie_verifier: verifier,
+                cred: root_cred(),
+            })
             .await
             .expect("readdir")
             .into_inner();
@@ -345,7 +349,14 @@ async fn failover_keeps_every_acknowledged_operation() {
     let renames = {
         let (_, c) = &mut clients[leader];
         let r = c
-            .rename(pb::RenameRequest { from_dir: Some(root), from_name: b"nope".to_vec(), to_dir: Some(root), to_name: b"nope2".to_vec(), cred: root_cred(), request_id: None })
+            .rename(pb::RenameRequest {
+                from_dir: Some(root),
+                from_name: b"nope".to_vec(),
+                to_dir: Some(root),
+                to_name: b"nope2".to_vec(),
+                cred: root_cred(),
+                request_id: None,
+            })
             .await;
         !matches!(r.map_err(|s| FsError::from_status(&s)), Err(FsError::NotSupported))
     };
@@ -389,7 +400,9 @@ async fn failover_keeps_every_acknowledged_operation() {
             read_dir_all(&mut meta, root).await.into_iter().map(|(n, _)| String::from_utf8(n).unwrap()).collect();
         assert_eq!(names, expected, "directory as node {} serves it", cluster.specs[i].id);
         for name in expected.iter().step_by(37) {
-            let r = meta.lookup(pb::LookupRequest { dir: Some(root), name: name.as_bytes().to_vec(), cred: root_cred() }).await;
+            let r = meta
+                .lookup(pb::LookupRequest { dir: Some(root), name: name.as_bytes().to_vec(), cred: root_cred() })
+                .await;
             assert!(r.is_ok(), "lookup {name} through node {}", cluster.specs[i].id);
         }
     }

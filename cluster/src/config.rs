@@ -276,7 +276,7 @@ impl Config {
         if m.snapshot_logs == 0 {
             return invalid("metad.snapshot_logs", "must be at least 1");
         }
-        if !m.advertise.is_empty() && !(m.advertise.starts_with("http://") || m.advertise.starts_with("https://")) {
+        if !(m.advertise.is_empty() || m.advertise.starts_with("http://") || m.advertise.starts_with("https://")) {
             return invalid("metad.advertise", "must be an http(s):// URL");
         }
         let g = &self.gateway;
@@ -349,7 +349,10 @@ mod tests {
     #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("node.toml", "data_dir = \"/from-file\"\n[nfs]\nport = 1111\n[control]\nbind = \"127.0.0.1\"\nport = 2222\n")?;
+            jail.create_file(
+                "node.toml",
+                "data_dir = \"/from-file\"\n[nfs]\nport = 1111\n[control]\nbind = \"127.0.0.1\"\nport = 2222\n",
+            )?;
             jail.set_env("TESSERA_NFS__PORT", "3333");
             jail.set_env("TESSERA_DATA_DIR", "12345");
             let overrides: Overrides = vec![("control.port", 4444.into())];

@@ -58,7 +58,11 @@ impl Metad {
                 node_id: *id,
                 addr: node.addr.clone(),
                 voter: voters.contains(id),
-                matched_index: m.replication.as_ref().and_then(|r| r.get(id)).map(|l| l.as_ref().map(|l| l.index()).unwrap_or(0)),
+                matched_index: m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id))
+                    .map(|l| l.as_ref().map(|l| l.index()).unwrap_or(0)),
             })
             .collect();
         MembersView {
@@ -73,11 +77,7 @@ impl Metad {
     fn ensure_leader(&self) -> Result<()> {
         let rx = self.raft().metrics();
         let m = rx.borrow_watched();
-        if m.state == ServerState::Leader {
-            Ok(())
-        } else {
-            Err(MetadError::NotLeader { leader: m.current_leader })
-        }
+        if m.state == ServerState::Leader { Ok(()) } else { Err(MetadError::NotLeader { leader: m.current_leader }) }
     }
 
     /// Adds node `id` at `addr` as a learner, waits (up to [`CATCH_UP_DEADLINE`]) until it has
@@ -92,10 +92,8 @@ impl Metad {
         self.ensure_leader()?;
         let current = self.members();
         let existing = current.members.iter().find(|m| m.node_id == id);
-        if let Some(m) = existing {
-            if m.addr == addr && (m.voter || !voter) {
-                return Ok(current);
-            }
+        if existing.is_some_and(|m| m.addr == addr && (m.voter || !voter)) {
+            return Ok(current);
         }
         let raft = self.raft();
         if existing.is_none_or(|m| m.addr != addr) {
@@ -107,18 +105,23 @@ impl Metad {
         let target = raft.metrics().borrow_watched().last_log_index.unwrap_or(0);
         raft.wait(Some(CATCH_UP_DEADLINE))
             .metrics(
-                |m| m.replication.as_ref().and_then(|r| r.get(&id)).is_some_and(|l| l.as_ref().is_some_and(|l| l.index() >= target)),
+                |m| {
+                    m.replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id))
+                        .is_some_and(|l| l.as_ref().is_some_and(|l| l.index() >= target))
+                },
                 "the new node to catch up",
             )
             .await
             .map_err(|_| MetadError::Timeout { what: "the new node to catch up with the log" })?;
         if voter && !existing.is_some_and(|m| m.voter) {
-            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(|e| {
-                match e.forward_to_leader() {
+            raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false).await.map_err(
+                |e| match e.forward_to_leader() {
                     Some(f) => MetadError::NotLeader { leader: f.leader_id },
                     None => raft_err(e),
-                }
-            })?;
+                },
+            )?;
         }
         tracing::info!(node_id = id, addr, voter, "node added");
         Ok(self.members())

@@ -12,10 +12,10 @@
 
 use std::future::Future;
 
+use openraft::BasicNode;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
-use openraft::BasicNode;
 use proto::pb;
 use proto::pb::raft_client::RaftClient;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -72,7 +72,7 @@ pub mod codec {
     #[derive(Serialize, Deserialize, Debug)]
     pub enum ForwardedWrite {
         /// Proposed, committed and applied: the state machine's answer.
-        Applied(CommandResult),
+        Applied(Box<CommandResult>),
         /// Not proposed: the receiver is not the leader (the leader it knows, if any).
         NotLeader(Option<u64>),
         /// Proposed but its fate is unknown (e.g. leadership lost before commit): the client
@@ -133,7 +133,12 @@ impl PeerClient {
     }
 
     /// Sends one payload and decodes the JSON `Result` the peer answers with.
-    async fn call<Resp, E>(&mut self, kind: Rpc, data: Vec<u8>, option: &RPCOption) -> Result<Result<Resp, E>, RPCError<TypeConfig>>
+    async fn call<Resp, E>(
+        &mut self,
+        kind: Rpc,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Result<Resp, E>, RPCError<TypeConfig>>
     where
         Resp: for<'de> serde::Deserialize<'de>,
         E: for<'de> serde::Deserialize<'de>,
@@ -182,11 +187,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         r.map_err(|e| remote_fatal(self.target, e))
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.send_vote(false, rpc, option).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.send_vote(true, rpc, option).await
     }
 
@@ -203,16 +216,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let header = codec::SnapshotHeader { vote, meta: snapshot.meta, len, hash };
         let header = serde_json::to_vec(&header).map_err(|e| network(e.to_string()))?;
         let mut file = tokio::fs::File::from_std(file);
-        file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| network(format!("reading the snapshot image: {e}")))?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| network(format!("reading the snapshot image: {e}")))?;
         let chunks = snapshot_chunks(file, header, len);
         let mut client = self.client().map_err(StreamingError::Unreachable)?;
         let mut req = tonic::Request::new(chunks);
         req.set_timeout(option.hard_ttl());
         let send = async move {
             match client.stream_snapshot(req).await {
-                Ok(r) => serde_json::from_slice::<Result<SnapshotResponse<TypeConfig>, openraft::errors::Fatal<TypeConfig>>>(
-                    &r.into_inner().data,
-                )
+                Ok(r) => serde_json::from_slice::<
+                    Result<SnapshotResponse<TypeConfig>, openraft::errors::Fatal<TypeConfig>>,
+                >(&r.into_inner().data)
                 .map_err(|e| network(e.to_string())),
                 Err(status) => Err(StreamingError::Unreachable(unreachable(format!("node {target}: {status}")))),
             }
@@ -262,8 +277,10 @@ impl PeerClient {
         req: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let data = serde_json::to_vec(&codec::VoteRpc { pre_vote, req }).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let r: Result<VoteResponse<TypeConfig>, openraft::errors::RaftError<TypeConfig>> = self.call(Rpc::Vote, data, &option).await?;
+        let data = serde_json::to_vec(&codec::VoteRpc { pre_vote, req })
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let r: Result<VoteResponse<TypeConfig>, openraft::errors::RaftError<TypeConfig>> =
+            self.call(Rpc::Vote, data, &option).await?;
         r.map_err(|e| remote_fatal(self.target, e))
     }
 }
@@ -274,7 +291,8 @@ mod tests {
 
     #[test]
     fn snapshot_header_round_trips() {
-        let header = SnapshotHeader { vote: openraft::Vote::new(3, 1), meta: Default::default(), len: 7, hash: [9; 32] };
+        let header =
+            SnapshotHeader { vote: openraft::Vote::new(3, 1), meta: Default::default(), len: 7, hash: [9; 32] };
         let bytes = serde_json::to_vec(&header).unwrap();
         let back = decode_header(&bytes).unwrap();
         assert_eq!((back.meta, back.len, back.hash), (header.meta, 7, [9; 32]));

@@ -165,7 +165,8 @@ impl Metad {
                 Bootstrap::Join => None,
             };
             if let Some(members) = members {
-                let nodes: BTreeMap<u64, BasicNode> = members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+                let nodes: BTreeMap<u64, BasicNode> =
+                    members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
                 raft.initialize(nodes).await.map_err(raft_err)?;
             }
         }
@@ -195,7 +196,11 @@ impl Metad {
         match self.read(move |t| t.share_by_path(&path)).await {
             Ok(_) => Ok(()),
             Err(MetadError::Fs(FsError::NotFound)) => {
-                let cmd = Command::CreateShare { name: name.to_string(), export_path: export_path.to_string(), now_ns: now_ns() };
+                let cmd = Command::CreateShare {
+                    name: name.to_string(),
+                    export_path: export_path.to_string(),
+                    now_ns: now_ns(),
+                };
                 self.write(cmd).await.map(|_| ())
             }
             Err(e) => Err(e),
@@ -257,7 +262,7 @@ impl Metad {
                         continue;
                     };
                     match self.inner.forwarder.write(leader, &addr, &cmd, remaining(deadline)).await? {
-                        ForwardedWrite::Applied(r) => return r.map_err(|e| MetadError::Fs(e.into())),
+                        ForwardedWrite::Applied(r) => return (*r).map_err(|e| MetadError::Fs(e.into())),
                         ForwardedWrite::NotLeader(hint) => self.other_leader(leader, hint, deadline).await?,
                         ForwardedWrite::Unknown(reason) => return Err(MetadError::Forward { leader, reason }),
                         ForwardedWrite::Failed(reason) => return Err(MetadError::Raft(reason)),

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use metad::service::control::ControlService;
-use openraft::async_runtime::WatchReceiver;
 use metad::service::meta::MetaService;
 use metad::{Bootstrap, Metad, MetadOptions};
+use openraft::async_runtime::WatchReceiver;
 use proto::FsError;
 use proto::pb::control_server::Control;
 use proto::pb::meta_server::Meta;
@@ -87,7 +87,8 @@ async fn three_voters_replicate_and_fail_over() {
     let leader_id = leader_of(&nodes, None).await;
     let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
     let meta = MetaService::new(leader.metad.clone());
-    let share = meta.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
+    let share =
+        meta.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
     let root = share.root.unwrap().node.unwrap();
     let created = meta
         .create(Request::new(pb::CreateRequest {
@@ -107,9 +108,16 @@ async fn three_voters_replicate_and_fail_over() {
         .into_inner();
     let file = created.attr.unwrap().node.unwrap();
     let extent = pb::Extent { offset: 0, length: 4096, hash: vec![7; 32], chunk_offset: 0, chunk_length: 4096 };
-    meta.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 4096, extents: vec![extent.clone()], cred: cred(), ..Default::default() }))
-        .await
-        .unwrap();
+    meta.commit_extents(Request::new(pb::CommitExtentsRequest {
+        node: Some(file),
+        range_start: 0,
+        range_end: 4096,
+        extents: vec![extent.clone()],
+        cred: cred(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
     let applied = leader.metad.raft().metrics().borrow_watched().last_applied.unwrap().index();
 
     // Followers apply the same log and serve clients too: reads through the leader's read
@@ -120,7 +128,15 @@ async fn three_voters_replicate_and_fail_over() {
         let attr = svc.get_attr(Request::new(pb::GetAttrRequest { node: Some(file) })).await.unwrap().into_inner();
         assert_eq!(attr.attr.unwrap().size, 4096);
         let name = format!("via-{}", n.id).into_bytes();
-        let req = pb::CreateRequest { dir: Some(root), name: name.clone(), kind: FileType::Regular as i32, mode: 0o600, how: CreateHow::Guarded as i32, cred: cred(), ..Default::default() };
+        let req = pb::CreateRequest {
+            dir: Some(root),
+            name: name.clone(),
+            kind: FileType::Regular as i32,
+            mode: 0o600,
+            how: CreateHow::Guarded as i32,
+            cred: cred(),
+            ..Default::default()
+        };
         svc.create(Request::new(req.clone())).await.unwrap();
         // A write that reads its own effect on another follower: linearizable.
         let other = nodes.iter().find(|o| o.id != leader_id && o.id != n.id).unwrap();
@@ -154,7 +170,14 @@ async fn three_voters_replicate_and_fail_over() {
         .into_inner();
     let four = added.members.iter().find(|m| m.node_id == 4).unwrap();
     assert!(!four.voter && four.matched_index.is_some_and(|i| i >= applied), "{added:?}");
-    let m = learner.0.metad.raft().wait(Some(DEADLINE)).applied_index_at_least(Some(applied), "learner caught up").await.unwrap();
+    let m = learner
+        .0
+        .metad
+        .raft()
+        .wait(Some(DEADLINE))
+        .applied_index_at_least(Some(applied), "learner caught up")
+        .await
+        .unwrap();
     assert!(m.snapshot.is_some_and(|s| s.index() >= applied), "the learner installed the leader's snapshot");
     assert!(learner.0.metad.snapshot_dir().path().read_dir().unwrap().count() >= 1, "kept as a file");
     let members = control.members(Request::new(pb::MembersRequest {})).await.unwrap().into_inner();
@@ -163,7 +186,10 @@ async fn three_voters_replicate_and_fail_over() {
     // Removing the learner again, then re-adding it, works through any node.
     let removed = control.remove_node(Request::new(pb::RemoveNodeRequest { node_id: 4 })).await.unwrap().into_inner();
     assert!(removed.members.iter().all(|m| m.node_id != 4), "{removed:?}");
-    control.add_node(Request::new(pb::AddNodeRequest { node_id: 4, addr: learner.1.clone(), voter: false })).await.unwrap();
+    control
+        .add_node(Request::new(pb::AddNodeRequest { node_id: 4, addr: learner.1.clone(), voter: false }))
+        .await
+        .unwrap();
     let (learner_node, _, learner_dir) = learner;
     nodes.push(learner_node);
 
@@ -180,10 +206,22 @@ async fn three_voters_replicate_and_fail_over() {
         .into_inner();
     assert_eq!(got.extents, vec![extent]);
     assert_eq!(got.attr.unwrap().size, 4096);
-    let st = ControlService::new(new_leader.metad.clone()).status(Request::new(pb::StatusRequest {})).await.unwrap().into_inner();
+    let st = ControlService::new(new_leader.metad.clone())
+        .status(Request::new(pb::StatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((st.leader_id, st.voters), (Some(new_leader_id), 3));
     // And it can still commit with two of three voters.
-    meta.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"replicated".to_vec(), directory: false, cred: cred(), ..Default::default() })).await.unwrap();
+    meta.remove(Request::new(pb::RemoveRequest {
+        dir: Some(root),
+        name: b"replicated".to_vec(),
+        directory: false,
+        cred: cred(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
 
     for n in nodes {
         n.kill().await;
@@ -200,13 +238,18 @@ async fn start_learner(id: u64) -> (Node, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = format!("http://{}", incoming.local_addr().unwrap());
-    let opts = MetadOptions { node_id: id, data_dir: dir.path().to_path_buf(), advertise_addr: addr.clone(), default_share: None };
+    let opts = MetadOptions {
+        node_id: id,
+        data_dir: dir.path().to_path_buf(),
+        advertise_addr: addr.clone(),
+        default_share: None,
+    };
     let metad = Metad::start(&opts, Bootstrap::Join).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = tonic::transport::Server::builder()
-            .add_service(metad.meta_service())
-            .add_service(metad.raft_service())
-            .add_service(metad.control_service());
+        .add_service(metad.meta_service())
+        .add_service(metad.raft_service())
+        .add_service(metad.control_service());
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));

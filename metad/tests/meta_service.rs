@@ -376,7 +376,7 @@ async fn raft_service_refuses_malformed_payloads() {
     use proto::pb::raft_server::Raft;
     let dir = tempfile::tempdir().unwrap();
     let m = open(dir.path()).await;
-    let svc = RaftService::new(m.raft().clone());
+    let svc = RaftService::new(m.raft().clone(), m.snapshot_dir().clone());
     let junk = || Request::new(pb::RaftPayload { data: b"\xff{not json".to_vec() });
     assert_eq!(svc.append_entries(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     assert_eq!(svc.vote(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);

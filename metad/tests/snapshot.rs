@@ -5,8 +5,8 @@
 use metad::command::NodeKey;
 use metad::fsm::query::ReadTables;
 use metad::service::meta::MetaService;
-use metad::state_machine::StateMachineStore;
 use metad::snapshot_file::SnapshotDir;
+use metad::state_machine::StateMachineStore;
 use metad::{Metad, MetadOptions, store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use proto::pb::meta_server::Meta;
@@ -59,7 +59,11 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
         .await
         .unwrap();
         let svc = MetaService::new(m.clone());
-        let share = svc.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
+        let share = svc
+            .get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() }))
+            .await
+            .unwrap()
+            .into_inner();
         let root = share.root.unwrap().node.unwrap();
         let mut file = None;
         for (name, kind) in [("d", FileType::Directory), ("f", FileType::Regular), ("g", FileType::Regular)] {
@@ -87,10 +91,23 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
             pb::Extent { offset: 0, length: 10, hash: vec![1; 32], chunk_offset: 0, chunk_length: 10 },
             pb::Extent { offset: 10, length: 5, hash: vec![1; 32], chunk_offset: 5, chunk_length: 10 },
         ];
-        svc.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 15, extents, ..Default::default() }))
-            .await
-            .unwrap();
-        svc.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"g".to_vec(), directory: false, ..Default::default() })).await.unwrap();
+        svc.commit_extents(Request::new(pb::CommitExtentsRequest {
+            node: Some(file),
+            range_start: 0,
+            range_end: 15,
+            extents,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        svc.remove(Request::new(pb::RemoveRequest {
+            dir: Some(root),
+            name: b"g".to_vec(),
+            directory: false,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
         m.shutdown().await.unwrap();
         let key = |n: pb::NodeRef| NodeKey { share_id: n.share_id, ino: n.ino, generation: n.generation };
         (key(root), key(file))

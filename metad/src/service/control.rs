@@ -33,7 +33,13 @@ impl ControlService {
 
     /// Forwards a call to the leader when `err` says this node does not lead and the call did
     /// not already come forwarded; otherwise returns `err` as a status.
-    async fn forward<Req, F, Fut>(&self, forwarded: bool, err: MetadError, req: Req, call: F) -> Result<Response<pb::MembersReply>, Status>
+    async fn forward<Req, F, Fut>(
+        &self,
+        forwarded: bool,
+        err: MetadError,
+        req: Req,
+        call: F,
+    ) -> Result<Response<pb::MembersReply>, Status>
     where
         F: FnOnce(ControlClient<tonic::transport::Channel>, Request<Req>) -> Fut,
         Fut: std::future::Future<Output = Result<Response<pb::MembersReply>, Status>>,

@@ -13,9 +13,9 @@
 //! Must never: panic on a malformed payload (it gets `InvalidArgument`), or forward a request
 //! it received forwarded (a non-leader answers `NotLeader`).
 
+use openraft::ReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
-use openraft::ReadPolicy;
 use proto::pb;
 use tonic::{Request, Response, Status};
 
@@ -49,19 +49,20 @@ impl RaftService {
                 header.vote
             )));
         }
-        if let Some(m) = header.meta.last_membership.log_id() {
-            if m > last {
-                return Err(Status::invalid_argument("snapshot membership is newer than its last log id"));
-            }
+        if let Some(m) = header.meta.last_membership.log_id()
+            && m > last
+        {
+            return Err(Status::invalid_argument("snapshot membership is newer than its last log id"));
         }
         let rx = self.raft.metrics();
         let metrics = rx.borrow_watched();
-        if let Some(committed) = metrics.local_committed.as_ref() {
-            if last > committed && last.index() <= committed.index() {
-                return Err(Status::invalid_argument(format!(
-                    "snapshot up to {last} contradicts the locally committed {committed}"
-                )));
-            }
+        if let Some(committed) = metrics.local_committed.as_ref()
+            && last > committed
+            && last.index() <= committed.index()
+        {
+            return Err(Status::invalid_argument(format!(
+                "snapshot up to {last} contradicts the locally committed {committed}"
+            )));
         }
         Ok(())
     }
@@ -156,7 +157,7 @@ impl pb::raft_server::Raft for RaftService {
     async fn client_write(&self, request: Request<pb::RaftPayload>) -> Result<Response<pb::RaftPayload>, Status> {
         let cmd: Command = decode("forwarded command", &request.get_ref().data)?;
         let answer = match self.raft.client_write(cmd).await {
-            Ok(resp) => ForwardedWrite::Applied(resp.data),
+            Ok(resp) => ForwardedWrite::Applied(Box::new(resp.data)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => ForwardedWrite::NotLeader(f.leader_id),
             Err(e) if e.forward_to_leader().is_some() => ForwardedWrite::Unknown(e.to_string()),
             Err(e) => ForwardedWrite::Failed(e.to_string()),
