@@ -481,3 +481,14 @@ async fn lagging_follower_catches_up_from_a_snapshot() {
     assert_eq!(read_dir_all(&mut meta, root).await, expected);
     assert!(Path::new(&cluster.specs[follower].data_dir).join("metad/snapshots").is_dir());
 }
+
+#[test]
+fn serve_refuses_roles_it_does_not_run_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\nroles = [\"gateway\"]\n", dir.path().join("data"))).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("roles") && err.contains("Gateway"), "{err}");
+}
