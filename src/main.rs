@@ -1,8 +1,8 @@
 //! `tessera`: one executable that runs any set of Tessera's roles.
 //!
 //! `tessera dev` runs a complete single-machine cluster (one metad voter, one block
-//! daemon, one gateway) on embedded defaults. `tessera serve --config node.toml` (roles
-//! chosen per node, seeds to join) arrives with the cluster-deployment issue.
+//! daemon, one gateway) on embedded defaults. `tessera serve --config node.toml` runs the
+//! roles a node's configuration names (`metad` for now; see docs/cluster.md).
 //!
 //! This file only parses the command line and turns flags into configuration overrides;
 //! `node` starts and stops the roles.
@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run every role in one process: a complete single-machine cluster.
     Dev(DevArgs),
+    /// Run the roles named in a node's configuration (`roles = ["metad"]`).
+    Serve(ServeArgs),
     /// Print the version.
     Version,
 }
@@ -48,6 +50,17 @@ struct DevArgs {
     /// Prometheus metrics port (key `metrics.port`; default 9090).
     #[arg(long, value_name = "N")]
     metrics_port: Option<u16>,
+}
+
+/// Flags of `tessera serve`.
+#[derive(Args)]
+struct ServeArgs {
+    /// Configuration file (TOML; see docs/configuration.md and docs/cluster.md).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Directory for all data (key `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 impl DevArgs {
@@ -77,29 +90,43 @@ fn main() -> std::process::ExitCode {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS
         }
-        Command::Dev(args) => {
-            let config = match Config::load(args.config.as_deref(), &args.overrides()) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("tessera: {e}");
-                    return std::process::ExitCode::from(2);
-                }
-            };
-            cluster::telemetry::init(&config.log);
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("tessera: starting the async runtime: {e}");
-                    return std::process::ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(node::run_dev(config)) {
-                Ok(()) => std::process::ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("tessera: {e:#}");
-                    std::process::ExitCode::FAILURE
-                }
+        Command::Dev(args) => run(args.config.as_deref(), &args.overrides(), node::run_dev),
+        Command::Serve(args) => {
+            let mut o: Overrides = Vec::new();
+            if let Some(d) = &args.data_dir {
+                o.push(("data_dir", d.display().to_string().into()));
             }
+            run(Some(&args.config), &o, node::run_serve)
+        }
+    }
+}
+
+/// Loads the configuration, starts logging and the runtime, and runs `role` to completion.
+fn run<F, Fut>(file: Option<&std::path::Path>, overrides: &Overrides, role: F) -> std::process::ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let config = match Config::load(file, overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tessera: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    cluster::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tessera: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(role(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

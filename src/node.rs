@@ -5,17 +5,28 @@
 //! flushes every buffered write before the block daemon and metad shut down, so nothing
 //! acknowledged is lost on a clean stop.
 //!
+//! `tessera serve` (`run_serve`) runs the roles a config names; only `metad` for now: it
+//! bootstraps, joins (`metad.join`) or restarts a member, and serves Meta + Raft + Control on
+//! the internal port and Control on the control port.
+//!
 //! Must never: implement a role's logic. Roles in one process still talk over their real
 //! network links (gRPC to metad, QUIC to blockd), as the cluster does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use anyhow::Context;
-use cluster::config::Config;
 use cluster::Shutdown;
+use cluster::config::{Config, Role};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
+
+/// How long a node started with `metad.join` keeps asking members to add it.
+const JOIN_DEADLINE: Duration = Duration::from_secs(120);
+/// Pause between two rounds of join attempts (each round tries every `metad.join` URL).
+const JOIN_RETRY: Duration = Duration::from_millis(500);
 
 /// Runs every role until SIGTERM/SIGINT.
 pub async fn run_dev(config: Config) -> anyhow::Result<()> {
@@ -43,8 +54,12 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
         let stop = core_stop.clone();
         let router = tonic::transport::Server::builder()
             .add_service(metad.meta_service())
-            .add_service(metad.raft_service());
-        tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(meta_listener).with_nodelay(Some(true)), stop.cancelled_owned()))
+            .add_service(metad.raft_service())
+            .add_service(metad.control_service());
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpIncoming::from(meta_listener).with_nodelay(Some(true)),
+            stop.cancelled_owned(),
+        ))
     };
     let control_listener =
         TcpListener::bind(config.control.addr()).await.context("binding the control API's listener")?;
@@ -82,7 +97,9 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("starting the gateway engine")?;
-    let nfs_listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port)).await.context("binding the NFS listener")?;
+    let nfs_listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port))
+        .await
+        .context("binding the NFS listener")?;
     let nfs_addr = nfs_listener.local_addr()?;
     let nfs_server = tokio::spawn(gateway::server::serve(
         nfs_listener,
@@ -124,4 +141,125 @@ fn print_banner(config: &Config, nfs: SocketAddr, control: SocketAddr) {
     println!("  sudo mount -t nfs -o vers=3,port={port},mountport={port},tcp,nolock {host}:/export /mnt");
     // One machine-readable line, for scripts and tests.
     println!("TESSERA_READY nfs={nfs} control={control} metrics={}", config.metrics.addr());
+}
+
+/// Runs the roles `config.roles` names until SIGTERM/SIGINT. Only `metad` is available in
+/// `serve` for now: a config naming `blockd` or `gateway` is refused with a clear error
+/// (`tessera dev` runs all three in one process).
+pub async fn run_serve(config: Config) -> anyhow::Result<()> {
+    if let Some(role) = config.roles.iter().find(|r| **r != Role::Metad) {
+        anyhow::bail!(
+            "roles: {role:?} is not available in `tessera serve` yet (only \"metad\"); `tessera dev` runs every role"
+        );
+    }
+    if !config.roles.contains(&Role::Metad) {
+        anyhow::bail!("roles: no role to run (set roles = [\"metad\"])");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    cluster::metrics::install_exporter(config.metrics.addr())?;
+    let stop = Shutdown::new();
+
+    let m = &config.metad;
+    let meta_listener = TcpListener::bind(m.addr()).await.context("binding metad's listener")?;
+    let meta_addr = meta_listener.local_addr()?;
+    let advertise = if m.advertise.is_empty() { format!("http://{meta_addr}") } else { m.advertise.clone() };
+    let members = m.initial_member_ids()?;
+    let joining = !m.join.is_empty();
+    let lowest = members.keys().next().copied();
+    let bootstrap = if members.is_empty() && !joining {
+        metad::Bootstrap::SingleVoter
+    } else if m.bootstrap || (!joining && lowest == Some(config.node_id)) {
+        metad::Bootstrap::Members(members)
+    } else {
+        metad::Bootstrap::Join
+    };
+    let default_share = ("default".to_string(), "/export".to_string());
+    let opts = metad::MetadOptions {
+        node_id: config.node_id,
+        data_dir: config.metad_dir(),
+        advertise_addr: advertise.clone(),
+        default_share: Some(default_share.clone()),
+    };
+    let tuning = metad::RaftTuning { snapshot_logs: m.snapshot_logs, keep_logs: m.keep_logs };
+    let metad = metad::Metad::start_with(&opts, bootstrap, tuning).await.context("starting metad")?;
+
+    let meta_server = {
+        let router = tonic::transport::Server::builder()
+            .add_service(metad.meta_service())
+            .add_service(metad.raft_service())
+            .add_service(metad.control_service());
+        tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpIncoming::from(meta_listener).with_nodelay(Some(true)),
+            stop.clone().cancelled_owned(),
+        ))
+    };
+    let control_listener =
+        TcpListener::bind(config.control.addr()).await.context("binding the control API's listener")?;
+    let control_addr = control_listener.local_addr()?;
+    let control_server = {
+        let router = tonic::transport::Server::builder().add_service(metad.control_service());
+        tokio::spawn(
+            router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener), stop.clone().cancelled_owned()),
+        )
+    };
+
+    if joining && !metad.raft().is_initialized().await.context("reading Raft state")? {
+        join(&m.join, config.node_id, &advertise).await?;
+    }
+    // Once a leader is known, make sure the default share exists (through the leader, from any
+    // node). A cluster whose other voters are not up yet keeps this node waiting, not failing.
+    {
+        let metad = metad.clone();
+        tokio::spawn(async move {
+            loop {
+                match metad.wait_ready(Some(&default_share)).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::info!(error = %e, "metad not ready yet"),
+                }
+            }
+        });
+    }
+    println!("Tessera node {} is serving metad (data in {}).", config.node_id, config.data_dir.display());
+    println!(
+        "TESSERA_READY metad={meta_addr} advertise={advertise} control={control_addr} metrics={}",
+        config.metrics.addr()
+    );
+
+    let signal = cluster::shutdown::wait_for_signal().await?;
+    tracing::info!(signal, "stopping");
+    stop.cancel();
+    let _ = meta_server.await;
+    let _ = control_server.await;
+    metad.shutdown().await.context("stopping metad")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Asks the members at `urls` (control API), in turn, to add this node as a voter, until one
+/// succeeds or [`JOIN_DEADLINE`] passes.
+async fn join(urls: &[String], node_id: u64, advertise: &str) -> anyhow::Result<()> {
+    use proto::pb::control_client::ControlClient;
+    let deadline = tokio::time::Instant::now() + JOIN_DEADLINE;
+    loop {
+        for url in urls {
+            let attempt = async {
+                let mut client = ControlClient::connect(url.clone()).await?;
+                let req = proto::pb::AddNodeRequest { node_id, addr: advertise.to_string(), voter: true };
+                client.add_node(req).await.map_err(anyhow::Error::from)
+            };
+            match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(reply)) => {
+                    tracing::info!(url, members = reply.get_ref().members.len(), "joined the metad group");
+                    return Ok(());
+                }
+                Ok(Err(e)) => tracing::info!(url, error = %e, "join attempt failed"),
+                Err(_) => anyhow::bail!("metad.join: no member added this node within {JOIN_DEADLINE:?}"),
+            }
+        }
+        if tokio::time::Instant::now() + JOIN_RETRY >= deadline {
+            anyhow::bail!("metad.join: no member added this node within {JOIN_DEADLINE:?}");
+        }
+        tokio::time::sleep(JOIN_RETRY).await;
+    }
 }

@@ -4,6 +4,7 @@
 //! Every key is documented in `docs/configuration.md`; a test keeps the two in step.
 //! Unknown keys are refused, so a typo is an error rather than a silently ignored setting.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -32,14 +33,17 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// This node's id in the metad Raft group; must not be 0.
     pub node_id: u64,
+    /// Roles `tessera serve` runs on this node.
+    pub roles: Vec<Role>,
     /// NFSv3 + MOUNT listener of the gateway.
     pub nfs: NfsConfig,
     /// Control API (gRPC) listener.
     pub control: ListenConfig,
     /// Prometheus `/metrics` listener.
     pub metrics: ListenConfig,
-    /// metad's internal gRPC listener (filesystem operations and Raft). Port 0 = pick a free one.
-    pub metad: ListenConfig,
+    /// metad: its internal gRPC listener (filesystem operations, Raft, forwarded control
+    /// calls), how the group is formed, and snapshot thresholds.
+    pub metad: MetadConfig,
     /// The block daemon.
     pub blockd: BlockdConfig,
     /// The gateway's file I/O engine.
@@ -60,6 +64,64 @@ pub struct ListenConfig {
 impl ListenConfig {
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
+    }
+}
+
+/// The roles a node can run (`tessera serve`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Metad,
+    Blockd,
+    Gateway,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetadConfig {
+    /// Address of the internal gRPC listener.
+    pub bind: IpAddr,
+    /// Its port; 0 picks a free one (only sensible for a single node).
+    pub port: u16,
+    /// URL other members reach this node at (`http://host:port`); empty = `http://bind:port`.
+    pub advertise: String,
+    /// Voters of a new group, node id (as a string key) -> advertised URL. The node with the
+    /// lowest id bootstraps the group on an empty data directory, unless `join` is set.
+    pub initial_members: BTreeMap<String, String>,
+    /// Bootstrap the group from `initial_members` (or as a single voter if empty) on an empty
+    /// data directory, whatever this node's id.
+    pub bootstrap: bool,
+    /// Control API URLs of existing members; a node with an empty data directory asks them to
+    /// add it (as a voter) instead of bootstrapping.
+    pub join: Vec<String>,
+    /// Build a snapshot after this many applied log entries since the last one.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind the latest snapshot when the log is purged.
+    pub keep_logs: u64,
+}
+
+impl MetadConfig {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port)
+    }
+
+    /// `initial_members` with parsed ids; errors name the key.
+    pub fn initial_member_ids(&self) -> Result<BTreeMap<u64, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (id, addr) in &self.initial_members {
+            let parsed = id.parse::<u64>().ok().filter(|n| *n != 0).ok_or_else(|| ConfigError::Invalid {
+                key: "metad.initial_members",
+                reason: format!("{id:?} is not a node id (a positive integer)"),
+            })?;
+            if !(addr.starts_with("http://") || addr.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: "metad.initial_members",
+                    reason: format!("address of node {id} must be an http(s):// URL, got {addr:?}"),
+                });
+            }
+            out.insert(parsed, addr.clone());
+        }
+        Ok(out)
     }
 }
 
@@ -120,13 +182,29 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./tessera-data"),
             node_id: 1,
+            roles: vec![Role::Metad],
             nfs: NfsConfig::default(),
             control: ListenConfig { bind: LOCALHOST, port: 7000 },
             metrics: ListenConfig { bind: LOCALHOST, port: 9090 },
-            metad: ListenConfig { bind: LOCALHOST, port: 0 },
+            metad: MetadConfig::default(),
             blockd: BlockdConfig::default(),
             gateway: GatewayConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for MetadConfig {
+    fn default() -> Self {
+        MetadConfig {
+            bind: LOCALHOST,
+            port: 0,
+            advertise: String::new(),
+            initial_members: BTreeMap::new(),
+            bootstrap: false,
+            join: Vec::new(),
+            snapshot_logs: 10_000,
+            keep_logs: 1_000,
         }
     }
 }
@@ -186,6 +264,20 @@ impl Config {
         let invalid = |key, reason: &str| Err(ConfigError::Invalid { key, reason: reason.to_string() });
         if self.node_id == 0 {
             return invalid("node_id", "must not be 0");
+        }
+        let m = &self.metad;
+        let members = m.initial_member_ids()?;
+        if !members.is_empty() && !members.contains_key(&self.node_id) && m.join.is_empty() {
+            return invalid("metad.initial_members", "must include this node's node_id (or set metad.join)");
+        }
+        if m.join.iter().any(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+            return invalid("metad.join", "entries must be http(s):// URLs of members' control APIs");
+        }
+        if m.snapshot_logs == 0 {
+            return invalid("metad.snapshot_logs", "must be at least 1");
+        }
+        if !(m.advertise.is_empty() || m.advertise.starts_with("http://") || m.advertise.starts_with("https://")) {
+            return invalid("metad.advertise", "must be an http(s):// URL");
         }
         let g = &self.gateway;
         if !(64..=(1 << 20)).contains(&g.chunk_min_bytes) {
@@ -257,7 +349,10 @@ mod tests {
     #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("node.toml", "data_dir = \"/from-file\"\n[nfs]\nport = 1111\n[control]\nbind = \"127.0.0.1\"\nport = 2222\n")?;
+            jail.create_file(
+                "node.toml",
+                "data_dir = \"/from-file\"\n[nfs]\nport = 1111\n[control]\nbind = \"127.0.0.1\"\nport = 2222\n",
+            )?;
             jail.set_env("TESSERA_NFS__PORT", "3333");
             jail.set_env("TESSERA_DATA_DIR", "12345");
             let overrides: Overrides = vec![("control.port", 4444.into())];
@@ -287,6 +382,37 @@ mod tests {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err, reason = "figment::Jail's closures return figment's own error type")]
+mod metad_tests {
+    use super::*;
+
+    #[test]
+    fn cluster_keys_parse_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "n2.toml",
+                "node_id = 2\nroles = [\"metad\"]\n[metad]\nport = 7102\nsnapshot_logs = 50\n\
+                 [metad.initial_members]\n1 = \"http://127.0.0.1:7101\"\n2 = \"http://127.0.0.1:7102\"\n",
+            )?;
+            let c = Config::load(Some(Path::new("n2.toml")), &vec![]).map_err(|e| e.to_string())?;
+            assert_eq!(c.roles, vec![Role::Metad]);
+            assert_eq!(c.metad.snapshot_logs, 50);
+            let ids = c.metad.initial_member_ids().map_err(|e| e.to_string())?;
+            assert_eq!(ids.keys().copied().collect::<Vec<_>>(), vec![1, 2]);
+            jail.create_file("bad.toml", "node_id = 3\n[metad.initial_members]\nx = \"http://a:1\"\n")?;
+            let err = Config::load(Some(Path::new("bad.toml")), &vec![]).expect_err("bad id");
+            assert!(err.to_string().contains("metad.initial_members"), "{err}");
+            jail.create_file("notme.toml", "node_id = 3\n[metad.initial_members]\n1 = \"http://a:1\"\n")?;
+            let err = Config::load(Some(Path::new("notme.toml")), &vec![]).expect_err("not a member");
+            assert!(err.to_string().contains("node_id"), "{err}");
+            jail.create_file("role.toml", "roles = [\"nope\"]\n")?;
+            assert!(Config::load(Some(Path::new("role.toml")), &vec![]).is_err());
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
 mod doc_tests {
     use super::*;
     use figment::value::Value;
@@ -310,6 +436,8 @@ mod doc_tests {
         let mut all = Vec::new();
         keys("", &value, &mut all);
         assert!(all.len() > 10, "walked the config: {all:?}");
+        // Tables whose keys are user-chosen (empty by default) are documented by their name.
+        all.push("metad.initial_members".to_string());
         let missing: Vec<_> = all.iter().filter(|k| !doc.contains(&format!("| `{k}` |"))).collect();
         assert!(missing.is_empty(), "keys missing from docs/configuration.md: {missing:?}");
     }

@@ -35,6 +35,10 @@ pub enum MetadError {
     /// This node is not the leader.
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
+    /// Forwarding a request to the leader failed in transit; for a write its outcome is
+    /// unknown, so the client retries (with the same request id).
+    #[error("forwarding to the leader (node {leader}): {reason}")]
+    Forward { leader: u64, reason: String },
     /// A deadline passed while waiting for a condition (leadership, apply).
     #[error("timed out waiting for {what}")]
     Timeout { what: &'static str },
@@ -73,7 +77,7 @@ impl MetadError {
             MetadError::Storage(e) => FsError::Io(e.to_string()),
             MetadError::DataDir { .. } => FsError::Io(self.to_string()),
             MetadError::Timeout { .. } => FsError::Unavailable(self.to_string()),
-            MetadError::Raft(_) => FsError::Unavailable(self.to_string()),
+            MetadError::Raft(_) | MetadError::Forward { .. } => FsError::Unavailable(self.to_string()),
             MetadError::SchemaVersion { .. }
             | MetadError::Corrupt { .. }
             | MetadError::Codec { .. }

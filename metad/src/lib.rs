@@ -15,8 +15,10 @@
 //!   record codecs.
 //! - [`store`]: the redb tables and schema version; [`log_store`] and [`state_machine`]:
 //!   openraft's storage traits over them; [`blocking`]: redb work off the async runtime.
-//! - [`network`]: openraft's network over the gRPC `Raft` service; [`service`]: the gRPC
-//!   adapters (`Meta`, `Raft`, `Control`) and protobuf conversions.
+//! - [`network`]: openraft's network over the gRPC `Raft` service (snapshots streamed from
+//!   [`snapshot_file`]s); [`forward`]: a follower's link to the leader for forwarded writes and
+//!   read indexes; [`membership`]: adding and removing nodes; [`service`]: the gRPC adapters
+//!   (`Meta`, `Raft`, `Control`) and protobuf conversions.
 //!
 //! Architecture invariants: metad never knows which protocol (NFS/SMB) asked; apply never reads
 //! a clock; nothing assumes a single voter.
@@ -28,18 +30,21 @@ pub mod blocking;
 pub mod command;
 pub mod error;
 pub mod extents;
+pub mod forward;
 pub mod fsm;
 pub mod log_store;
+pub mod membership;
 pub mod model;
 pub mod network;
 pub mod node;
 pub mod service;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod store;
 pub mod validate;
 
 pub use error::MetadError;
-pub use node::{Bootstrap, Metad, MetadOptions};
+pub use node::{Bootstrap, Metad, MetadOptions, RaftTuning};
 
 #[cfg(test)]
 mod storage_suite;

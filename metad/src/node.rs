@@ -1,11 +1,17 @@
 //! A metad node: opening the store, starting Raft, and the read/write paths services use.
 //!
-//! Owns: [`MetadOptions`], [`Metad`] (start-up, first-start bootstrap, default share, shutdown),
-//! the Raft configuration, and the two ways into the state machine: [`Metad::write`] (one
-//! command through the log) and [`Metad::read`] (read index, then one read transaction).
+//! Owns: [`MetadOptions`], [`RaftTuning`], [`Metad`] (start-up, first-start bootstrap, default
+//! share, shutdown), the Raft configuration, and the two ways into the state machine:
+//! [`Metad::write`] (one command through the log) and [`Metad::read`] (read index, then one
+//! read transaction). Any node serves both: on a follower, a write is forwarded to the leader
+//! (`ClientWrite`) and a read asks the leader for its read index (`ReadIndex`), waits until
+//! this node has applied that far, then reads locally. Across a leader change both retry until
+//! [`FORWARD_DEADLINE`], except that a write whose forwarding failed in transit is *not*
+//! retried here (its outcome is unknown): the client gets `Unavailable` and retries with the
+//! same request id, which the state machine deduplicates.
 //! Must never: apply a mutation outside Raft, or read the state machine for a client without
 //! the read index. Nothing here assumes a single voter: bootstrap only happens on a store that
-//! has never been initialised, and the default share is ensured only by the leader.
+//! has never been initialised.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use proto::FsError;
 use redb::{Database, ReadableDatabase};
@@ -21,14 +28,21 @@ use crate::blocking;
 use crate::command::alias::Raft;
 use crate::command::{Command, Reply};
 use crate::error::{MetadError, Result};
+use crate::forward::Forwarder;
 use crate::fsm::query::ReadTables;
 use crate::log_store::LogStore;
 use crate::network::NetworkFactory;
+use crate::network::codec::{ForwardedRead, ForwardedWrite};
 use crate::service::convert::now_ns;
+use crate::snapshot_file::SnapshotDir;
 use crate::state_machine::StateMachineStore;
 
 /// How long [`Metad::open`] waits for a leader before giving up.
 pub const LEADER_DEADLINE: Duration = Duration::from_secs(15);
+
+/// How long a read or write keeps retrying across leader changes before answering
+/// `NotLeader`/`Unavailable` (gateways map both to NFS3ERR_JUKEBOX, so clients retry).
+pub const FORWARD_DEADLINE: Duration = Duration::from_secs(5);
 
 /// How long [`Metad::shutdown`] waits for Raft's tasks to release the store.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -44,6 +58,22 @@ pub struct MetadOptions {
     pub advertise_addr: String,
     /// A share to ensure exists, as (name, export path), e.g. `("default", "/export")`.
     pub default_share: Option<(String, String)>,
+}
+
+/// When snapshots are taken and how much log is kept behind them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTuning {
+    /// Build a snapshot once this many entries were applied since the last one (at least 1).
+    pub snapshot_logs: u64,
+    /// Entries kept in the log behind the latest snapshot (so a briefly lagging follower catches
+    /// up from the log instead of a whole snapshot).
+    pub keep_logs: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning { snapshot_logs: 10_000, keep_logs: 1_000 }
+    }
 }
 
 /// How a node whose store has never been initialised forms its cluster.
@@ -67,18 +97,23 @@ pub(crate) struct Inner {
     pub(crate) node_id: u64,
     pub(crate) raft: Raft,
     pub(crate) db: Arc<Database>,
+    pub(crate) snapshots: SnapshotDir,
+    forwarder: Forwarder,
 }
 
-fn raft_config() -> Result<Config> {
+fn raft_config(tuning: RaftTuning) -> Result<Config> {
     let config = Config {
         cluster_name: "tessera-metad".to_string(),
         heartbeat_interval: 100,
         election_timeout_min: 300,
         election_timeout_max: 600,
-        // Whole snapshots travel in one RPC (see `network`); give them time.
-        install_snapshot_timeout: 60_000,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-        max_in_snapshot_log_to_keep: 1_000,
+        // Snapshots are streamed in one RPC (see `network`); give large ones time.
+        install_snapshot_timeout: 120_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_logs.max(1)),
+        max_in_snapshot_log_to_keep: tuning.keep_logs,
+        // A member restarted with an empty data directory (a replaced disk) has "lost" its log;
+        // the leader must re-sync it (from a snapshot) instead of treating that as a bug.
+        allow_log_reversion: Some(true),
         ..Default::default()
     };
     Ok(config.validate()?)
@@ -102,17 +137,24 @@ impl Metad {
     /// been initialised, `bootstrap` says how the cluster is formed; on any other store it is
     /// ignored (membership lives in the log).
     pub async fn start(opts: &MetadOptions, bootstrap: Bootstrap) -> Result<Metad> {
+        Metad::start_with(opts, bootstrap, RaftTuning::default()).await
+    }
+
+    /// [`Metad::start`] with explicit snapshot and log-retention thresholds.
+    pub async fn start_with(opts: &MetadOptions, bootstrap: Bootstrap, tuning: RaftTuning) -> Result<Metad> {
         let db = crate::store::open(&opts.data_dir)?;
+        let snapshots = SnapshotDir::open(&opts.data_dir)?;
         let raft = Raft::new(
             opts.node_id,
-            Arc::new(raft_config()?),
+            Arc::new(raft_config(tuning)?),
             NetworkFactory,
             LogStore::new(db.clone()),
-            StateMachineStore::new(db.clone()),
+            StateMachineStore::new(db.clone(), snapshots.clone()),
         )
         .await
         .map_err(raft_err)?;
-        let metad = Metad { inner: Arc::new(Inner { node_id: opts.node_id, raft, db }) };
+        let inner = Inner { node_id: opts.node_id, raft, db, snapshots, forwarder: Forwarder::default() };
+        let metad = Metad { inner: Arc::new(inner) };
         metad.spawn_term_gauge();
 
         let raft = &metad.inner.raft;
@@ -123,15 +165,16 @@ impl Metad {
                 Bootstrap::Join => None,
             };
             if let Some(members) = members {
-                let nodes: BTreeMap<u64, BasicNode> = members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
+                let nodes: BTreeMap<u64, BasicNode> =
+                    members.into_iter().map(|(id, addr)| (id, BasicNode::new(addr))).collect();
                 raft.initialize(nodes).await.map_err(raft_err)?;
             }
         }
         Ok(metad)
     }
 
-    /// Waits (up to [`LEADER_DEADLINE`]) until a leader is known; if it is this node, ensures
-    /// `default_share` (name, export path) exists.
+    /// Waits (up to [`LEADER_DEADLINE`]) until a leader is known, then ensures `default_share`
+    /// (name, export path) exists (through the leader, from any node).
     pub async fn wait_ready(&self, default_share: Option<&(String, String)>) -> Result<()> {
         let m = self
             .inner
@@ -140,7 +183,7 @@ impl Metad {
             .metrics(|m| m.current_leader.is_some() && m.state != ServerState::Candidate, "a known leader")
             .await
             .map_err(|_| MetadError::Timeout { what: "a Raft leader" })?;
-        if let (true, Some((name, path))) = (m.current_leader == Some(self.inner.node_id), default_share) {
+        if let Some((name, path)) = default_share {
             self.ensure_share(name, path).await?;
         }
         tracing::info!(node_id = self.inner.node_id, leader = ?m.current_leader, term = m.current_term, "metad ready");
@@ -153,7 +196,11 @@ impl Metad {
         match self.read(move |t| t.share_by_path(&path)).await {
             Ok(_) => Ok(()),
             Err(MetadError::Fs(FsError::NotFound)) => {
-                let cmd = Command::CreateShare { name: name.to_string(), export_path: export_path.to_string(), now_ns: now_ns() };
+                let cmd = Command::CreateShare {
+                    name: name.to_string(),
+                    export_path: export_path.to_string(),
+                    now_ns: now_ns(),
+                };
                 self.write(cmd).await.map(|_| ())
             }
             Err(e) => Err(e),
@@ -182,32 +229,150 @@ impl Metad {
         &self.inner.raft
     }
 
+    /// This node's Raft id.
+    pub fn node_id(&self) -> u64 {
+        self.inner.node_id
+    }
+
+    /// The directory holding this node's snapshot images.
+    pub fn snapshot_dir(&self) -> &SnapshotDir {
+        &self.inner.snapshots
+    }
+
     /// Proposes one command and waits until it is applied; refusals come back as
-    /// [`MetadError::Fs`].
+    /// [`MetadError::Fs`]. On a follower the command is forwarded to the leader.
     pub async fn write(&self, cmd: Command) -> Result<Reply> {
-        let resp = self.inner.raft.client_write(cmd).await.map_err(|e| match e.forward_to_leader() {
-            Some(f) => MetadError::NotLeader { leader: f.leader_id },
-            None => raft_err(e),
-        })?;
-        resp.data.map_err(|e| MetadError::Fs(e.into()))
+        let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE;
+        let mut target = None;
+        loop {
+            let next = match target {
+                None => match self.inner.raft.client_write(cmd.clone()).await {
+                    Ok(resp) => return resp.data.map_err(|e| MetadError::Fs(e.into())),
+                    // Not proposed here: safe to send elsewhere.
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
+                    // Proposed, then discarded or overtaken: the outcome is unknown.
+                    Err(e) if e.forward_to_leader().is_some() => {
+                        return Err(MetadError::Forward { leader: self.inner.node_id, reason: e.to_string() });
+                    }
+                    Err(e) => return Err(raft_err(e)),
+                },
+                Some(leader) => {
+                    let Some(addr) = self.node_addr(leader) else {
+                        target = self.await_leader(Some(leader), deadline).await?;
+                        continue;
+                    };
+                    match self.inner.forwarder.write(leader, &addr, &cmd, remaining(deadline)).await? {
+                        ForwardedWrite::Applied(r) => return (*r).map_err(|e| MetadError::Fs(e.into())),
+                        ForwardedWrite::NotLeader(hint) => self.other_leader(leader, hint, deadline).await?,
+                        ForwardedWrite::Unknown(reason) => return Err(MetadError::Forward { leader, reason }),
+                        ForwardedWrite::Failed(reason) => return Err(MetadError::Raft(reason)),
+                    }
+                }
+            };
+            target = self.route(target, next, deadline).await?;
+        }
     }
 
     /// Runs `f` over one read transaction, after making the read linearizable (read index).
+    /// On a follower the read index comes from the leader; the read itself is local.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&ReadTables) -> Result<T> + Send + 'static,
     {
-        self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await.map_err(|e| match e.forward_to_leader() {
-            Some(f) => MetadError::NotLeader { leader: f.leader_id },
-            None => raft_err(e),
-        })?;
+        let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE;
+        let mut target = None;
+        loop {
+            let next = match target {
+                None => match self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                    Ok(_) => break,
+                    Err(e) => match e.forward_to_leader() {
+                        Some(f) => f.leader_id,
+                        None => return Err(raft_err(e)),
+                    },
+                },
+                Some(leader) => {
+                    let answer = match self.node_addr(leader) {
+                        // Reads are idempotent: a transport error just means "ask again".
+                        Some(addr) => self.inner.forwarder.read_index(leader, &addr, remaining(deadline)).await.ok(),
+                        None => None,
+                    };
+                    match answer {
+                        Some(ForwardedRead::ReadIndex(index)) => {
+                            self.inner
+                                .raft
+                                .wait(Some(remaining(deadline)))
+                                .applied_index_at_least(Some(index), "the leader's read index")
+                                .await
+                                .map_err(|_| MetadError::Timeout { what: "applying up to the leader's read index" })?;
+                            break;
+                        }
+                        Some(ForwardedRead::NotLeader(hint)) => self.other_leader(leader, hint, deadline).await?,
+                        Some(ForwardedRead::Failed(reason)) => return Err(MetadError::Raft(reason)),
+                        None => self.await_leader(Some(leader), deadline).await?,
+                    }
+                }
+            };
+            target = self.route(target, next, deadline).await?;
+        }
         blocking::run(&self.inner.db, move |db| {
             let rtx = db.begin_read()?;
             let tables = ReadTables::open(&rtx)?;
             f(&tables)
         })
         .await
+    }
+
+    /// Where to send the next attempt, given the last target and the leader it pointed at:
+    /// `None` = this node. Waits for a leader when none is known, and for any Raft change when
+    /// this node is told it leads but cannot serve yet; fails once `deadline` has passed.
+    async fn route(&self, last: Option<u64>, next: Option<u64>, deadline: tokio::time::Instant) -> Result<Option<u64>> {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(MetadError::NotLeader { leader: next });
+        }
+        let me = self.inner.node_id;
+        match next {
+            Some(l) if l != me => Ok(Some(l)),
+            Some(_) => {
+                // "Leader" but not yet able to serve (e.g. a fresh leader's lease): wait for
+                // the next metrics change, then try locally again.
+                let mut rx = self.inner.raft.metrics();
+                let _ = tokio::time::timeout(remaining(deadline), rx.changed()).await;
+                Ok(None)
+            }
+            None => {
+                let l = self.await_leader(last.filter(|l| *l != me), deadline).await?;
+                Ok(l.filter(|l| *l != me))
+            }
+        }
+    }
+
+    /// After `was` answered that it does not lead: its hint if that names another node, else
+    /// the next leader this node learns of.
+    async fn other_leader(&self, was: u64, hint: Option<u64>, deadline: tokio::time::Instant) -> Result<Option<u64>> {
+        match hint.filter(|h| *h != was) {
+            Some(h) => Ok(Some(h)),
+            None => self.await_leader(Some(was), deadline).await,
+        }
+    }
+
+    /// Waits until a leader other than `not` is known; `NotLeader` after `deadline`.
+    async fn await_leader(&self, not: Option<u64>, deadline: tokio::time::Instant) -> Result<Option<u64>> {
+        let m = self
+            .inner
+            .raft
+            .wait(Some(remaining(deadline)))
+            .metrics(|m| m.current_leader.is_some() && m.current_leader != not, "a new leader")
+            .await
+            .map_err(|_| MetadError::NotLeader { leader: None })?;
+        Ok(m.current_leader)
+    }
+
+    /// The advertised address of a member, from the current membership.
+    pub(crate) fn node_addr(&self, id: u64) -> Option<String> {
+        let rx = self.inner.raft.metrics();
+        let m = rx.borrow_watched();
+        m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
     /// Publishes the Raft term as the `tessera_raft_term` gauge until Raft stops.
@@ -223,4 +388,8 @@ impl Metad {
             }
         });
     }
+}
+
+fn remaining(deadline: tokio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(1))
 }

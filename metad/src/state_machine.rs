@@ -8,9 +8,12 @@
 //! below `last_applied` are skipped so a replay after a crash is idempotent.
 //!
 //! Snapshots are a serde-JSON image of the state-machine tables, built from one MVCC read
-//! transaction (apply is not blocked while it is serialised) and kept as the current snapshot
-//! in the `snapshot` table. The image is held in memory whole: fine for the walking skeleton,
-//! to be replaced by a streamed format before namespaces get large.
+//! transaction (apply is not blocked while it is serialised), written to a file under
+//! `<data_dir>/snapshots/` (see `snapshot_file`) and recorded as the current snapshot in the
+//! `snapshot` table (meta, file name, length, BLAKE3 hash). The image is still encoded and
+//! decoded whole in memory (bounded by `snapshot_file::MAX_SNAPSHOT_BYTES`); only transport and
+//! storage are streamed. A received image is verified against its hash before it is decoded, and
+//! installed in one write transaction (tables, applied state, current-snapshot record).
 //! Must never: touch the Raft log tables, or answer a client before its batch has committed.
 
 use std::io;
@@ -23,11 +26,12 @@ use redb::{Database, Durability, ReadTransaction, ReadableDatabase, ReadableTabl
 use serde::{Deserialize, Serialize};
 
 use crate::blocking;
-use crate::command::alias::{Entry, LogId, Snapshot, SnapshotMeta, StoredMembership};
+use crate::command::alias::{Entry, LogId, SnapshotMeta, StoredMembership};
 use crate::command::{CommandResult, Reply, TypeConfig};
 use crate::error::{MetadError, Result};
 use crate::fsm::apply::WriteTables;
 use crate::model;
+use crate::snapshot_file::{Snapshot, SnapshotDir, SnapshotFile};
 use crate::store::{self, access};
 
 /// Version of the snapshot image format (2: symlink targets and request-id tables).
@@ -37,11 +41,13 @@ const IMAGE_FORMAT: u32 = 2;
 #[derive(Clone)]
 pub struct StateMachineStore {
     db: Arc<Database>,
+    snapshots: SnapshotDir,
 }
 
 impl StateMachineStore {
-    pub fn new(db: Arc<Database>) -> Self {
-        StateMachineStore { db }
+    /// The state machine over `db`, keeping snapshot images in `snapshots`.
+    pub fn new(db: Arc<Database>, snapshots: SnapshotDir) -> Self {
+        StateMachineStore { db, snapshots }
     }
 
     /// The database, for linearizable reads after the read index has been applied.
@@ -192,11 +198,28 @@ fn load(wtx: &WriteTransaction, img: &Image) -> Result<()> {
     Ok(())
 }
 
-fn save_current_snapshot(wtx: &WriteTransaction, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+/// Where the current snapshot's image is, as the `snapshot` table records it.
+#[derive(Serialize, Deserialize)]
+struct ImageRecord {
+    file: String,
+    len: u64,
+    hash: [u8; 32],
+}
+
+fn save_current_snapshot(wtx: &WriteTransaction, meta: &SnapshotMeta, image: &ImageRecord) -> Result<()> {
     let mut t = wtx.open_table(store::SNAPSHOT)?;
     access::put_json(&mut t, "meta", "snapshot meta", meta)?;
-    t.insert("data", data)?;
+    access::put_json(&mut t, "image", "snapshot image record", image)?;
+    // Images lived in the table before they moved to files.
+    t.remove("data")?;
     Ok(())
+}
+
+/// Writes `data` as the current image file and returns its record.
+fn store_image(snapshots: &SnapshotDir, meta: &SnapshotMeta, data: &[u8]) -> Result<ImageRecord> {
+    let index = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+    let file = snapshots.store(index, data)?;
+    Ok(ImageRecord { file, len: data.len() as u64, hash: *blake3::hash(data).as_bytes() })
 }
 
 /// Applies a batch in one write transaction; returns one result per entry.
@@ -236,10 +259,11 @@ fn apply_batch(db: &Database, entries: Vec<Entry>) -> Result<Vec<CommandResult>>
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        blocking::run(&self.db, |db| {
+        let snapshots = self.snapshots.clone();
+        blocking::run(&self.db, move |db| {
             let (meta, data) = {
                 let rtx = db.begin_read()?;
                 let (last_log_id, last_membership) = applied_state(&rtx)?;
@@ -247,11 +271,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 let data = model::encode_json("snapshot image", &img)?;
                 (SnapshotMeta { last_log_id, last_membership }, data)
             };
+            let record = store_image(&snapshots, &meta, &data)?;
             let mut wtx = db.begin_write()?;
             wtx.set_durability(Durability::None)?;
-            save_current_snapshot(&wtx, &meta, &data)?;
+            save_current_snapshot(&wtx, &meta, &record)?;
             wtx.commit()?;
-            Ok(Snapshot { meta, snapshot: data })
+            let file = snapshots.open_image(&record.file, record.len, record.hash)?;
+            Ok(Snapshot { meta, snapshot: file })
         })
         .await
         .map_err(MetadError::into_io)
@@ -259,7 +285,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = StateMachineStore;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -295,13 +321,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: SnapshotFile) -> Result<(), io::Error> {
         let meta = meta.clone();
+        let snapshots = self.snapshots.clone();
         blocking::run(&self.db, move |db| {
-            let img: Image = model::decode_json("snapshot image", &snapshot)?;
+            let data = snapshot.read_all()?;
+            let img: Image = model::decode_json("snapshot image", &data)?;
             if img.format != IMAGE_FORMAT {
                 return Err(MetadError::Corrupt { what: "snapshot image", reason: format!("format {}", img.format) });
             }
+            let record = store_image(&snapshots, &meta, &data)?;
             let mut wtx = db.begin_write()?;
             wtx.set_durability(Durability::Immediate)?;
             load(&wtx, &img)?;
@@ -310,7 +339,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 access::put_json(&mut m, "last_applied", "last applied", &meta.last_log_id)?;
                 access::put_json(&mut m, "last_membership", "membership", &meta.last_membership)?;
             }
-            save_current_snapshot(&wtx, &meta, &snapshot)?;
+            save_current_snapshot(&wtx, &meta, &record)?;
             wtx.commit()?;
             Ok(())
         })
@@ -319,13 +348,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        blocking::run(&self.db, |db| {
+        let snapshots = self.snapshots.clone();
+        blocking::run(&self.db, move |db| {
             let rtx = db.begin_read()?;
             let t = rtx.open_table(store::SNAPSHOT)?;
             let meta: Option<SnapshotMeta> = access::get_json(&t, "meta", "snapshot meta")?;
-            let Some(meta) = meta else { return Ok(None) };
-            let data = t.get("data")?.map(|v| v.value().to_vec()).unwrap_or_default();
-            Ok(Some(Snapshot { meta, snapshot: data }))
+            let record: Option<ImageRecord> = access::get_json(&t, "image", "snapshot image record")?;
+            let (Some(meta), Some(record)) = (meta, record) else { return Ok(None) };
+            let file = snapshots.open_image(&record.file, record.len, record.hash)?;
+            Ok(Some(Snapshot { meta, snapshot: file }))
         })
         .await
         .map_err(MetadError::into_io)

@@ -1,8 +1,8 @@
 //! Runs openraft's storage conformance suite against the redb log store and state machine.
 
 use openraft::StorageError;
-use openraft::type_config::TypeConfigExt;
 use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
 
 use crate::command::TypeConfig;
 use crate::log_store::LogStore;
@@ -14,7 +14,9 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         let db = crate::store::open(dir.path()).map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        Ok((dir, LogStore::new(db.clone()), StateMachineStore::new(db)))
+        let snapshots = crate::snapshot_file::SnapshotDir::open(dir.path())
+            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        Ok((dir, LogStore::new(db.clone()), StateMachineStore::new(db, snapshots)))
     }
 }
 

@@ -1,15 +1,16 @@
 //! A three-voter metad cluster over real gRPC on loopback: replication through the `Raft`
-//! service, NotLeader answers on followers, and fail-over to a new leader without losing a
-//! committed change.
+//! service, followers serving reads and writes by forwarding to the leader, a learner catching
+//! up from a snapshot streamed over `StreamSnapshot`, membership through the `Control` API,
+//! and fail-over to a new leader without losing a committed change.
 #![allow(clippy::unwrap_used)] // tests may unwrap (workspace lint note)
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use metad::service::control::ControlService;
-use openraft::async_runtime::WatchReceiver;
 use metad::service::meta::MetaService;
 use metad::{Bootstrap, Metad, MetadOptions};
+use openraft::async_runtime::WatchReceiver;
 use proto::FsError;
 use proto::pb::control_server::Control;
 use proto::pb::meta_server::Meta;
@@ -70,7 +71,10 @@ async fn three_voters_replicate_and_fail_over() {
         let bootstrap = if id == 1 { Bootstrap::Members(members.clone()) } else { Bootstrap::Join };
         let metad = Metad::start(&opts, bootstrap).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder().add_service(metad.meta_service()).add_service(metad.raft_service());
+        let router = tonic::transport::Server::builder()
+            .add_service(metad.meta_service())
+            .add_service(metad.raft_service())
+            .add_service(metad.control_service());
         let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         }));
@@ -83,7 +87,8 @@ async fn three_voters_replicate_and_fail_over() {
     let leader_id = leader_of(&nodes, None).await;
     let leader = nodes.iter().find(|n| n.id == leader_id).unwrap();
     let meta = MetaService::new(leader.metad.clone());
-    let share = meta.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
+    let share =
+        meta.get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() })).await.unwrap().into_inner();
     let root = share.root.unwrap().node.unwrap();
     let created = meta
         .create(Request::new(pb::CreateRequest {
@@ -95,7 +100,7 @@ async fn three_voters_replicate_and_fail_over() {
             gid: 1,
             how: CreateHow::Guarded as i32,
             verifier: vec![],
-            cred: Some(pb::Cred::default()),
+            cred: cred(),
             ..Default::default()
         }))
         .await
@@ -103,20 +108,49 @@ async fn three_voters_replicate_and_fail_over() {
         .into_inner();
     let file = created.attr.unwrap().node.unwrap();
     let extent = pb::Extent { offset: 0, length: 4096, hash: vec![7; 32], chunk_offset: 0, chunk_length: 4096 };
-    meta.commit_extents(Request::new(pb::CommitExtentsRequest { node: Some(file), range_start: 0, range_end: 4096, extents: vec![extent.clone()], cred: Some(pb::Cred::default()), ..Default::default() }))
-        .await
-        .unwrap();
+    meta.commit_extents(Request::new(pb::CommitExtentsRequest {
+        node: Some(file),
+        range_start: 0,
+        range_end: 4096,
+        extents: vec![extent.clone()],
+        cred: cred(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
     let applied = leader.metad.raft().metrics().borrow_watched().last_applied.unwrap().index();
 
-    // Followers apply the same log and send clients to the leader.
+    // Followers apply the same log and serve clients too: reads through the leader's read
+    // index, writes forwarded to the leader.
     for n in nodes.iter().filter(|n| n.id != leader_id) {
         n.metad.raft().wait(Some(DEADLINE)).applied_index_at_least(Some(applied), "replicated").await.unwrap();
-        let r = MetaService::new(n.metad.clone()).get_attr(Request::new(pb::GetAttrRequest { node: Some(file) })).await;
-        assert_eq!(FsError::from_status(&r.unwrap_err()), FsError::NotLeader { leader: Some(leader_id) });
+        let svc = MetaService::new(n.metad.clone());
+        let attr = svc.get_attr(Request::new(pb::GetAttrRequest { node: Some(file) })).await.unwrap().into_inner();
+        assert_eq!(attr.attr.unwrap().size, 4096);
+        let name = format!("via-{}", n.id).into_bytes();
+        let req = pb::CreateRequest {
+            dir: Some(root),
+            name: name.clone(),
+            kind: FileType::Regular as i32,
+            mode: 0o600,
+            how: CreateHow::Guarded as i32,
+            cred: cred(),
+            ..Default::default()
+        };
+        svc.create(Request::new(req.clone())).await.unwrap();
+        // A write that reads its own effect on another follower: linearizable.
+        let other = nodes.iter().find(|o| o.id != leader_id && o.id != n.id).unwrap();
+        let seen = MetaService::new(other.metad.clone())
+            .lookup(Request::new(pb::LookupRequest { dir: Some(root), name: name.clone(), cred: cred() }))
+            .await;
+        assert!(seen.is_ok(), "a forwarded create is visible through the other follower");
+        let again = svc.create(Request::new(req)).await;
+        assert_eq!(FsError::from_status(&again.unwrap_err()), FsError::Exists);
     }
+    let applied = leader.metad.raft().metrics().borrow_watched().last_applied.unwrap().index();
 
     // A snapshot replaces the log; a new learner can then only catch up by receiving it
-    // through the `FullSnapshot` RPC.
+    // through the `StreamSnapshot` RPC.
     let lr = leader.metad.raft();
     lr.trigger().snapshot().await.unwrap();
     lr.wait(Some(DEADLINE))
@@ -126,9 +160,36 @@ async fn three_voters_replicate_and_fail_over() {
     lr.trigger().purge_log(applied).await.unwrap();
     lr.wait(Some(DEADLINE)).metrics(|m| m.purged.is_some_and(|p| p.index() >= applied), "log purged").await.unwrap();
     let learner = start_learner(4).await;
-    lr.add_learner(4, openraft::BasicNode::new(learner.1.clone()), true).await.unwrap();
-    let m = learner.0.metad.raft().wait(Some(DEADLINE)).applied_index_at_least(Some(applied), "learner caught up").await.unwrap();
+    // Asked on a follower, AddNode is forwarded to the leader; it returns once node 4 caught up.
+    let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
+    let control = ControlService::new(follower.metad.clone());
+    let added = control
+        .add_node(Request::new(pb::AddNodeRequest { node_id: 4, addr: learner.1.clone(), voter: false }))
+        .await
+        .unwrap()
+        .into_inner();
+    let four = added.members.iter().find(|m| m.node_id == 4).unwrap();
+    assert!(!four.voter && four.matched_index.is_some_and(|i| i >= applied), "{added:?}");
+    let m = learner
+        .0
+        .metad
+        .raft()
+        .wait(Some(DEADLINE))
+        .applied_index_at_least(Some(applied), "learner caught up")
+        .await
+        .unwrap();
     assert!(m.snapshot.is_some_and(|s| s.index() >= applied), "the learner installed the leader's snapshot");
+    assert!(learner.0.metad.snapshot_dir().path().read_dir().unwrap().count() >= 1, "kept as a file");
+    let members = control.members(Request::new(pb::MembersRequest {})).await.unwrap().into_inner();
+    assert_eq!(members.leader_id, Some(leader_id));
+    assert_eq!(members.members.iter().filter(|m| m.voter).count(), 3);
+    // Removing the learner again, then re-adding it, works through any node.
+    let removed = control.remove_node(Request::new(pb::RemoveNodeRequest { node_id: 4 })).await.unwrap().into_inner();
+    assert!(removed.members.iter().all(|m| m.node_id != 4), "{removed:?}");
+    control
+        .add_node(Request::new(pb::AddNodeRequest { node_id: 4, addr: learner.1.clone(), voter: false }))
+        .await
+        .unwrap();
     let (learner_node, _, learner_dir) = learner;
     nodes.push(learner_node);
 
@@ -139,16 +200,28 @@ async fn three_voters_replicate_and_fail_over() {
     let new_leader = nodes.iter().find(|n| n.id == new_leader_id).unwrap();
     let meta = MetaService::new(new_leader.metad.clone());
     let got = meta
-        .get_extents(Request::new(pb::GetExtentsRequest { node: Some(file), offset: 0, length: 1 << 20, cred: Some(pb::Cred::default()) }))
+        .get_extents(Request::new(pb::GetExtentsRequest { node: Some(file), offset: 0, length: 1 << 20, cred: cred() }))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(got.extents, vec![extent]);
     assert_eq!(got.attr.unwrap().size, 4096);
-    let st = ControlService::new(new_leader.metad.clone()).status(Request::new(pb::StatusRequest {})).await.unwrap().into_inner();
+    let st = ControlService::new(new_leader.metad.clone())
+        .status(Request::new(pb::StatusRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((st.leader_id, st.voters), (Some(new_leader_id), 3));
     // And it can still commit with two of three voters.
-    meta.remove(Request::new(pb::RemoveRequest { dir: Some(root), name: b"replicated".to_vec(), directory: false, cred: Some(pb::Cred::default()), ..Default::default() })).await.unwrap();
+    meta.remove(Request::new(pb::RemoveRequest {
+        dir: Some(root),
+        name: b"replicated".to_vec(),
+        directory: false,
+        cred: cred(),
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
 
     for n in nodes {
         n.kill().await;
@@ -156,15 +229,27 @@ async fn three_voters_replicate_and_fail_over() {
     drop(learner_dir);
 }
 
+fn cred() -> Option<pb::Cred> {
+    Some(pb::Cred { uid: 0, gid: 0, gids: vec![] })
+}
+
 /// Starts a node that joins later (no bootstrap) and serves it; returns it and its address.
 async fn start_learner(id: u64) -> (Node, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = format!("http://{}", incoming.local_addr().unwrap());
-    let opts = MetadOptions { node_id: id, data_dir: dir.path().to_path_buf(), advertise_addr: addr.clone(), default_share: None };
+    let opts = MetadOptions {
+        node_id: id,
+        data_dir: dir.path().to_path_buf(),
+        advertise_addr: addr.clone(),
+        default_share: None,
+    };
     let metad = Metad::start(&opts, Bootstrap::Join).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder().add_service(metad.meta_service()).add_service(metad.raft_service());
+    let router = tonic::transport::Server::builder()
+        .add_service(metad.meta_service())
+        .add_service(metad.raft_service())
+        .add_service(metad.control_service());
     let server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));

@@ -584,13 +584,13 @@ async fn raft_service_refuses_malformed_payloads() {
     use proto::pb::raft_server::Raft;
     let dir = tempfile::tempdir().unwrap();
     let m = open(dir.path()).await;
-    let svc = RaftService::new(m.raft().clone());
+    let svc = RaftService::new(m.raft().clone(), m.snapshot_dir().clone());
     let junk = || Request::new(pb::RaftPayload { data: b"\xff{not json".to_vec() });
     assert_eq!(svc.append_entries(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     assert_eq!(svc.vote(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
-    assert_eq!(svc.full_snapshot(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
-    let huge_header = Request::new(pb::RaftPayload { data: vec![0xff, 0xff, 0xff, 0xff, b'{'] });
-    assert_eq!(svc.full_snapshot(huge_header).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    assert_eq!(svc.client_write(junk()).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // Whole-message snapshots were replaced by StreamSnapshot.
+    assert_eq!(svc.full_snapshot(junk()).await.unwrap_err().code(), tonic::Code::Unimplemented);
     // The node is still serving.
     assert_eq!(Fs::new(&m).root().await.ino, 1);
     m.shutdown().await.unwrap();

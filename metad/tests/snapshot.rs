@@ -7,6 +7,7 @@ use metad::command::NodeKey;
 use metad::fsm::query::ReadTables;
 use metad::model::Cred;
 use metad::service::meta::MetaService;
+use metad::snapshot_file::SnapshotDir;
 use metad::state_machine::StateMachineStore;
 use metad::{Metad, MetadOptions, store};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -165,14 +166,23 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
     };
 
     let src_db = store::open(src.path()).unwrap();
-    let mut src_sm = StateMachineStore::new(src_db.clone());
+    let mut src_sm = StateMachineStore::new(src_db.clone(), SnapshotDir::open(src.path()).unwrap());
     let snap = src_sm.build_snapshot().await.unwrap();
     assert!(snap.meta.last_log_id.is_some());
 
     let dst = tempfile::tempdir().unwrap();
     let dst_db = store::open(dst.path()).unwrap();
-    let mut dst_sm = StateMachineStore::new(dst_db.clone());
-    dst_sm.install_snapshot(&snap.meta, snap.snapshot.clone()).await.unwrap();
+    let mut dst_sm = StateMachineStore::new(dst_db.clone(), SnapshotDir::open(dst.path()).unwrap());
+    // The image is a file under snapshots/; install it through a received copy, as a follower does.
+    let mut image = snap.snapshot;
+    let bytes = image.read_all().unwrap();
+    let received = |data: &[u8]| {
+        let dir = SnapshotDir::open(dst.path()).unwrap();
+        let mut inc = dir.incoming().unwrap();
+        inc.append(data).unwrap();
+        inc.finish().unwrap()
+    };
+    dst_sm.install_snapshot(&snap.meta, received(&bytes)).await.unwrap();
 
     let before = dump(&src_db, root, file);
     assert!(before.contains("[1, 1, 1"), "the chunk is referenced: {before}");
@@ -180,11 +190,12 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
     assert!(before.contains("(9, 100)="), "remembered replies are in the image: {before}");
     assert_eq!(dump(&dst_db, root, file), before);
     assert_eq!(dst_sm.applied_state().await.unwrap(), src_sm.applied_state().await.unwrap());
-    let current = dst_sm.get_current_snapshot().await.unwrap().unwrap();
+    let mut current = dst_sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, snap.meta);
+    assert_eq!(current.snapshot.read_all().unwrap(), bytes, "the installed image is kept as a file");
 
     // A corrupt image is refused, not half-installed.
-    let err = dst_sm.install_snapshot(&snap.meta, b"{not json".to_vec()).await;
+    let err = dst_sm.install_snapshot(&snap.meta, received(b"{not json")).await;
     assert!(err.is_err());
     assert_eq!(dump(&dst_db, root, file), before);
 }

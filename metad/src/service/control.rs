@@ -1,13 +1,24 @@
-//! The `Control` service: node and cluster status for operators.
+//! The `Control` service: node and cluster status, and membership changes, for operators.
 //!
-//! Owns: turning Raft metrics into `StatusReply`.
-//! Must never: block on the Raft core (it reads the metrics watch only).
+//! Owns: turning Raft metrics into `StatusReply`/`MembersReply`, and forwarding membership
+//! calls from a follower to the leader. The `Control` service is served on the control port
+//! *and* on metad's internal port (with `Meta` and `Raft`), so a follower reaches the leader's
+//! control API at the leader's advertised Raft address. A forwarded call carries the
+//! [`FORWARDED`] metadata key; a node that receives one and does not lead answers `NotLeader`
+//! instead of forwarding again.
+//! Must never: block on the Raft core for Status/Members (they read the metrics watch only).
 
 use openraft::async_runtime::WatchReceiver;
 use proto::pb;
+use proto::pb::control_client::ControlClient;
 use tonic::{Request, Response, Status};
 
-use crate::node::Metad;
+use crate::error::MetadError;
+use crate::membership::MembersView;
+use crate::node::{FORWARD_DEADLINE, Metad};
+
+/// Metadata key marking a control call forwarded by another node.
+pub const FORWARDED: &str = "x-tessera-forwarded";
 
 /// Answers operator requests.
 #[derive(Clone)]
@@ -19,6 +30,48 @@ impl ControlService {
     pub fn new(metad: Metad) -> Self {
         ControlService { metad }
     }
+
+    /// Forwards a call to the leader when `err` says this node does not lead and the call did
+    /// not already come forwarded; otherwise returns `err` as a status.
+    async fn forward<Req, F, Fut>(
+        &self,
+        forwarded: bool,
+        err: MetadError,
+        req: Req,
+        call: F,
+    ) -> Result<Response<pb::MembersReply>, Status>
+    where
+        F: FnOnce(ControlClient<tonic::transport::Channel>, Request<Req>) -> Fut,
+        Fut: std::future::Future<Output = Result<Response<pb::MembersReply>, Status>>,
+    {
+        let MetadError::NotLeader { leader: Some(leader) } = err else { return Err(err.to_status()) };
+        if forwarded || leader == self.metad.node_id() {
+            return Err(err.to_status());
+        }
+        let Some(addr) = self.metad.node_addr(leader) else { return Err(err.to_status()) };
+        let endpoint = tonic::transport::Endpoint::from_shared(addr).map_err(|e| Status::internal(e.to_string()))?;
+        let client = ControlClient::new(endpoint.connect_lazy());
+        let mut request = Request::new(req);
+        request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        call(client, request).await
+    }
+}
+
+fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED)
+}
+
+fn members_reply(v: MembersView) -> pb::MembersReply {
+    pb::MembersReply {
+        members: v
+            .members
+            .into_iter()
+            .map(|m| pb::Member { node_id: m.node_id, addr: m.addr, voter: m.voter, matched_index: m.matched_index })
+            .collect(),
+        leader_id: v.leader_id,
+        term: v.term,
+        commit_index: v.commit_index,
+    }
 }
 
 #[tonic::async_trait]
@@ -27,25 +80,53 @@ impl pb::control_server::Control for ControlService {
         let rx = self.metad.raft().metrics();
         let m = rx.borrow_watched();
         Ok(Response::new(pb::StatusReply {
-            node_id: self.metad.inner.node_id,
+            node_id: self.metad.node_id(),
             leader_id: m.current_leader,
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
             voters: m.membership_config.membership().voter_ids().count() as u32,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
+            purged_index: m.purged.as_ref().map(|l| l.index()),
         }))
     }
 
-    async fn members(&self, _request: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
-        Err(proto::FsError::NotSupported.to_status())
+    async fn members(&self, request: Request<pb::MembersRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        let forwarded = is_forwarded(&request);
+        let view = self.metad.members();
+        // Matched indexes are only known on the leader: ask it when this node does not lead.
+        if view.leader_id.is_some_and(|l| l != self.metad.node_id()) && !forwarded {
+            let err = MetadError::NotLeader { leader: view.leader_id };
+            if let Ok(r) = self
+                .forward(false, err, request.into_inner(), |mut c, r| async move {
+                    tokio::time::timeout(FORWARD_DEADLINE, c.members(r))
+                        .await
+                        .map_err(|_| Status::deadline_exceeded("forwarding Members"))?
+                })
+                .await
+            {
+                return Ok(r);
+            }
+        }
+        Ok(Response::new(members_reply(view)))
     }
 
-    async fn add_node(&self, _request: Request<pb::AddNodeRequest>) -> Result<Response<pb::MembersReply>, Status> {
-        Err(proto::FsError::NotSupported.to_status())
+    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        match self.metad.add_node(req.node_id, &req.addr, req.voter).await {
+            Ok(v) => Ok(Response::new(members_reply(v))),
+            Err(e) => self.forward(forwarded, e, req, |mut c, r| async move { c.add_node(r).await }).await,
+        }
     }
 
-    async fn remove_node(&self, _request: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::MembersReply>, Status> {
-        Err(proto::FsError::NotSupported.to_status())
+    async fn remove_node(&self, request: Request<pb::RemoveNodeRequest>) -> Result<Response<pb::MembersReply>, Status> {
+        let forwarded = is_forwarded(&request);
+        let req = request.into_inner();
+        match self.metad.remove_node(req.node_id).await {
+            Ok(v) => Ok(Response::new(members_reply(v))),
+            Err(e) => self.forward(forwarded, e, req, |mut c, r| async move { c.remove_node(r).await }).await,
+        }
     }
 }

@@ -24,13 +24,12 @@ pub const MAX_META_MESSAGE: usize = 16 * 1024 * 1024;
 impl Metad {
     /// The `Meta` service (filesystem operations), to serve on the internal port.
     pub fn meta_service(&self) -> MetaServer<meta::MetaService> {
-        MetaServer::new(meta::MetaService::new(self.clone()))
-            .max_decoding_message_size(MAX_META_MESSAGE)
+        MetaServer::new(meta::MetaService::new(self.clone())).max_decoding_message_size(MAX_META_MESSAGE)
     }
 
     /// The `Raft` service (peer traffic), to serve on the internal port with `Meta`.
     pub fn raft_service(&self) -> RaftServer<raft::RaftService> {
-        RaftServer::new(raft::RaftService::new(self.inner.raft.clone()))
+        RaftServer::new(raft::RaftService::new(self.inner.raft.clone(), self.inner.snapshots.clone()))
             .max_decoding_message_size(MAX_RAFT_MESSAGE)
             .max_encoding_message_size(MAX_RAFT_MESSAGE)
     }
