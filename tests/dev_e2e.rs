@@ -141,9 +141,22 @@ async fn mount(ports: Ports) -> nfs3_client::Nfs3Connection<nfs3_client::tokio::
         .mount_port(ports.nfs)
         .nfs3_port(ports.nfs)
         .connect_from_privileged_port(false)
+        .credential(root_auth())
         .mount()
         .await
         .expect("mount /export")
+}
+
+/// AUTH_SYS as root, the identity `nfs-cp` (run as root) created the files with.
+fn root_auth() -> nfs3_client::nfs3_types::rpc::opaque_auth<'static> {
+    use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
+    opaque_auth::auth_unix(&auth_unix {
+        stamp: 1,
+        machinename: Opaque::owned(b"e2e".to_vec()),
+        uid: 0,
+        gid: 0,
+        gids: vec![],
+    })
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -811,10 +811,10 @@ async fn permissions_follow_the_credential() {
     fs.own(tmp, 0o1777, 0, 0).await;
     alice.file(tmp, "a").await;
     alice.file(tmp, "a2").await;
-    assert_eq!(err(bob.remove(tmp, "a", false).await), FsError::Access);
-    assert_eq!(err(bob.rename(tmp, "a", tmp, "b").await), FsError::Access);
+    assert_eq!(err(bob.remove(tmp, "a", false).await), FsError::Perm);
+    assert_eq!(err(bob.rename(tmp, "a", tmp, "b").await), FsError::Perm);
     bob.file(tmp, "b").await;
-    assert_eq!(err(bob.rename(tmp, "b", tmp, "a").await), FsError::Access, "cannot replace another user's entry");
+    assert_eq!(err(bob.rename(tmp, "b", tmp, "a").await), FsError::Perm, "cannot replace another user's entry");
     alice.rename(tmp, "a", tmp, "a3").await.unwrap();
     alice.remove(tmp, "a3", false).await.unwrap();
     fs.remove(tmp, "a2", false).await.unwrap();

@@ -43,12 +43,13 @@ pub fn is_owner(cred: &Cred, inode: &Inode) -> bool {
 }
 
 /// The sticky-directory rule for removing or replacing `child` in `dir`: in a sticky
-/// directory only the entry's owner, the directory's owner or root may.
+/// directory only the entry's owner, the directory's owner or root may. Anyone else gets
+/// EPERM (`Perm`), as unlink(2) and rename(2) specify, not EACCES.
 pub fn sticky_ok(cred: &Cred, dir: &Inode, child: &Inode) -> Result<(), ApplyError> {
     if dir.mode & S_ISVTX == 0 || cred.is_root() || cred.uid == dir.uid || cred.uid == child.uid {
         Ok(())
     } else {
-        Err(ApplyError::Access)
+        Err(ApplyError::Perm)
     }
 }
 
@@ -186,7 +187,7 @@ mod tests {
         let dir = inode(FileKind::Directory, 0o1777, 0, 0);
         let mine = inode(FileKind::Regular, 0o644, 10, 10);
         assert_eq!(sticky_ok(&cred(10, 10, &[]), &dir, &mine), Ok(()));
-        assert_eq!(sticky_ok(&cred(11, 10, &[]), &dir, &mine), Err(ApplyError::Access));
+        assert_eq!(sticky_ok(&cred(11, 10, &[]), &dir, &mine), Err(ApplyError::Perm));
         assert_eq!(sticky_ok(&cred(0, 0, &[]), &dir, &mine), Ok(()));
         let plain = inode(FileKind::Directory, 0o777, 0, 0);
         assert_eq!(sticky_ok(&cred(11, 10, &[]), &plain, &mine), Ok(()));

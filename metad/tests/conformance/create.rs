@@ -26,7 +26,7 @@ pub fn cases() -> Vec<Case> {
         exclusive_on_guarded_file_exists,
         exclusive_short_verifier_invalid,
         create_in_a_file_is_notdir,
-        mode_is_masked_to_permission_bits,
+        mode_beyond_permission_bits_is_invalid,
         special_mode_bits_are_kept,
         owner_comes_from_cred_not_request,
         times_are_stamped,
@@ -140,9 +140,12 @@ async fn create_in_a_file_is_notdir(ctx: &Ctx) -> Result<(), String> {
     expect_err(ctx.mkdir(&user(), f, "g", 0o755).await, FsError::NotDir)
 }
 
-async fn mode_is_masked_to_permission_bits(ctx: &Ctx) -> Result<(), String> {
-    let a = ctx.create(&user(), ctx.dir, "f", 0o100_640).await.ctx("create with S_IFREG bits")?;
-    ensure_eq!(a.mode, 0o640, "mode & 07777");
+/// The mode field carries permission bits only (meta.proto); file-type bits are an
+/// out-of-range attribute (EINVAL), as they are for SETATTR. Gateways mask what clients send.
+async fn mode_beyond_permission_bits_is_invalid(ctx: &Ctx) -> Result<(), String> {
+    let r = ctx.create(&user(), ctx.dir, "f", 0o100_640).await;
+    expect_err(r, FsError::Invalid(String::new()))?;
+    let _ = ctx.create(&user(), ctx.dir, "f", 0o640).await.ctx("the same name with a valid mode")?;
     Ok(())
 }
 
