@@ -137,7 +137,7 @@ use nfs3_client::nfs3_types::nfs3::*;
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
 
 async fn mount(ports: Ports) -> nfs3_client::Nfs3Connection<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>> {
-    nfs3_client::Nfs3ConnectionBuilder::new(nfs3_client::tokio::TokioConnector, "127.0.0.1", "/export")
+    nfs3_client::Nfs3ConnectionBuilder::new(nfs3_client::tokio::TokioConnector, ports.ip.to_string(), "/export")
         .mount_port(ports.nfs)
         .nfs3_port(ports.nfs)
         .connect_from_privileged_port(false)
@@ -209,7 +209,7 @@ fn word(b: &[u8], i: usize) -> u32 {
 }
 
 fn connect(dev: &Dev) -> TcpStream {
-    let s = TcpStream::connect(("127.0.0.1", dev.ports.nfs)).expect("connect to NFS port");
+    let s = TcpStream::connect((dev.ports.ip, dev.ports.nfs)).expect("connect to NFS port");
     s.set_read_timeout(Some(Duration::from_secs(20))).expect("read timeout");
     s
 }

@@ -1,4 +1,4 @@
-//! Three `tessera serve` processes forming a metad group on 127.0.0.1, driven over gRPC as a
+//! Three `tessera serve` processes forming a metad group on a loopback address of its own (127.a.b.c), driven over gRPC as a
 //! gateway would: fail-over under a stream of mutations (kill -9 of the leader), and a follower
 //! catching up from a snapshot after missing 10,000 operations (with its data directory kept,
 //! and replaced by an empty one).
@@ -25,8 +25,15 @@ const DEADLINE: Duration = Duration::from_secs(60);
 /// Interval between two looks at a condition being waited for (always under a deadline).
 const POLL: Duration = Duration::from_millis(20);
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A loopback address of this test's own (127.a.b.c), so ports picked here cannot collide
+/// with the ports of tests running alongside on 127.0.0.1.
+fn own_loopback() -> String {
+    let r: u32 = rand::random();
+    format!("127.{}.{}.{}", 1 + (r % 250), (r >> 8) % 256, 2 + ((r >> 16) % 250))
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 fn root_cred() -> Option<pb::Cred> {
@@ -36,6 +43,7 @@ fn root_cred() -> Option<pb::Cred> {
 /// One node's fixed identity: id, ports, data directory.
 #[derive(Clone)]
 struct Spec {
+    ip: String,
     id: u64,
     metad: u16,
     control: u16,
@@ -45,10 +53,10 @@ struct Spec {
 
 impl Spec {
     fn metad_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.metad)
+        format!("http://{}:{}", self.ip, self.metad)
     }
     fn control_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.control)
+        format!("http://{}:{}", self.ip, self.control)
     }
 }
 
@@ -104,12 +112,14 @@ impl Drop for Cluster {
 impl Cluster {
     fn new(snapshot_logs: u64, keep_logs: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
+        let ip = own_loopback();
         let specs: Vec<Spec> = (1..=3)
             .map(|id| Spec {
+                ip: ip.clone(),
                 id,
-                metad: free_port(),
-                control: free_port(),
-                metrics: free_port(),
+                metad: free_port(&ip),
+                control: free_port(&ip),
+                metrics: free_port(&ip),
                 data_dir: tmp.path().join(format!("node{id}")),
             })
             .collect();
@@ -126,9 +136,9 @@ impl Cluster {
         let s = self.specs[i].clone();
         let mut toml = format!(
             "node_id = {}\ndata_dir = {:?}\nroles = [\"metad\"]\n\
-             [control]\nport = {}\n[metrics]\nport = {}\n[log]\nfilter = \"info\"\n\
-             [metad]\nport = {}\nsnapshot_logs = {}\nkeep_logs = {}\n",
-            s.id, s.data_dir, s.control, s.metrics, s.metad, self.snapshot_logs, self.keep_logs
+             [control]\nbind = {:?}\nport = {}\n[metrics]\nbind = {:?}\nport = {}\n[log]\nfilter = \"info\"\n\
+             [metad]\nbind = {:?}\nport = {}\nsnapshot_logs = {}\nkeep_logs = {}\n",
+            s.id, s.data_dir, s.ip, s.control, s.ip, s.metrics, s.ip, s.metad, self.snapshot_logs, self.keep_logs
         );
         if join {
             let urls: Vec<String> =

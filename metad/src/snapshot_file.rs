@@ -106,7 +106,9 @@ impl SnapshotDir {
     }
 
     /// Writes `data` durably as the image `snapshot-<index>.img` (atomically replacing one of the
-    /// same name), deletes every other image, and returns the file name.
+    /// same name) and returns the file name. Older images stay until the caller has recorded the
+    /// new one as current and calls [`SnapshotDir::remove_others`]: a reader holding the old
+    /// record must still find its file.
     pub fn store(&self, index: u64, data: &[u8]) -> Result<String> {
         let name = format!("{CURRENT_PREFIX}{index}.img");
         let tmp = self.path.join(format!("{TMP_PREFIX}{}", unique_suffix()));
@@ -121,13 +123,12 @@ impl SnapshotDir {
             let _ = fs::remove_file(&tmp);
             return Err(self.io(e));
         }
-        self.remove_others(&name);
         Ok(name)
     }
 
     /// Deletes every image except `keep` (best effort: a leftover only costs disk space and is
     /// retried on the next snapshot).
-    fn remove_others(&self, keep: &str) {
+    pub fn remove_others(&self, keep: &str) {
         let Ok(entries) = fs::read_dir(&self.path) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -139,17 +140,22 @@ impl SnapshotDir {
     }
 
     /// Opens the stored image `name` with its recorded length and hash; refuses a file whose
-    /// length differs or a name that is not one of ours.
-    pub fn open_image(&self, name: &str, len: u64, hash: [u8; 32]) -> Result<SnapshotFile> {
+    /// length differs or a name that is not one of ours. A missing file is `Ok(None)`: a newer
+    /// image replaced it after the caller read its record (read the record again).
+    pub fn open_image(&self, name: &str, len: u64, hash: [u8; 32]) -> Result<Option<SnapshotFile>> {
         if !name.starts_with(CURRENT_PREFIX) || name.contains('/') || name.contains("..") {
             return Err(corrupt(format!("bad image name {name:?}")));
         }
-        let file = File::open(self.path.join(name)).map_err(|e| self.io(e))?;
+        let file = match File::open(self.path.join(name)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io(e)),
+        };
         let on_disk = file.metadata().map_err(|e| self.io(e))?.len();
         if on_disk != len {
             return Err(corrupt(format!("{name}: {on_disk} bytes on disk, {len} recorded")));
         }
-        Ok(SnapshotFile { file, len, hash })
+        Ok(Some(SnapshotFile { file, len, hash }))
     }
 
     /// A new file for an image being received, removed when the returned guard drops.
@@ -212,16 +218,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = SnapshotDir::open(dir.path()).unwrap();
         let a = sd.store(5, b"first").unwrap();
-        let mut old = sd.open_image(&a, 5, *blake3::hash(b"first").as_bytes()).unwrap();
+        let mut old = sd.open_image(&a, 5, *blake3::hash(b"first").as_bytes()).unwrap().unwrap();
         let b = sd.store(9, b"second image").unwrap();
+        assert!(sd.path().join(&a).exists(), "the older image stays until the new one is recorded");
+        sd.remove_others(&b);
         assert!(!sd.path().join(&a).exists(), "older image removed");
+        assert!(sd.open_image(&a, 5, [0; 32]).unwrap().is_none(), "a replaced image reads as missing");
         // A handle opened before the replacement still reads the old image.
         assert_eq!(old.read_all().unwrap(), b"first");
-        let mut cur = sd.open_image(&b, 12, *blake3::hash(b"second image").as_bytes()).unwrap();
+        let mut cur = sd.open_image(&b, 12, *blake3::hash(b"second image").as_bytes()).unwrap().unwrap();
         assert_eq!(cur.read_all().unwrap(), b"second image");
         assert!(sd.open_image(&b, 11, [0; 32]).is_err(), "length mismatch refused");
         assert!(sd.open_image("../x", 1, [0; 32]).is_err());
-        let mut bad = sd.open_image(&b, 12, [0; 32]).unwrap();
+        let mut bad = sd.open_image(&b, 12, [0; 32]).unwrap().unwrap();
         assert!(bad.read_all().is_err(), "hash mismatch refused");
     }
 

@@ -34,6 +34,9 @@ use crate::model;
 use crate::snapshot_file::{Snapshot, SnapshotDir, SnapshotFile};
 use crate::store::{self, access};
 
+/// How often `get_current_snapshot` re-reads the record when a newer image replaced the file.
+const OPEN_ATTEMPTS: usize = 3;
+
 /// Version of the snapshot image format (2: symlink targets and request-id tables).
 const IMAGE_FORMAT: u32 = 2;
 
@@ -276,7 +279,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             wtx.set_durability(Durability::None)?;
             save_current_snapshot(&wtx, &meta, &record)?;
             wtx.commit()?;
-            let file = snapshots.open_image(&record.file, record.len, record.hash)?;
+            snapshots.remove_others(&record.file);
+            let file = snapshots
+                .open_image(&record.file, record.len, record.hash)?
+                .ok_or_else(|| MetadError::Corrupt { what: "snapshot image", reason: "vanished after it was written".into() })?;
             Ok(Snapshot { meta, snapshot: file })
         })
         .await
@@ -341,6 +347,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             save_current_snapshot(&wtx, &meta, &record)?;
             wtx.commit()?;
+            snapshots.remove_others(&record.file);
             Ok(())
         })
         .await
@@ -350,13 +357,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let snapshots = self.snapshots.clone();
         blocking::run(&self.db, move |db| {
-            let rtx = db.begin_read()?;
-            let t = rtx.open_table(store::SNAPSHOT)?;
-            let meta: Option<SnapshotMeta> = access::get_json(&t, "meta", "snapshot meta")?;
-            let record: Option<ImageRecord> = access::get_json(&t, "image", "snapshot image record")?;
-            let (Some(meta), Some(record)) = (meta, record) else { return Ok(None) };
-            let file = snapshots.open_image(&record.file, record.len, record.hash)?;
-            Ok(Some(Snapshot { meta, snapshot: file }))
+            // A snapshot built concurrently may replace the image between reading its record and
+            // opening its file; the record is then already the new one, so read it again.
+            for _ in 0..OPEN_ATTEMPTS {
+                let rtx = db.begin_read()?;
+                let t = rtx.open_table(store::SNAPSHOT)?;
+                let meta: Option<SnapshotMeta> = access::get_json(&t, "meta", "snapshot meta")?;
+                let record: Option<ImageRecord> = access::get_json(&t, "image", "snapshot image record")?;
+                let (Some(meta), Some(record)) = (meta, record) else { return Ok(None) };
+                if let Some(file) = snapshots.open_image(&record.file, record.len, record.hash)? {
+                    return Ok(Some(Snapshot { meta, snapshot: file }));
+                }
+            }
+            Err(MetadError::Corrupt { what: "snapshot image", reason: "the recorded image file is missing".into() })
         })
         .await
         .map_err(MetadError::into_io)

@@ -16,15 +16,18 @@ use std::time::Duration;
 pub const START_DEADLINE: Duration = Duration::from_secs(90);
 pub const STOP_DEADLINE: Duration = Duration::from_secs(60);
 
-/// A port that was free a moment ago on 127.0.0.1.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+/// A port that was free a moment ago on `ip`.
+pub fn free_port(ip: std::net::Ipv4Addr) -> u16 {
+    let l = TcpListener::bind((ip, 0)).expect("bind an ephemeral port");
     l.local_addr().expect("local addr").port()
 }
 
-/// The ports one `tessera dev` instance uses; kept across restarts.
+/// Where one `tessera dev` instance listens; kept across restarts. Each instance gets a
+/// loopback address of its own (127.a.b.c), so the ports picked here cannot collide with
+/// those of tests running alongside.
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
+    pub ip: std::net::Ipv4Addr,
     pub nfs: u16,
     pub control: u16,
     pub metrics: u16,
@@ -32,7 +35,9 @@ pub struct Ports {
 
 impl Ports {
     pub fn pick() -> Ports {
-        Ports { nfs: free_port(), control: free_port(), metrics: free_port() }
+        let r: u32 = rand::random();
+        let ip = std::net::Ipv4Addr::new(127, 1 + (r % 250) as u8, (r >> 8) as u8, 2 + ((r >> 16) % 250) as u8);
+        Ports { ip, nfs: free_port(ip), control: free_port(ip), metrics: free_port(ip) }
     }
 }
 
@@ -56,6 +61,11 @@ impl Dev {
             .args(["--control-port", &ports.control.to_string()])
             .args(["--metrics-port", &ports.metrics.to_string()])
             .env("TESSERA_LOG__FILTER", "info")
+            .env("TESSERA_NFS__BIND", ports.ip.to_string())
+            .env("TESSERA_CONTROL__BIND", ports.ip.to_string())
+            .env("TESSERA_METRICS__BIND", ports.ip.to_string())
+            .env("TESSERA_METAD__BIND", ports.ip.to_string())
+            .env("TESSERA_BLOCKD__BIND", ports.ip.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .spawn()
@@ -72,8 +82,8 @@ impl Dev {
         });
         let dev = Dev { child: Some(child), data_dir: data_dir.to_path_buf(), ports, log };
         match rx.recv_timeout(START_DEADLINE) {
-            Ok(line) => assert!(line.contains(&format!("nfs=127.0.0.1:{}", ports.nfs)), "ready line: {line}"),
-            Err(_) => panic!("tessera dev did not become ready in {START_DEADLINE:?}; log:\n{}", dev.log_tail()),
+            Ok(line) => assert!(line.contains(&format!("nfs={}:{}", ports.ip, ports.nfs)), "ready line: {line}"),
+            Err(e) => panic!("tessera dev did not become ready ({e}); log:\n{}", dev.log_tail()),
         }
         dev
     }
@@ -101,14 +111,14 @@ impl Dev {
     pub fn url(&self, path: &str) -> String {
         let p = self.ports.nfs;
         let sep = if path.is_empty() { "" } else { "/" };
-        format!("nfs://127.0.0.1/export{sep}{path}?version=3&nfsport={p}&mountport={p}")
+        format!("nfs://{}/export{sep}{path}?version=3&nfsport={p}&mountport={p}", self.ports.ip)
     }
 
     /// Scrapes `/metrics` and returns the unlabelled samples by name.
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.ports.metrics)).expect("connect to metrics");
+        let mut s = TcpStream::connect((self.ports.ip, self.ports.metrics)).expect("connect to metrics");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").expect("send");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tessera\r\nConnection: close\r\n\r\n").expect("send");
         let mut body = String::new();
         s.read_to_string(&mut body).expect("read metrics");
         let mut out = HashMap::new();
