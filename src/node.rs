@@ -67,7 +67,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     let control_server = {
         let stop = core_stop.clone();
         let router = tonic::transport::Server::builder().add_service(metad.control_service());
-        tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener), stop.cancelled_owned()))
+        tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener).with_nodelay(Some(true)), stop.cancelled_owned()))
     };
 
     // blockd.
@@ -200,7 +200,7 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     let control_server = {
         let router = tonic::transport::Server::builder().add_service(metad.control_service());
         tokio::spawn(
-            router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener), stop.clone().cancelled_owned()),
+            router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener).with_nodelay(Some(true)), stop.clone().cancelled_owned()),
         )
     };
 
