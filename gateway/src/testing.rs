@@ -247,6 +247,7 @@ impl Vfs for MemVfs {
             name: "export".into(),
             export_path: EXPORT_PATH.into(),
             root: Some(s.node(Self::root())?.attr),
+            replication_factor: 0,
         })
     }
 

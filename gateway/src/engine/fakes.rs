@@ -168,7 +168,7 @@ impl MetaApi for FakeMeta {
             return Err(FsError::NotFound);
         }
         let root = self.get_attr(root().into()).await?;
-        Ok(pb::Share { share_id: SHARE_ID, name: "export".into(), export_path: "/export".into(), root: Some(root) })
+        Ok(pb::Share { share_id: SHARE_ID, name: "export".into(), export_path: "/export".into(), root: Some(root), replication_factor: 0 })
     }
 
     async fn get_attr(&self, node: pb::NodeRef) -> Result<pb::Attr, FsError> {

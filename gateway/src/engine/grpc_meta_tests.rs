@@ -108,6 +108,21 @@ impl Meta for Fake {
     async fn access(&self, _: Request<pb::AccessRequest>) -> Result<Response<pb::AccessReply>, Status> {
         unimplemented()
     }
+    async fn heartbeat(&self, _: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        unimplemented()
+    }
+    async fn list_block_daemons(
+        &self,
+        _: Request<pb::ListBlockDaemonsRequest>,
+    ) -> Result<Response<pb::ListBlockDaemonsReply>, Status> {
+        unimplemented()
+    }
+    async fn record_packs(&self, _: Request<pb::RecordPacksRequest>) -> Result<Response<pb::RecordPacksReply>, Status> {
+        unimplemented()
+    }
+    async fn locate_chunks(&self, _: Request<pb::LocateChunksRequest>) -> Result<Response<pb::LocateChunksReply>, Status> {
+        unimplemented()
+    }
 }
 
 /// Serves `fake` on a loopback port; returns its endpoint URI.

@@ -51,6 +51,7 @@ fn share_to_pb(s: &crate::fsm::query::ShareOut) -> pb::Share {
         name: s.rec.name.clone(),
         export_path: s.rec.export_path.clone(),
         root: Some(attr_to_pb(&s.root)),
+        replication_factor: 0,
     }
 }
 
@@ -310,5 +311,27 @@ impl pb::meta_server::Meta for MetaService {
         let cred = cred(req.cred.as_ref())?;
         let (granted, attr) = self.metad.read(move |t| t.access(&cred, &node, req.mask)).await.map_err(status)?;
         Ok(Response::new(pb::AccessReply { granted, attr: Some(attr_to_pb(&attr)) }))
+    }
+
+    async fn heartbeat(&self, _request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn list_block_daemons(
+        &self,
+        _request: Request<pb::ListBlockDaemonsRequest>,
+    ) -> Result<Response<pb::ListBlockDaemonsReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn record_packs(&self, _request: Request<pb::RecordPacksRequest>) -> Result<Response<pb::RecordPacksReply>, Status> {
+        Err(fs(FsError::NotSupported))
+    }
+
+    async fn locate_chunks(
+        &self,
+        _request: Request<pb::LocateChunksRequest>,
+    ) -> Result<Response<pb::LocateChunksReply>, Status> {
+        Err(fs(FsError::NotSupported))
     }
 }
