@@ -360,6 +360,10 @@ pub struct ChunksInner {
     store: Mutex<HashMap<ChunkHash, Bytes>>,
     corrupt: Mutex<HashSet<ChunkHash>>,
     pub fail_puts: AtomicBool,
+    /// Every call fails as if the daemon were unreachable.
+    pub down: AtomicBool,
+    /// Puts are refused as if the disk were full.
+    pub no_space: AtomicBool,
     pub puts: AtomicUsize,
     pub gets: AtomicUsize,
 }
@@ -381,15 +385,31 @@ impl FakeChunks {
     pub fn corrupt(&self, hash: ChunkHash) {
         lock(&self.0.corrupt).insert(hash);
     }
+
+    pub fn contains(&self, hash: &ChunkHash) -> bool {
+        lock(&self.0.store).contains_key(hash)
+    }
+
+    fn check_up(&self) -> Result<(), FsError> {
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(FsError::Unavailable("injected: daemon down".into()));
+        }
+        Ok(())
+    }
 }
 
 impl ChunkApi for FakeChunks {
     async fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, FsError> {
+        self.check_up()?;
         let store = lock(&self.0.store);
         Ok(hashes.iter().map(|h| store.contains_key(h)).collect())
     }
 
     async fn put(&self, hash: ChunkHash, data: Bytes) -> Result<(), FsError> {
+        self.check_up()?;
+        if self.0.no_space.load(Ordering::SeqCst) {
+            return Err(FsError::NoSpace);
+        }
         if self.0.fail_puts.load(Ordering::SeqCst) {
             return Err(FsError::Unavailable("injected".into()));
         }
@@ -402,6 +422,7 @@ impl ChunkApi for FakeChunks {
     }
 
     async fn get(&self, hash: ChunkHash) -> Result<Bytes, FsError> {
+        self.check_up()?;
         self.0.gets.fetch_add(1, Ordering::SeqCst);
         let data = lock(&self.0.store).get(&hash).cloned().ok_or_else(|| FsError::Io("no such chunk".into()))?;
         if lock(&self.0.corrupt).contains(&hash) {

@@ -88,6 +88,12 @@ impl GrpcMeta {
         Ok(GrpcMeta { clients, current: AtomicUsize::new(0), ids: RequestIds::new() })
     }
 
+    /// The block daemons metad knows, with their liveness, and the cluster's default
+    /// replication factor (`ReplicatedChunks`' membership view).
+    pub async fn list_block_daemons(&self) -> Result<pb::ListBlockDaemonsReply, FsError> {
+        self.call(|mut c| async move { c.list_block_daemons(pb::ListBlockDaemonsRequest {}).await }).await
+    }
+
     /// `req` with a fresh request id, unless the caller pinned one.
     fn with_id<R>(&self, mut req: R, id: impl FnOnce(&mut R) -> &mut Option<pb::RequestId>) -> R {
         id(&mut req).get_or_insert_with(|| self.ids.next());

@@ -43,8 +43,10 @@ mod error;
 mod files;
 mod flush;
 mod grpc_meta;
+mod placement;
 mod quic_chunks;
 mod read;
+mod replicated;
 mod verifier;
 mod vfs_impl;
 mod write;
@@ -68,6 +70,7 @@ pub use api::{ChunkApi, MetaApi};
 pub use error::EngineError;
 pub use grpc_meta::GrpcMeta;
 pub use quic_chunks::QuicChunks;
+pub use replicated::{Connector, Membership, QuicConnector, ReplicatedChunks, ReplicationOptions};
 
 use access::AccessCache;
 use budget::Budget;

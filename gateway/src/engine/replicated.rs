@@ -1,0 +1,399 @@
+//! `ReplicatedChunks`: the `ChunkApi` over every live block daemon of the cluster, placing
+//! each chunk on its rendezvous replica set (`placement`).
+//!
+//! Owns the membership view (metad's `ListBlockDaemons`, through the `Membership` seam:
+//! refreshed when older than `refresh_every` and at once after a replica failed; only
+//! `live` daemons are candidates), one client per daemon (`Connector`, made on first use
+//! and reused while the daemon keeps its address), and the replication rules:
+//! - put: HAS on the whole replica set, PUT to every replica lacking the chunk, in
+//!   parallel; `Ok` only when all `rf` replicas hold it durably (invariant 3). A failed
+//!   replica refreshes the view and the put is retried on the new replica set, with
+//!   backoff, until `put_deadline`; then `FsError::Unavailable` (NFS3ERR_JUKEBOX: the
+//!   client retries). `NoSpace` from any replica is `FsError::NoSpace` at once.
+//! - get: the replicas in rendezvous order, then every other live daemon (placement may
+//!   have changed since the chunk was written); an answer is taken only if its BLAKE3 hash
+//!   matches; corrupt, missing or unreachable moves to the next; none left is `FsError::Io`.
+//! - has: true only if every replica of the set holds the chunk, so the write path's
+//!   dedup never skips a missing replica; a replica that cannot answer counts as lacking.
+//!
+//! Must never acknowledge a put with fewer than `rf` durable copies, return bytes that fail
+//! their hash check, hold a std mutex across an `.await`, or panic on anything metad or a
+//! daemon answers. Re-replicating chunks already stored is not its business (blockd's).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use proto::{ChunkHash, FsError, pb};
+use rustls::pki_types::CertificateDer;
+
+use super::api::ChunkApi;
+use super::grpc_meta::GrpcMeta;
+use super::placement;
+use super::quic_chunks::QuicChunks;
+use super::lock;
+
+/// Where the list of block daemons comes from (metad's `ListBlockDaemons`).
+pub trait Membership: Send + Sync + 'static {
+    fn list_block_daemons(&self) -> impl Future<Output = Result<pb::ListBlockDaemonsReply, FsError>> + Send;
+}
+
+/// Makes the client of one block daemon.
+pub trait Connector: Send + Sync + 'static {
+    type Daemon: ChunkApi;
+    /// A client of daemon `id` at `addr` (`host:port`). Connecting itself may be lazy.
+    fn connect(&self, id: u64, addr: &str) -> impl Future<Output = Result<Self::Daemon, FsError>> + Send;
+}
+
+impl Membership for GrpcMeta {
+    async fn list_block_daemons(&self) -> Result<pb::ListBlockDaemonsReply, FsError> {
+        GrpcMeta::list_block_daemons(self).await
+    }
+}
+
+/// `QuicChunks` clients trusting the given certificates (one QUIC endpoint per daemon).
+pub struct QuicConnector {
+    anchors: Vec<CertificateDer<'static>>,
+}
+
+impl QuicConnector {
+    pub fn new(anchors: Vec<CertificateDer<'static>>) -> QuicConnector {
+        QuicConnector { anchors }
+    }
+}
+
+impl Connector for QuicConnector {
+    type Daemon = QuicChunks;
+
+    async fn connect(&self, id: u64, addr: &str) -> Result<QuicChunks, FsError> {
+        let unavailable = |why: String| FsError::Unavailable(format!("block daemon {id} at {addr:?}: {why}"));
+        let mut resolved = tokio::net::lookup_host(addr).await.map_err(|e| unavailable(e.to_string()))?;
+        let sock = resolved.next().ok_or_else(|| unavailable("address resolves to nothing".into()))?;
+        QuicChunks::new(sock, &self.anchors).map_err(|e| unavailable(e.to_string()))
+    }
+}
+
+/// Timing of `ReplicatedChunks`.
+#[derive(Clone, Debug)]
+pub struct ReplicationOptions {
+    /// A membership view older than this is fetched again before use.
+    pub refresh_every: Duration,
+    /// A put that cannot reach its full replica set by then fails with `Unavailable`.
+    pub put_deadline: Duration,
+    /// First wait between put attempts (doubled each time, up to `max_backoff`).
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ReplicationOptions {
+    fn default() -> Self {
+        ReplicationOptions {
+            refresh_every: Duration::from_secs(3),
+            put_deadline: Duration::from_secs(20),
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One answer of `ListBlockDaemons`, reduced to what placement needs.
+#[derive(Debug)]
+struct View {
+    /// Increases with every fetch (a failed replica asks for a view newer than the one it
+    /// used).
+    generation: u64,
+    /// Live daemons' ids.
+    live: Vec<u64>,
+    addrs: HashMap<u64, String>,
+    default_rf: usize,
+    fetched: Instant,
+}
+
+impl View {
+    fn from_reply(reply: pb::ListBlockDaemonsReply, generation: u64) -> View {
+        let mut live = Vec::new();
+        let mut addrs = HashMap::new();
+        for d in reply.daemons {
+            if d.live && !d.addr.is_empty() && addrs.insert(d.id, d.addr).is_none() {
+                live.push(d.id);
+            }
+        }
+        let default_rf = match reply.default_replication_factor {
+            0 => placement::default_rf(live.len()),
+            n => n as usize,
+        };
+        View { generation, live, addrs, default_rf, fetched: Instant::now() }
+    }
+
+    /// The copies wanted for a share's `rf` (0 = the cluster default).
+    fn want(&self, rf: u32) -> usize {
+        match rf {
+            0 => self.default_rf,
+            n => n as usize,
+        }
+    }
+}
+
+/// Why one put attempt over a replica set failed.
+enum Attempt {
+    /// Retrying elsewhere cannot help (no space, an invalid chunk).
+    Fatal(FsError),
+    /// Some replica failed; a new view may give a set that works.
+    Retry(String),
+}
+
+/// A client of the daemon `id`, with the address it was made for.
+struct Link<D> {
+    addr: String,
+    daemon: Arc<D>,
+}
+
+/// The chunk store of a cluster: see the module comment.
+pub struct ReplicatedChunks<S: Membership, K: Connector> {
+    source: S,
+    connector: K,
+    opts: ReplicationOptions,
+    view: Mutex<Option<Arc<View>>>,
+    /// One fetch of the view at a time.
+    refreshing: tokio::sync::Mutex<()>,
+    links: Mutex<HashMap<u64, Link<K::Daemon>>>,
+}
+
+impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
+    pub fn new(source: S, connector: K, opts: ReplicationOptions) -> Self {
+        ReplicatedChunks {
+            source,
+            connector,
+            opts,
+            view: Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            links: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The current view, fetched first if it is missing or older than `refresh_every`.
+    async fn current_view(&self) -> Result<Arc<View>, FsError> {
+        if let Some(v) = lock(&self.view).clone()
+            && v.fetched.elapsed() < self.opts.refresh_every
+        {
+            return Ok(v);
+        }
+        self.refresh(None).await
+    }
+
+    /// Fetches a new view. With `stale = Some(g)`, a view newer than generation `g` that
+    /// another caller fetched meanwhile is taken instead. If metad cannot answer, the last
+    /// view stays in use (it is the best knowledge there is).
+    async fn refresh(&self, stale: Option<u64>) -> Result<Arc<View>, FsError> {
+        let _one = self.refreshing.lock().await;
+        let old = lock(&self.view).clone();
+        if let Some(v) = &old {
+            let newer = match stale {
+                Some(g) => v.generation > g,
+                None => v.fetched.elapsed() < self.opts.refresh_every,
+            };
+            if newer {
+                return Ok(v.clone());
+            }
+        }
+        match self.source.list_block_daemons().await {
+            Ok(reply) => {
+                let generation = old.as_ref().map_or(1, |v| v.generation + 1);
+                let view = Arc::new(View::from_reply(reply, generation));
+                tracing::debug!(generation, live = ?view.live, default_rf = view.default_rf, "block daemon view");
+                *lock(&self.view) = Some(view.clone());
+                Ok(view)
+            }
+            Err(e) => match old {
+                Some(v) => {
+                    tracing::warn!(error = %e, "cannot refresh the block daemon list; using the last one");
+                    Ok(v)
+                }
+                None => Err(FsError::Unavailable(format!("listing block daemons: {e}"))),
+            },
+        }
+    }
+
+    /// The client of daemon `id` of `view`, made on first use.
+    async fn daemon(&self, view: &View, id: u64) -> Result<Arc<K::Daemon>, FsError> {
+        let addr = view.addrs.get(&id).ok_or_else(|| FsError::Internal(format!("daemon {id} not in the view")))?;
+        if let Some(link) = lock(&self.links).get(&id)
+            && link.addr == *addr
+        {
+            return Ok(link.daemon.clone());
+        }
+        let daemon = Arc::new(self.connector.connect(id, addr).await?);
+        let mut links = lock(&self.links);
+        // Another caller may have connected meanwhile: keep the first client of this address.
+        match links.get(&id) {
+            Some(link) if link.addr == *addr => Ok(link.daemon.clone()),
+            _ => {
+                links.insert(id, Link { addr: addr.clone(), daemon: daemon.clone() });
+                Ok(daemon)
+            }
+        }
+    }
+
+    /// Stores `data` on all `rf` replicas of `hash` (see the module comment).
+    pub async fn put_rf(&self, hash: ChunkHash, data: Bytes, rf: u32) -> Result<(), FsError> {
+        let deadline = Instant::now() + self.opts.put_deadline;
+        let mut backoff = self.opts.first_backoff;
+        let mut view = self.current_view().await?;
+        loop {
+            let want = view.want(rf);
+            let set = placement::replicas(&hash, &view.live, want);
+            let why = if want == 0 || set.len() < want {
+                format!("{} live block daemons for {want} replicas", view.live.len())
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, self.put_on(&view, &set, hash, &data)).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(Attempt::Fatal(e))) => return Err(e),
+                    Ok(Err(Attempt::Retry(why))) => why,
+                    Err(_) => "replicas did not answer in time".to_string(),
+                }
+            };
+            if Instant::now() + backoff >= deadline {
+                return Err(FsError::Unavailable(format!(
+                    "chunk {hash} could not be stored on {want} replicas within {:?}: {why}",
+                    self.opts.put_deadline
+                )));
+            }
+            tracing::warn!(%hash, want, replicas = ?set, %why, "replicated put failed; retrying on a fresh view");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.opts.max_backoff);
+            view = self.refresh(Some(view.generation)).await?;
+        }
+    }
+
+    /// One attempt: every replica of `set` ends up holding `hash`, or why not.
+    async fn put_on(&self, view: &View, set: &[u64], hash: ChunkHash, data: &Bytes) -> Result<(), Attempt> {
+        let results = futures::future::join_all(set.iter().map(|&id| async move {
+            let daemon = self.daemon(view, id).await?;
+            if daemon.has(&[hash]).await?.first() == Some(&true) {
+                return Ok(());
+            }
+            daemon.put(hash, data.clone()).await
+        }))
+        .await;
+        let mut failed = Vec::new();
+        for (id, r) in set.iter().zip(results) {
+            match r {
+                Ok(()) => {}
+                Err(FsError::NoSpace) => return Err(Attempt::Fatal(FsError::NoSpace)),
+                Err(e @ FsError::Invalid(_)) => return Err(Attempt::Fatal(e)),
+                Err(e) => failed.push(format!("daemon {id}: {e}")),
+            }
+        }
+        if failed.is_empty() { Ok(()) } else { Err(Attempt::Retry(failed.join("; "))) }
+    }
+
+    /// Which of `hashes` are held by every one of their `rf` replicas.
+    pub async fn has_rf(&self, hashes: &[ChunkHash], rf: u32) -> Result<Vec<bool>, FsError> {
+        let mut all = vec![true; hashes.len()];
+        let view = match self.current_view().await {
+            Ok(v) => v,
+            // The puts that follow report the outage.
+            Err(_) => return Ok(vec![false; hashes.len()]),
+        };
+        let want = view.want(rf);
+        let mut asks: HashMap<u64, Vec<usize>> = HashMap::new();
+        for (i, h) in hashes.iter().enumerate() {
+            let set = placement::replicas(h, &view.live, want);
+            if want == 0 || set.len() < want {
+                all[i] = false;
+                continue;
+            }
+            for id in set {
+                asks.entry(id).or_default().push(i);
+            }
+        }
+        let view = &view;
+        let answers = futures::future::join_all(asks.into_iter().map(|(id, idx)| async move {
+            let wanted: Vec<ChunkHash> = idx.iter().map(|&i| hashes[i]).collect();
+            let answer = match self.daemon(view, id).await {
+                Ok(d) => d.has(&wanted).await,
+                Err(e) => Err(e),
+            };
+            (id, idx, answer)
+        }))
+        .await;
+        for (id, idx, answer) in answers {
+            match answer {
+                Ok(flags) if flags.len() == idx.len() => {
+                    for (i, have) in idx.into_iter().zip(flags) {
+                        all[i] &= have;
+                    }
+                }
+                other => {
+                    if let Err(e) = other {
+                        tracing::debug!(daemon = id, error = %e, "HAS failed; its chunks count as missing");
+                    }
+                    for i in idx {
+                        all[i] = false;
+                    }
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// The verified bytes of `hash` from the first daemon that has them (see the module
+    /// comment).
+    pub async fn get_any(&self, hash: ChunkHash) -> Result<Bytes, FsError> {
+        let view = self.current_view().await.map_err(|e| FsError::Io(format!("chunk {hash}: {e}")))?;
+        let order = placement::replicas(&hash, &view.live, view.live.len());
+        let mut errors = Vec::new();
+        let mut unreachable = false;
+        for id in order {
+            let answer = match self.daemon(&view, id).await {
+                Ok(d) => d.get(hash).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(bytes) if blake3::hash(&bytes).as_bytes() == hash.as_bytes() => return Ok(bytes),
+                Ok(_) => errors.push(format!("daemon {id}: bytes fail the hash check")),
+                Err(e) => {
+                    unreachable |= matches!(e, FsError::Unavailable(_));
+                    errors.push(format!("daemon {id}: {e}"));
+                }
+            }
+            tracing::warn!(%hash, daemon = id, error = errors.last().map(String::as_str), "chunk read failed; trying the next daemon");
+        }
+        if unreachable {
+            // The next caller should not start with a daemon that is gone.
+            let _ = self.refresh(Some(view.generation)).await;
+        }
+        if errors.is_empty() {
+            return Err(FsError::Io(format!("chunk {hash}: no live block daemon")));
+        }
+        Err(FsError::Io(format!("chunk {hash}: no block daemon could serve it: {}", errors.join("; "))))
+    }
+}
+
+impl<S: Membership, K: Connector> ChunkApi for ReplicatedChunks<S, K> {
+    async fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, FsError> {
+        self.has_rf(hashes, 0).await
+    }
+
+    async fn put(&self, hash: ChunkHash, data: Bytes) -> Result<(), FsError> {
+        self.put_rf(hash, data, 0).await
+    }
+
+    async fn get(&self, hash: ChunkHash) -> Result<Bytes, FsError> {
+        self.get_any(hash).await
+    }
+
+    async fn has_replicated(&self, hashes: &[ChunkHash], rf: u32) -> Result<Vec<bool>, FsError> {
+        self.has_rf(hashes, rf).await
+    }
+
+    async fn put_replicated(&self, hash: ChunkHash, data: Bytes, rf: u32) -> Result<(), FsError> {
+        self.put_rf(hash, data, rf).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

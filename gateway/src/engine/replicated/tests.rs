@@ -1,0 +1,239 @@
+//! `ReplicatedChunks` against in-memory daemons (`FakeChunks`) and a scripted membership.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto::{ChunkHash, FsError, pb};
+
+use super::super::fakes::FakeChunks;
+use super::super::lock;
+use super::super::placement;
+use super::{ChunkApi, Connector, Membership, ReplicatedChunks, ReplicationOptions};
+
+/// metad's daemon list: `current`, replaced by `next` (if set) on the first call after
+/// `next` was set.
+#[derive(Clone, Default)]
+struct FakeMembership(Arc<MembershipInner>);
+
+#[derive(Default)]
+struct MembershipInner {
+    current: Mutex<pb::ListBlockDaemonsReply>,
+    next: Mutex<Option<pb::ListBlockDaemonsReply>>,
+    calls: AtomicUsize,
+}
+
+impl FakeMembership {
+    fn calls(&self) -> usize {
+        self.0.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Membership for FakeMembership {
+    async fn list_block_daemons(&self) -> Result<pb::ListBlockDaemonsReply, FsError> {
+        self.0.calls.fetch_add(1, Ordering::SeqCst);
+        let mut current = lock(&self.0.current);
+        if let Some(next) = lock(&self.0.next).take() {
+            *current = next;
+        }
+        Ok(current.clone())
+    }
+}
+
+/// Daemons by address; counts the clients made.
+#[derive(Clone, Default)]
+struct FakeConnector {
+    daemons: Arc<HashMap<String, FakeChunks>>,
+    connects: Arc<AtomicUsize>,
+}
+
+impl Connector for FakeConnector {
+    type Daemon = FakeChunks;
+
+    async fn connect(&self, id: u64, addr: &str) -> Result<FakeChunks, FsError> {
+        self.connects.fetch_add(1, Ordering::SeqCst);
+        self.daemons.get(addr).cloned().ok_or_else(|| FsError::Unavailable(format!("no daemon {id} at {addr}")))
+    }
+}
+
+fn addr(id: u64) -> String {
+    format!("10.0.0.{id}:7200")
+}
+
+fn listing(ids: &[u64], dead: &[u64], default_rf: u32) -> pb::ListBlockDaemonsReply {
+    pb::ListBlockDaemonsReply {
+        daemons: ids
+            .iter()
+            .map(|&id| pb::BlockDaemon { id, addr: addr(id), live: !dead.contains(&id), ..Default::default() })
+            .collect(),
+        default_replication_factor: default_rf,
+    }
+}
+
+struct Cluster {
+    store: ReplicatedChunks<FakeMembership, FakeConnector>,
+    membership: FakeMembership,
+    daemons: HashMap<u64, FakeChunks>,
+    connects: Arc<AtomicUsize>,
+}
+
+impl Cluster {
+    fn new(ids: &[u64], default_rf: u32) -> Cluster {
+        Cluster::with(ids, default_rf, Duration::from_millis(300))
+    }
+
+    fn with(ids: &[u64], default_rf: u32, put_deadline: Duration) -> Cluster {
+        let daemons: HashMap<u64, FakeChunks> = ids.iter().map(|&id| (id, FakeChunks::default())).collect();
+        let membership = FakeMembership::default();
+        *lock(&membership.0.current) = listing(ids, &[], default_rf);
+        let connector = FakeConnector {
+            daemons: Arc::new(daemons.iter().map(|(id, d)| (addr(*id), d.clone())).collect()),
+            connects: Arc::default(),
+        };
+        let connects = connector.connects.clone();
+        let opts = ReplicationOptions {
+            // Refreshes in these tests happen only because of failures.
+            refresh_every: Duration::from_secs(3600),
+            put_deadline,
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(20),
+        };
+        let store = ReplicatedChunks::new(membership.clone(), connector, opts);
+        Cluster { store, membership, daemons, connects }
+    }
+
+    fn holders(&self, hash: &ChunkHash) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.daemons.iter().filter(|(_, d)| d.contains(hash)).map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn daemon(&self, id: u64) -> &FakeChunks {
+        &self.daemons[&id]
+    }
+}
+
+fn chunk(seed: u8) -> (ChunkHash, Bytes) {
+    let data = Bytes::from(vec![seed; 1000 + usize::from(seed)]);
+    (ChunkHash(*blake3::hash(&data).as_bytes()), data)
+}
+
+fn sorted(mut ids: Vec<u64>) -> Vec<u64> {
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn put_reaches_every_replica_of_the_set_and_only_those() {
+    let ids = [1, 2, 3, 4, 5];
+    let c = Cluster::new(&ids, 3);
+    for seed in 0..8 {
+        let (hash, data) = chunk(seed);
+        c.store.put_replicated(hash, data.clone(), 0).await.expect("put with the cluster default");
+        assert_eq!(c.holders(&hash), sorted(placement::replicas(&hash, &ids, 3)), "default rf 3");
+        assert_eq!(c.store.has_replicated(&[hash], 0).await.expect("has"), vec![true]);
+        // A share asking for 4 copies gets a fourth; the first three are not sent again.
+        let puts_before: usize = c.daemons.values().map(FakeChunks::puts).sum();
+        c.store.put_replicated(hash, data, 4).await.expect("put rf 4");
+        assert_eq!(c.holders(&hash), sorted(placement::replicas(&hash, &ids, 4)));
+        assert_eq!(c.daemons.values().map(FakeChunks::puts).sum::<usize>(), puts_before + 1);
+    }
+    assert_eq!(c.connects.load(Ordering::SeqCst), ids.len(), "one client per daemon, reused");
+}
+
+#[tokio::test]
+async fn a_failed_replica_moves_the_put_to_the_next_live_set() {
+    let ids = [1, 2, 3, 4];
+    let c = Cluster::new(&ids, 3);
+    let (hash, data) = chunk(7);
+    let victim = placement::replicas(&hash, &ids, 3)[0];
+    assert_eq!(c.store.has_replicated(&[hash], 3).await.expect("has"), vec![false], "loads the first view");
+    c.daemon(victim).0.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    // metad declares the victim dead: the refresh after the failure sees it.
+    *lock(&c.membership.0.next) = Some(listing(&ids, &[victim], 3));
+    c.store.put_replicated(hash, data, 3).await.expect("put on the new replica set");
+    let survivors: Vec<u64> = ids.iter().copied().filter(|&id| id != victim).collect();
+    assert_eq!(c.holders(&hash), sorted(placement::replicas(&hash, &survivors, 3)));
+    assert_eq!(c.holders(&hash).len(), 3);
+    assert_eq!(c.membership.calls(), 2, "the failure refreshed the view once");
+}
+
+#[tokio::test]
+async fn never_acknowledges_fewer_than_rf_copies() {
+    let ids = [1, 2, 3];
+    // The dead daemon is still listed as live: every attempt fails, until the deadline.
+    let c = Cluster::with(&ids, 3, Duration::from_millis(100));
+    let (hash, data) = chunk(1);
+    c.daemon(2).0.down.store(true, Ordering::SeqCst);
+    let err = c.store.put_replicated(hash, data.clone(), 3).await.expect_err("two copies are not three");
+    assert!(matches!(err, FsError::Unavailable(_)), "{err:?}");
+    assert!(c.membership.calls() >= 2, "failures refreshed the view");
+    assert_eq!(c.store.has_replicated(&[hash], 3).await.expect("has"), vec![false]);
+
+    // Declared dead: two live daemons cannot hold three copies either.
+    *lock(&c.membership.0.next) = Some(listing(&ids, &[2], 3));
+    let err = c.store.put_replicated(hash, data.clone(), 3).await.expect_err("only two live daemons");
+    assert!(matches!(err, FsError::Unavailable(_)), "{err:?}");
+    // A share with rf 2 is satisfied by the two survivors.
+    c.store.put_replicated(hash, data, 2).await.expect("rf 2 on two live daemons");
+    assert_eq!(c.holders(&hash), vec![1, 3]);
+}
+
+#[tokio::test]
+async fn no_space_on_any_replica_is_no_space() {
+    let ids = [1, 2, 3];
+    let c = Cluster::new(&ids, 3);
+    c.daemon(3).0.no_space.store(true, Ordering::SeqCst);
+    let (hash, data) = chunk(3);
+    let err = c.store.put_replicated(hash, data, 3).await.expect_err("a full replica");
+    assert!(matches!(err, FsError::NoSpace), "{err:?}");
+    assert_eq!(c.membership.calls(), 1, "no space is not retried elsewhere");
+}
+
+#[tokio::test]
+async fn get_falls_back_past_corrupt_down_and_moved_copies() {
+    let ids = [1, 2, 3, 4];
+    let c = Cluster::new(&ids, 2);
+    let (hash, data) = chunk(9);
+    c.store.put_replicated(hash, data.clone(), 2).await.expect("put");
+    let set = placement::replicas(&hash, &ids, 2);
+    // The primary answers bytes that do not match: the secondary's copy is served.
+    c.daemon(set[0]).corrupt(hash);
+    assert_eq!(c.store.get(hash).await.expect("from the secondary"), data);
+    assert_eq!(c.daemon(set[1]).gets(), 1);
+    // The primary is down instead: same.
+    c.daemon(set[0]).0.down.store(true, Ordering::SeqCst);
+    assert_eq!(c.store.get(hash).await.expect("from the secondary"), data);
+    // Only a daemon outside the replica set still has it (placement changed): found too.
+    let outsider = ids.iter().copied().find(|id| !set.contains(id)).expect("an outsider");
+    c.daemon(outsider).put(hash, data.clone()).await.expect("seed");
+    c.daemon(set[1]).0.down.store(true, Ordering::SeqCst);
+    assert_eq!(c.store.get(hash).await.expect("from the outsider"), data);
+    // Nobody has a good copy: an I/O error, not a hang or bad bytes.
+    c.daemon(outsider).corrupt(hash);
+    let err = c.store.get(hash).await.expect_err("no good copy");
+    assert!(matches!(err, FsError::Io(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn has_is_false_unless_every_replica_holds_the_chunk() {
+    let ids = [1, 2, 3, 4, 5];
+    let c = Cluster::new(&ids, 3);
+    let (hash, data) = chunk(4);
+    let (other, other_data) = chunk(5);
+    c.store.put_replicated(other, other_data, 3).await.expect("put other");
+    let set = placement::replicas(&hash, &ids, 3);
+    for &id in &set[..2] {
+        c.daemon(id).put(hash, data.clone()).await.expect("seed");
+    }
+    assert_eq!(c.store.has_replicated(&[hash, other], 3).await.expect("has"), vec![false, true]);
+    // The put completes the set, sending only the missing copy.
+    c.store.put_replicated(hash, data, 3).await.expect("put");
+    assert_eq!(c.daemon(set[2]).puts(), 1 + usize::from(c.daemon(set[2]).contains(&other)));
+    assert_eq!(c.store.has_replicated(&[hash, other], 3).await.expect("has"), vec![true, true]);
+    // A replica that cannot answer counts as lacking.
+    c.daemon(set[1]).0.down.store(true, Ordering::SeqCst);
+    assert_eq!(c.store.has_replicated(&[hash], 3).await.expect("has"), vec![false]);
+}
