@@ -44,6 +44,11 @@ impl ChunkCache {
         Some(e.data.clone())
     }
 
+    /// Whether `hash` is cached (without marking it used).
+    pub fn contains(&self, hash: &ChunkHash) -> bool {
+        lock(&self.inner).map.contains_key(hash)
+    }
+
     /// Caches verified `data` for `hash`, evicting as needed.
     pub fn insert(&self, hash: ChunkHash, data: Bytes) {
         let len = data.len() as u64;

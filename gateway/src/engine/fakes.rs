@@ -9,7 +9,7 @@
 //! production code.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -47,6 +47,8 @@ pub struct MetaInner {
     /// Access grants everything but write while set (and CommitExtents refuses).
     pub deny_write: AtomicBool,
     pub access_calls: AtomicUsize,
+    /// The share's `replication_factor` (0 = the cluster default).
+    pub share_rf: AtomicU32,
     /// (RPC name, its cred) of every call that carries one, in order.
     pub creds: Mutex<Vec<(&'static str, Option<pb::Cred>)>>,
 }
@@ -168,7 +170,7 @@ impl MetaApi for FakeMeta {
             return Err(FsError::NotFound);
         }
         let root = self.get_attr(root().into()).await?;
-        Ok(pb::Share { share_id: SHARE_ID, name: "export".into(), export_path: "/export".into(), root: Some(root), replication_factor: 0 })
+        Ok(pb::Share { share_id: SHARE_ID, name: "export".into(), export_path: "/export".into(), root: Some(root), replication_factor: self.0.share_rf.load(Ordering::SeqCst) })
     }
 
     async fn get_attr(&self, node: pb::NodeRef) -> Result<pb::Attr, FsError> {

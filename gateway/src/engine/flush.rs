@@ -5,7 +5,8 @@
 //! chunk that holds byte `lo - 1` and to the end of the one that holds byte `hi` (clamped
 //! to the file size); its bytes are the existing content overlaid with the dirty data
 //! (holes are zeros); it is cut with FastCDC and named with BLAKE3 on a blocking thread;
-//! chunks the block daemon lacks are PUT (bounded concurrency); and the span's extents are
+//! chunks not yet on every replica of their set (the share's replication factor, `shares`)
+//! are PUT (bounded concurrency; `ChunkApi::put_replicated`); and the span's extents are
 //! committed to metad in one CommitExtents over the widened range.
 //!
 //! Why widening: FastCDC cut points depend only on the bytes from a chunk's start, so
@@ -186,7 +187,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         .await
         .map_err(|e| FsError::Internal(format!("chunking task failed: {e}")))?;
         let data = Bytes::from(buf);
-        self.store_chunks(&data, &chunks).await?;
+        let rf = self.share_rf(node.share_id).await?;
+        self.store_chunks(&data, &chunks, rf).await?;
 
         let extents = chunks
             .iter()
@@ -217,8 +219,9 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         reply.after.ok_or_else(|| no_attr("CommitExtents"))
     }
 
-    /// PUTs the chunks of `data` the block daemon does not have yet.
-    async fn store_chunks(&self, data: &Bytes, chunks: &[ChunkRef]) -> Result<(), FsError> {
+    /// PUTs the chunks of `data` that are not yet on all `rf` replicas (0 = the cluster
+    /// default) of their replica sets.
+    async fn store_chunks(&self, data: &Bytes, chunks: &[ChunkRef], rf: u32) -> Result<(), FsError> {
         // Owned values only past this point: iterator adaptors over borrowed tuples make
         // the future's Send proof fail (higher-ranked lifetimes in closures).
         let mut seen = HashSet::new();
@@ -229,7 +232,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             }
         }
         let hashes: Vec<ChunkHash> = unique.iter().map(|u| u.0).collect();
-        let present = self.chunks.has(&hashes).await?;
+        let present = self.chunks.has_replicated(&hashes, rf).await?;
         if present.len() != hashes.len() {
             return Err(FsError::Io(format!("HAS answered {} flags for {} chunks", present.len(), hashes.len())));
         }
@@ -240,7 +243,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             }
         }
         futures::stream::iter(missing)
-            .map(|(hash, bytes)| self.chunks.put(hash, bytes))
+            .map(|(hash, bytes)| self.chunks.put_replicated(hash, bytes, rf))
             .buffer_unordered(PUT_CONCURRENCY)
             .try_collect::<Vec<()>>()
             .await?;

@@ -35,6 +35,7 @@
 mod access;
 mod api;
 mod background;
+mod blocks;
 mod budget;
 mod buffer;
 mod cache;
@@ -46,7 +47,9 @@ mod grpc_meta;
 mod placement;
 mod quic_chunks;
 mod read;
+mod readahead;
 mod replicated;
+mod shares;
 mod verifier;
 mod vfs_impl;
 mod write;
@@ -60,13 +63,14 @@ mod tests_creds;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use rustls::pki_types::CertificateDer;
 use tokio::sync::Notify;
 
 pub use api::{ChunkApi, MetaApi};
+pub use blocks::Blocks;
 pub use error::EngineError;
 pub use grpc_meta::GrpcMeta;
 pub use quic_chunks::QuicChunks;
@@ -77,7 +81,19 @@ use budget::Budget;
 use cache::ChunkCache;
 use chunker::ChunkerParams;
 use files::FileTable;
+use readahead::ReadAhead;
+use shares::ShareFactors;
 use verifier::WriteVerifier;
+
+/// Where the engine finds its block daemons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlockdSource {
+    /// One block daemon at this QUIC address, one copy of each chunk (`tessera dev`).
+    Static(SocketAddr),
+    /// Every live block daemon metad lists (`ListBlockDaemons`); each chunk on its share's
+    /// replication factor of them (`ReplicatedChunks`).
+    FromMetad,
+}
 
 /// Settings of one engine.
 #[derive(Clone, Debug)]
@@ -85,9 +101,11 @@ pub struct EngineOptions {
     /// metad's gRPC endpoints, e.g. `http://127.0.0.1:7100`: any node answers (followers
     /// forward to the leader); the engine fails over between them.
     pub metad_endpoints: Vec<String>,
-    /// The block daemon's QUIC address (one daemon for now).
-    pub blockd_addr: SocketAddr,
-    /// Certificates trusted for the block daemon's TLS identity.
+    /// Where the block daemons are.
+    pub blockd: BlockdSource,
+    /// Timing of replicated puts and of the block daemon list (`BlockdSource::FromMetad`).
+    pub replication: ReplicationOptions,
+    /// Certificates trusted for the block daemons' TLS identity.
     pub blockd_trust: Vec<CertificateDer<'static>>,
     pub chunk_min_bytes: u32,
     pub chunk_avg_bytes: u32,
@@ -101,8 +119,9 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// Options from the node's gateway configuration, with one metad endpoint (`tessera
-    /// dev`; set `metad_endpoints` for a cluster).
+    /// Options from the node's gateway configuration, with one metad endpoint and one
+    /// block daemon (`tessera dev`; for a cluster set `metad_endpoints` and `blockd:
+    /// BlockdSource::FromMetad`).
     pub fn from_config(
         metad_endpoint: String,
         blockd_addr: SocketAddr,
@@ -111,7 +130,8 @@ impl EngineOptions {
     ) -> EngineOptions {
         EngineOptions {
             metad_endpoints: vec![metad_endpoint],
-            blockd_addr,
+            blockd: BlockdSource::Static(blockd_addr),
+            replication: ReplicationOptions::default(),
             blockd_trust,
             chunk_min_bytes: cfg.chunk_min_bytes,
             chunk_avg_bytes: cfg.chunk_avg_bytes,
@@ -125,7 +145,7 @@ impl EngineOptions {
 
 /// The file I/O engine. Create with [`Engine::connect`] (real metad and block daemon) or
 /// [`Engine::new`] (any `MetaApi`/`ChunkApi`).
-pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = QuicChunks> {
+pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = Blocks> {
     meta: M,
     chunks: C,
     chunker: ChunkerParams,
@@ -135,6 +155,10 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = QuicChunks> {
     cache: ChunkCache,
     verifier: WriteVerifier,
     access: AccessCache,
+    readahead: ReadAhead,
+    shares: ShareFactors,
+    /// The engine itself, for the background tasks it spawns (read-ahead).
+    me: Weak<Self>,
     /// Wakes the background flusher when a writer waits for budget.
     pressure: Arc<Notify>,
     /// Writers currently waiting for budget.
@@ -142,28 +166,35 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = QuicChunks> {
 }
 
 impl Engine {
-    /// An engine over metad at `opts.metad_endpoints` and the block daemon at
-    /// `opts.blockd_addr`. Connections are made on first use. Must be called inside a tokio
+    /// An engine over metad at `opts.metad_endpoints` and the block daemons of
+    /// `opts.blockd`. Connections are made on first use. Must be called inside a tokio
     /// runtime; the background flusher stops when `shutdown` is cancelled (call
     /// [`Engine::flush_all`] afterwards to make buffered writes durable).
     pub async fn connect(opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Engine>, EngineError> {
         let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?;
-        let chunks = QuicChunks::new(opts.blockd_addr, &opts.blockd_trust)?;
+        let chunks = match opts.blockd {
+            BlockdSource::Static(addr) => Blocks::Single(QuicChunks::new(addr, &opts.blockd_trust)?),
+            BlockdSource::FromMetad => Blocks::Replicated(ReplicatedChunks::new(
+                GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?,
+                QuicConnector::new(opts.blockd_trust.clone()),
+                opts.replication.clone(),
+            )),
+        };
         Engine::new(meta, chunks, opts, shutdown)
     }
 }
 
 impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// An engine over the given seams (tests use in-memory fakes). Spawns the background
-    /// flusher on the current tokio runtime. `metad_endpoints`, `blockd_addr` and
-    /// `blockd_trust` of `opts` are not used here.
+    /// flusher on the current tokio runtime. `metad_endpoints`, `blockd`,
+    /// `replication` and `blockd_trust` of `opts` are not used here.
     pub fn new(meta: M, chunks: C, opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Self>, EngineError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let chunker = ChunkerParams::new(opts.chunk_min_bytes, opts.chunk_avg_bytes, opts.chunk_max_bytes)?;
         if opts.write_buffer_bytes == 0 {
             return Err(EngineError::WriteBuffer { bytes: 0, reason: "must be at least one byte" });
         }
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
             meta,
             chunks,
             chunker,
@@ -173,6 +204,9 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             cache: ChunkCache::new(opts.cache_bytes),
             verifier: WriteVerifier::new(),
             access: AccessCache::default(),
+            readahead: ReadAhead::new(opts.cache_bytes),
+            shares: ShareFactors::default(),
+            me: me.clone(),
             pressure: Arc::new(Notify::new()),
             writers_waiting: AtomicUsize::new(0),
         });

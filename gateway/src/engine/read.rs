@@ -7,6 +7,8 @@
 //! permission on GetExtents; a read served from the buffer alone is checked with Access. Must never return or cache bytes
 //! that failed verification (corrupt -> `FsError::Io`), never index with an unchecked
 //! offset from metad, and never allocate more than `MAX_READ_BYTES` for one READ.
+//! Sequential READs start a background prefetch of the next bytes into the cache
+//! (`readahead` decides when and how much; `spawn_prefetch` fetches).
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -127,6 +129,9 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         self.fill_from_extents(&extents, offset, &mut buf, CacheFill::Yes, None).await?;
         overlay(&dirty, offset, &mut buf);
         attr.size = size;
+        if let Some((from, to)) = self.readahead.on_read(node, offset, offset + n, size) {
+            self.spawn_prefetch(cred.clone(), node, from, to);
+        }
         Ok(ReadReply { data: Bytes::from(buf), eof: offset + n >= size, attr })
     }
 
@@ -177,6 +182,42 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             out[(lo - start) as usize..(hi - start) as usize].copy_from_slice(src);
         }
         Ok(())
+    }
+
+    /// Fetches the committed chunks of `[from, to)` into the cache in the background
+    /// (read-ahead); failures only cost the later READ a fetch of its own.
+    fn spawn_prefetch(&self, cred: pb::Cred, node: FileHandle, from: u64, to: u64) {
+        let Some(engine) = self.me.upgrade() else { return };
+        tokio::spawn(async move {
+            if let Err(e) = engine.prefetch(cred, node, from, to).await {
+                tracing::debug!(?node, from, to, error = %e, "read-ahead failed");
+            }
+            engine.readahead.finished(node);
+        });
+    }
+
+    async fn prefetch(&self, cred: pb::Cred, node: FileHandle, from: u64, to: u64) -> Result<(), FsError> {
+        let r = self
+            .meta
+            .get_extents(pb::GetExtentsRequest {
+                node: Some(node.into()),
+                offset: from,
+                length: to - from,
+                cred: Some(cred),
+            })
+            .await?;
+        let mut wanted: HashMap<ChunkHash, u64> = HashMap::new();
+        for e in &r.extents {
+            let v = check_extent(e)?;
+            if !self.cache.contains(&v.hash) {
+                wanted.insert(v.hash, v.chunk_length);
+            }
+        }
+        futures::stream::iter(wanted)
+            .map(|(hash, len)| self.fetch_chunk(hash, len, CacheFill::Yes))
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .try_for_each(|_| async { Ok(()) })
+            .await
     }
 
     /// A chunk's verified bytes, from the cache or the block daemon.

@@ -28,7 +28,8 @@ const MAX: u32 = 1024;
 pub(super) fn options() -> EngineOptions {
     EngineOptions {
         metad_endpoints: Vec::new(),
-        blockd_addr: "127.0.0.1:1".parse().expect("addr"),
+        blockd: super::BlockdSource::Static("127.0.0.1:1".parse().expect("addr")),
+        replication: super::ReplicationOptions::default(),
         blockd_trust: Vec::new(),
         chunk_min_bytes: MIN,
         chunk_avg_bytes: AVG,
@@ -470,4 +471,31 @@ proptest! {
             assert_well_formed(&f.meta, node.ino, model.len() as u64);
         });
     }
+}
+
+#[tokio::test]
+async fn sequential_reads_prefetch_and_random_reads_do_not() {
+    // Cache 1 MiB: a read-ahead window of 256 KiB.
+    let f = fixture();
+    let node = create(&f.engine, "seq").await;
+    let bytes = data(200_000, 3);
+    f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    let first = f.engine.read(&cred(), node, 0, 8_192).await.expect("read");
+    let second = f.engine.read(&cred(), node, 8_192, 8_192).await.expect("read");
+    assert_eq!([first.data, second.data].concat(), bytes[..16_384]);
+    assert_eq!(f.engine.readahead.started(), 1, "the second sequential read starts a prefetch");
+    tokio::time::timeout(Duration::from_secs(10), f.engine.readahead.wait_finished(1)).await.expect("prefetch ends");
+    let gets = f.chunks.gets();
+    let rest = f.engine.read(&cred(), node, 16_384, 200_000).await.expect("read");
+    assert_eq!(rest.data, bytes[16_384..]);
+    assert_eq!(f.chunks.gets(), gets, "the rest of the file came from the cache");
+
+    let other = create(&f.engine, "random").await;
+    let bytes = data(200_000, 4);
+    f.engine.write(&cred(), other, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    for off in [150_000u64, 3_000, 90_000, 40_000, 120_000] {
+        let r = f.engine.read(&cred(), other, off, 4_096).await.expect("read");
+        assert_eq!(r.data, bytes[off as usize..off as usize + 4_096]);
+    }
+    assert_eq!(f.engine.readahead.started(), 1, "random reads start no prefetch");
 }

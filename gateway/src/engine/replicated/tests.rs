@@ -237,3 +237,49 @@ async fn has_is_false_unless_every_replica_holds_the_chunk() {
     c.daemon(set[1]).0.down.store(true, Ordering::SeqCst);
     assert_eq!(c.store.has_replicated(&[hash], 3).await.expect("has"), vec![false]);
 }
+
+/// The engine over a replicated store of in-memory daemons.
+mod engine {
+    use super::*;
+    use crate::engine::Engine;
+    use crate::engine::fakes::FakeMeta;
+    use crate::engine::fakes::root;
+    use crate::engine::tests::{cred, data, options};
+    use crate::vfs::{Stability, Vfs};
+
+    fn chunk_hashes(meta: &FakeMeta, ino: u64) -> Vec<ChunkHash> {
+        meta.extents(ino).iter().map(|e| ChunkHash::from_slice(&e.hash).expect("32 bytes")).collect()
+    }
+
+    #[tokio::test]
+    async fn file_sync_writes_land_on_the_share_rf_and_read_back_with_a_daemon_down() {
+        let ids = [1, 2, 3, 4];
+        let c = Cluster::new(&ids, 3);
+        let meta = FakeMeta::new();
+        meta.0.share_rf.store(2, Ordering::SeqCst);
+        let shutdown = cluster::Shutdown::new();
+        let engine = Engine::new(meta.clone(), c.store, options(), shutdown.clone()).expect("engine");
+        let req = pb::CreateRequest {
+            dir: Some(root().into()),
+            name: b"f".to_vec(),
+            kind: pb::FileType::Regular as i32,
+            mode: 0o644,
+            ..Default::default()
+        };
+        let reply = engine.create(&cred(), req).await.expect("create");
+        let node: proto::FileHandle = reply.attr.and_then(|a| a.node).expect("node").into();
+        let bytes = data(20_000, 11);
+        engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+        let hashes = chunk_hashes(&meta, node.ino);
+        assert!(hashes.len() > 10, "{} chunks", hashes.len());
+        for h in &hashes {
+            let holders: Vec<u64> = sorted(c.daemons.iter().filter(|(_, d)| d.contains(h)).map(|(id, _)| *id).collect());
+            assert_eq!(holders, sorted(placement::replicas(h, &ids, 2)), "the share's rf of 2, not the default 3");
+        }
+        // Any one daemon down: every byte still reads back (from the other replica).
+        c.daemons[&1].0.down.store(true, Ordering::SeqCst);
+        let r = engine.read(&cred(), node, 0, 20_000).await.expect("read");
+        assert_eq!(r.data, bytes);
+        shutdown.cancel();
+    }
+}
