@@ -57,18 +57,19 @@ pub trait ChunkApi: Send + Sync + 'static {
 
     /// `has` for a chunk kept on `rf` replicas (0 = the cluster default): true only where
     /// every replica holds it. A store with a single copy ignores `rf`.
-    fn has_replicated(
-        &self,
-        hashes: &[ChunkHash],
-        rf: u32,
-    ) -> impl Future<Output = Result<Vec<bool>, FsError>> + Send {
+    fn has_replicated(&self, hashes: &[ChunkHash], rf: u32) -> impl Future<Output = Result<Vec<bool>, FsError>> + Send {
         let _ = rf;
         self.has(hashes)
     }
 
     /// `put` onto `rf` replicas (0 = the cluster default): `Ok` only when every replica has
     /// it durably. A store with a single copy ignores `rf`.
-    fn put_replicated(&self, hash: ChunkHash, data: Bytes, rf: u32) -> impl Future<Output = Result<(), FsError>> + Send {
+    fn put_replicated(
+        &self,
+        hash: ChunkHash,
+        data: Bytes,
+        rf: u32,
+    ) -> impl Future<Output = Result<(), FsError>> + Send {
         let _ = rf;
         self.put(hash, data)
     }

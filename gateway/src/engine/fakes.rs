@@ -170,7 +170,13 @@ impl MetaApi for FakeMeta {
             return Err(FsError::NotFound);
         }
         let root = self.get_attr(root().into()).await?;
-        Ok(pb::Share { share_id: SHARE_ID, name: "export".into(), export_path: "/export".into(), root: Some(root), replication_factor: self.0.share_rf.load(Ordering::SeqCst) })
+        Ok(pb::Share {
+            share_id: SHARE_ID,
+            name: "export".into(),
+            export_path: "/export".into(),
+            root: Some(root),
+            replication_factor: self.0.share_rf.load(Ordering::SeqCst),
+        })
     }
 
     async fn get_attr(&self, node: pb::NodeRef) -> Result<pb::Attr, FsError> {

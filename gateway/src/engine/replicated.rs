@@ -31,9 +31,9 @@ use rustls::pki_types::CertificateDer;
 
 use super::api::ChunkApi;
 use super::grpc_meta::GrpcMeta;
+use super::lock;
 use super::placement;
 use super::quic_chunks::QuicChunks;
-use super::lock;
 
 /// Where the list of block daemons comes from (metad's `ListBlockDaemons`).
 pub trait Membership: Send + Sync + 'static {

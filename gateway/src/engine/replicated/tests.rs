@@ -273,7 +273,8 @@ mod engine {
         let hashes = chunk_hashes(&meta, node.ino);
         assert!(hashes.len() > 10, "{} chunks", hashes.len());
         for h in &hashes {
-            let holders: Vec<u64> = sorted(c.daemons.iter().filter(|(_, d)| d.contains(h)).map(|(id, _)| *id).collect());
+            let holders: Vec<u64> =
+                sorted(c.daemons.iter().filter(|(_, d)| d.contains(h)).map(|(id, _)| *id).collect());
             assert_eq!(holders, sorted(placement::replicas(h, &ids, 2)), "the share's rf of 2, not the default 3");
         }
         // Any one daemon down: every byte still reads back (from the other replica).
