@@ -1,11 +1,11 @@
-//! The file I/O engine: implements `Vfs` against metad (`MetaApi`) and a block daemon
-//! (`ChunkApi`).
+//! The file I/O engine: implements `Vfs` against metad (`MetaApi`) and the block daemons
+//! (`ChunkApi`: one daemon, or every live one with replication, `BlockdSource`).
 //!
 //! Owns write buffering (per-file dirty ranges under a global byte budget with
 //! back-pressure), flushing (widen the dirty span to the neighbouring chunk boundaries,
 //! FastCDC re-chunking and BLAKE3 naming on a blocking thread, HAS-deduplicated PUTs, one
 //! CommitExtents per span), the write verifier, the read path (extents -> chunks through a
-//! hash-keyed verified cache) and the background idle flusher.
+//! hash-keyed verified cache, with sequential read-ahead) and the background idle flusher.
 //!
 //! Must never: acknowledge FILE_SYNC/COMMIT before the chunks are stored and the extents
 //! committed (invariant 3); drop buffered data except when its file is gone; return chunk
@@ -18,14 +18,16 @@
 //! the credential of the file's last writer, kept with the buffered data. The reads a
 //! flush makes to widen its span use `flush::FLUSH_READ_CRED` (see there).
 //!
-//! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams), `access`
+//! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams), `blocks`
+//! (the real chunk store: one daemon or `replicated`), `replicated` (replica sets over the
+//! live daemons metad lists), `placement` (rendezvous hashing), `shares` (each share's
+//! replication factor), `readahead` (sequential-read detection), `access`
 //! (granted-permission cache), `buffer`
 //! (dirty ranges), `budget` (byte permits), `files` (per-file state), `write` (WRITE,
 //! COMMIT, SETATTR), `flush` (one file's flush), `read` (READ and chunk fetching), `cache`,
 //! `chunker`, `verifier`, `background` (idle/pressure flusher, `flush_all`), `vfs_impl`.
 //!
-//! Simplifications, documented: one block daemon (placement over many comes later);
-//! one CommitExtents per contiguous dirty span (not one per file); FSSTAT capacity is an
+//! Simplifications, documented: one CommitExtents per contiguous dirty span (not one per file); FSSTAT capacity is an
 //! estimate (`fsstat` in `vfs_impl`); attributes in WRITE replies may come from a cache of
 //! metad's last answer for this file no older than `files::ATTR_TTL` (size extended over the
 //! buffer; mtime/change move only when a flush commits). Each file keeps its last committed

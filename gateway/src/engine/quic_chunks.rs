@@ -228,4 +228,4 @@ impl ChunkApi for QuicChunks {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

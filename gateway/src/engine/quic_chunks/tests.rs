@@ -16,7 +16,7 @@ use super::QuicChunks;
 use crate::engine::api::ChunkApi;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(in crate::engine) enum Mode {
     Honest,
     /// GET answers bytes that do not match the hash.
     Corrupt,
@@ -33,7 +33,7 @@ fn hash_of(data: &[u8]) -> ChunkHash {
 }
 
 /// Starts the stub; returns its address and the certificate to trust.
-fn start_stub(mode: Mode) -> (SocketAddr, CertificateDer<'static>, quinn::Endpoint) {
+pub(in crate::engine) fn start_stub(mode: Mode) -> (SocketAddr, CertificateDer<'static>, quinn::Endpoint) {
     let id = cluster::tls::Identity::generate_self_signed().expect("identity");
     let tls = cluster::tls::server_config(&id, cluster::tls::CHUNK_ALPN).expect("server tls");
     let crypto = QuicServerConfig::try_from(tls).expect("quic tls");

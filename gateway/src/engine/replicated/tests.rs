@@ -284,3 +284,61 @@ mod engine {
         shutdown.cancel();
     }
 }
+
+/// `ReplicatedChunks` with `QuicConnector` over real QUIC stub daemons on loopback.
+mod quic {
+    use super::*;
+    use crate::engine::quic_chunks::tests::{Mode, start_stub};
+    use crate::engine::replicated::QuicConnector;
+
+    /// Three stub daemons, ids 1..=3, daemon `i + 1` behaving as `modes[i]`; default rf 3.
+    async fn quic_cluster(modes: [Mode; 3]) -> (ReplicatedChunks<FakeMembership, QuicConnector>, Vec<quinn::Endpoint>) {
+        let mut anchors = Vec::new();
+        let mut endpoints = Vec::new();
+        let mut daemons = Vec::new();
+        for (i, mode) in modes.into_iter().enumerate() {
+            let (sock, cert, ep) = start_stub(mode);
+            anchors.push(cert);
+            endpoints.push(ep);
+            daemons.push(pb::BlockDaemon {
+                id: i as u64 + 1,
+                addr: sock.to_string(),
+                live: true,
+                ..Default::default()
+            });
+        }
+        let membership = FakeMembership::default();
+        *lock(&membership.0.current) = pb::ListBlockDaemonsReply { daemons, default_replication_factor: 3 };
+        let opts = ReplicationOptions { put_deadline: Duration::from_secs(5), ..ReplicationOptions::default() };
+        (ReplicatedChunks::new(membership, QuicConnector::new(anchors), opts), endpoints)
+    }
+
+    /// A chunk whose rendezvous primary among 1..=3 is `primary`.
+    fn chunk_with_primary(primary: u64) -> (ChunkHash, Bytes) {
+        (0..=255u8)
+            .map(chunk)
+            .find(|(h, _)| placement::replicas(h, &[1, 2, 3], 1) == [primary])
+            .expect("some chunk has each primary")
+    }
+
+    #[tokio::test]
+    async fn replicated_put_and_get_over_quic() {
+        let (store, _eps) = quic_cluster([Mode::Corrupt, Mode::Honest, Mode::Honest]).await;
+        let (hash, data) = chunk_with_primary(1);
+        assert_eq!(store.has_replicated(&[hash], 3).await.expect("has"), vec![false]);
+        store.put_replicated(hash, data.clone(), 3).await.expect("put on three daemons");
+        assert_eq!(store.has_replicated(&[hash], 3).await.expect("has"), vec![true]);
+        // The primary (id 1) answers bad bytes; the next replica's copy is served.
+        assert_eq!(store.get(hash).await.expect("get"), data);
+    }
+
+    #[tokio::test]
+    async fn a_full_daemon_over_quic_is_no_space() {
+        let (store, _eps) = quic_cluster([Mode::Honest, Mode::Full, Mode::Honest]).await;
+        let (hash, data) = chunk_with_primary(3);
+        let err = store.put_replicated(hash, data.clone(), 3).await.expect_err("daemon 2 is full");
+        assert!(matches!(err, FsError::NoSpace), "{err:?}");
+        // A share with rf 1 whose only replica (daemon 3) has room is stored.
+        store.put_replicated(hash, data, 1).await.expect("rf 1 on daemon 3");
+    }
+}
