@@ -213,7 +213,10 @@ fn load(wtx: &WriteTransaction, img: &Image) -> Result<()> {
     for (client, tick, max_seq) in &img.request_clients {
         clients.insert(*client, (*tick, *max_seq))?;
         if lru.insert(*tick, *client)?.is_some() {
-            return Err(MetadError::Corrupt { what: "snapshot request clients", reason: format!("tick {tick} used twice") });
+            return Err(MetadError::Corrupt {
+                what: "snapshot request clients",
+                reason: format!("tick {tick} used twice"),
+            });
         }
     }
     let mut daemons = wtx.open_table(store::BLOCK_DAEMONS)?;
@@ -225,7 +228,10 @@ fn load(wtx: &WriteTransaction, img: &Image) -> Result<()> {
     packs.retain(|_, _| false)?;
     for (hash, pack, offset, length) in &img.packs {
         if hash.len() != model::HASH_LEN || pack.is_empty() || *length == 0 {
-            return Err(MetadError::Corrupt { what: "snapshot pack location", reason: format!("{} byte hash", hash.len()) });
+            return Err(MetadError::Corrupt {
+                what: "snapshot pack location",
+                reason: format!("{} byte hash", hash.len()),
+            });
         }
         packs.insert(hash.as_slice(), (pack.as_str(), *offset, *length))?;
     }
@@ -311,9 +317,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             save_current_snapshot(&wtx, &meta, &record)?;
             wtx.commit()?;
             snapshots.remove_others(&record.file);
-            let file = snapshots
-                .open_image(&record.file, record.len, record.hash)?
-                .ok_or_else(|| MetadError::Corrupt { what: "snapshot image", reason: "vanished after it was written".into() })?;
+            let file = snapshots.open_image(&record.file, record.len, record.hash)?.ok_or_else(|| {
+                MetadError::Corrupt { what: "snapshot image", reason: "vanished after it was written".into() }
+            })?;
             Ok(Snapshot { meta, snapshot: file })
         })
         .await

@@ -52,7 +52,10 @@ pub fn check_heartbeat(id: u64, addr: &str) -> Result<(), ApplyError> {
         return Err(ApplyError::Invalid("block daemon id 0".into()));
     }
     if addr.len() > MAX_DAEMON_ADDR_LEN {
-        return Err(ApplyError::Invalid(format!("daemon address of {} bytes, at most {MAX_DAEMON_ADDR_LEN}", addr.len())));
+        return Err(ApplyError::Invalid(format!(
+            "daemon address of {} bytes, at most {MAX_DAEMON_ADDR_LEN}",
+            addr.len()
+        )));
     }
     if addr.parse::<std::net::SocketAddr>().is_err() {
         return Err(ApplyError::Invalid(format!("daemon address {addr:?} is not a socket address")));
@@ -64,7 +67,10 @@ pub fn check_heartbeat(id: u64, addr: &str) -> Result<(), ApplyError> {
 /// overflow. (The hash length is checked where the bytes become a `[u8; 32]`.)
 pub fn check_pack_location(loc: &crate::model::PackLoc) -> Result<(), ApplyError> {
     if loc.pack.is_empty() || loc.pack.len() > MAX_PACK_KEY_LEN {
-        return Err(ApplyError::Invalid(format!("pack key of {} bytes, expected 1..={MAX_PACK_KEY_LEN}", loc.pack.len())));
+        return Err(ApplyError::Invalid(format!(
+            "pack key of {} bytes, expected 1..={MAX_PACK_KEY_LEN}",
+            loc.pack.len()
+        )));
     }
     if loc.length == 0 {
         return Err(ApplyError::Invalid("pack location of length 0".into()));

@@ -283,10 +283,8 @@ async fn three_voters_answer_the_same_view_from_every_node() {
     for n in &nodes {
         n.metad.wait_ready(Some(&("default".to_string(), "/export".to_string()))).await.unwrap();
     }
-    let clients: Vec<MetaClient<Channel>> = members
-        .values()
-        .map(|a| MetaClient::new(Channel::from_shared(a.clone()).unwrap().connect_lazy()))
-        .collect();
+    let clients: Vec<MetaClient<Channel>> =
+        members.values().map(|a| MetaClient::new(Channel::from_shared(a.clone()).unwrap().connect_lazy())).collect();
 
     // Every node takes heartbeats and pack records (followers forward them to the leader).
     for (i, c) in clients.iter().enumerate() {

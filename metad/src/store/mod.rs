@@ -144,6 +144,7 @@ fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     #[test]
     fn refuses_a_schema_version_it_does_not_understand() {

@@ -59,7 +59,10 @@ async fn heartbeat_registers_a_live_daemon(ctx: &Ctx) -> Result<(), String> {
     ensure!(daemon(ctx, id).await?.is_none(), "daemon {id} known before its first heartbeat");
     ctx.heartbeat_raw(beat(id, 9100, 77)).await.ctx("heartbeat")?;
     let d = daemon(ctx, id).await?.ctx("the registered daemon")?;
-    ensure_eq!((d.addr.as_str(), d.capacity_bytes, d.free_bytes, d.chunks, d.stored_bytes), ("127.0.0.1:9100", 1 << 30, 77, 3, 4));
+    ensure_eq!(
+        (d.addr.as_str(), d.capacity_bytes, d.free_bytes, d.chunks, d.stored_bytes),
+        ("127.0.0.1:9100", 1 << 30, 77, 3, 4)
+    );
     ensure!(d.live, "a daemon that just sent a heartbeat is live");
     ensure!(d.last_heartbeat_ms > 0, "the heartbeat is stamped");
     Ok(())
@@ -110,7 +113,8 @@ async fn record_then_locate_round_trips(ctx: &Ctx) -> Result<(), String> {
     let (a, b) = (chunk(ctx, 1), chunk(ctx, 2));
     let locations = vec![loc(a.clone(), "packs/x", 0, 4096), loc(b.clone(), "packs/x", 4096, 100)];
     ctx.record_packs_raw(RecordPacksRequest { locations: locations.clone() }).await.ctx("record")?;
-    let found = ctx.locate_chunks_raw(LocateChunksRequest { hashes: vec![b.clone(), a.clone()] }).await.ctx("locate")?;
+    let found =
+        ctx.locate_chunks_raw(LocateChunksRequest { hashes: vec![b.clone(), a.clone()] }).await.ctx("locate")?;
     ensure_eq!(found.locations, vec![locations[1].clone(), locations[0].clone()], "in the order asked");
     // A later record of the same chunk replaces its location.
     let moved = loc(a.clone(), "packs/y", 8, 4096);
