@@ -153,6 +153,15 @@ fn dump(rtx: &ReadTransaction) -> Result<Image> {
     Ok(img)
 }
 
+/// Decodes a received image, refusing a format this build does not understand.
+fn decode_image(data: &[u8]) -> Result<Image> {
+    let img: Image = model::decode_json("snapshot image", data)?;
+    if !(OLDEST_IMAGE_FORMAT..=IMAGE_FORMAT).contains(&img.format) {
+        return Err(MetadError::Corrupt { what: "snapshot image", reason: format!("format {}", img.format) });
+    }
+    Ok(img)
+}
+
 /// Replaces every state-machine table by the image's rows.
 fn load(wtx: &WriteTransaction, img: &Image) -> Result<()> {
     let mut counters = wtx.open_table(store::COUNTERS)?;
@@ -369,10 +378,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let snapshots = self.snapshots.clone();
         blocking::run(&self.db, move |db| {
             let data = snapshot.read_all()?;
-            let img: Image = model::decode_json("snapshot image", &data)?;
-            if !(OLDEST_IMAGE_FORMAT..=IMAGE_FORMAT).contains(&img.format) {
-                return Err(MetadError::Corrupt { what: "snapshot image", reason: format!("format {}", img.format) });
-            }
+            let img = decode_image(&data)?;
             let record = store_image(&snapshots, &meta, &data)?;
             let mut wtx = db.begin_write()?;
             wtx.set_durability(Durability::Immediate)?;
@@ -410,5 +416,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(MetadError::into_io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(format: u32, drop: &[&str]) -> Vec<u8> {
+        let img = Image { format, ..Image::default() };
+        let mut v = serde_json::to_value(&img).unwrap();
+        for key in drop {
+            v.as_object_mut().unwrap().remove(*key);
+        }
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_format_2_image_decodes_with_empty_data_plane_tables() {
+        let img = decode_image(&encoded(2, &["block_daemons", "packs"])).unwrap();
+        assert_eq!(img.format, 2);
+        assert!(img.block_daemons.is_empty() && img.packs.is_empty());
+        assert_eq!(decode_image(&encoded(IMAGE_FORMAT, &[])).unwrap().format, IMAGE_FORMAT);
+    }
+
+    #[test]
+    fn unknown_image_formats_are_refused() {
+        for format in [0, 1, IMAGE_FORMAT + 1] {
+            assert!(matches!(decode_image(&encoded(format, &[])), Err(MetadError::Corrupt { .. })), "format {format}");
+        }
     }
 }

@@ -255,9 +255,9 @@ struct Node {
     server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_voters_answer_the_same_view_from_every_node() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+/// Starts a three-voter group, every node judging liveness by `liveness`, serving `Meta` and
+/// `Raft` over gRPC on loopback; returns the nodes and a client per node.
+async fn group(dirs: &[tempfile::TempDir], liveness: Liveness) -> (Vec<Node>, Vec<MetaClient<Channel>>) {
     let mut incomings = Vec::new();
     let mut members = BTreeMap::new();
     for id in 1..=3u64 {
@@ -270,7 +270,6 @@ async fn three_voters_answer_the_same_view_from_every_node() {
         let id = i as u64 + 1;
         let o = opts(id, dirs[i].path(), &members[&id]);
         let bootstrap = if id == 1 { Bootstrap::Members(members.clone()) } else { Bootstrap::Join };
-        let liveness = Liveness { dead_after: Duration::from_secs(60), interval: Duration::from_secs(1) };
         let metad = Metad::start_tuned(&o, bootstrap, RaftTuning::default(), liveness).await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router =
@@ -283,8 +282,24 @@ async fn three_voters_answer_the_same_view_from_every_node() {
     for n in &nodes {
         n.metad.wait_ready(Some(&("default".to_string(), "/export".to_string()))).await.unwrap();
     }
-    let clients: Vec<MetaClient<Channel>> =
+    let clients =
         members.values().map(|a| MetaClient::new(Channel::from_shared(a.clone()).unwrap().connect_lazy())).collect();
+    (nodes, clients)
+}
+
+async fn stop(nodes: Vec<Node>) {
+    for n in nodes {
+        let _ = n.stop.send(());
+        n.server.await.unwrap().unwrap();
+        n.metad.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_voters_answer_the_same_view_from_every_node() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let liveness = Liveness { dead_after: Duration::from_secs(60), interval: Duration::from_secs(1) };
+    let (nodes, clients) = group(&dirs, liveness).await;
 
     // Every node takes heartbeats and pack records (followers forward them to the leader).
     for (i, c) in clients.iter().enumerate() {
@@ -310,10 +325,26 @@ async fn three_voters_answer_the_same_view_from_every_node() {
     // A bad heartbeat is refused on a follower too, before anything is forwarded.
     let e = FsError::from_status(&clients[2].clone().heartbeat(beat(0, "127.0.0.1:1", 0)).await.unwrap_err());
     assert!(matches!(e, FsError::Invalid(_)));
+    stop(nodes).await;
+}
 
-    for n in nodes {
-        let _ = n.stop.send(());
-        n.server.await.unwrap().unwrap();
-        n.metad.shutdown().await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_daemon_is_declared_dead_by_every_node() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (nodes, clients) = group(&dirs, quick()).await;
+    clients[1].clone().heartbeat(beat(5, "127.0.0.1:7005", 1)).await.unwrap();
+    for c in &clients {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let view = c.clone().list_block_daemons(pb::ListBlockDaemonsRequest {}).await.unwrap().into_inner();
+            assert_eq!(view.daemons.len(), 1, "the row is known everywhere: {view:?}");
+            if !view.daemons[0].live {
+                assert_eq!(view.default_replication_factor, 1, "no live daemons: still at least 1");
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "daemon 5 never went dead: {view:?}");
+            tokio::time::sleep(quick().interval).await;
+        }
     }
+    stop(nodes).await;
 }

@@ -1,7 +1,9 @@
-//! The `Meta` service: filesystem operations, as thin adapters over [`Metad`].
+//! The `Meta` service: filesystem operations and the data plane's bookkeeping (block daemon
+//! heartbeats and the daemon list, pack locations), as thin adapters over [`Metad`].
 //!
-//! Owns: validating each request (credential, handles, names, extents, limits) before
-//! anything is proposed, stamping the proposer's time into commands, and shaping replies.
+//! Owns: validating each request (credential, handles, names, extents, addresses, hashes,
+//! limits) before anything is proposed, stamping the proposer's time into commands, judging a
+//! daemon's liveness against this node's clock, and shaping replies.
 //! Every request with a `cred` field must carry one (a missing one is `Invalid`, never root).
 //! Must never: change state except through [`Metad::write`], read except through
 //! [`Metad::read`], or return an error that did not go through `FsError::to_status`.
