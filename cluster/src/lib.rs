@@ -2,13 +2,14 @@
 //!
 //! Owns: configuration (`config`: defaults < `--config` file < `TESSERA_*` env < flags),
 //! TLS identities and the one rustls crypto provider (`tls`), the Prometheus exporter and
-//! the names of every `tessera_` metric (`metrics`), logging (`telemetry`) and graceful
-//! shutdown (`shutdown`). Later: the membership view and rendezvous placement.
+//! the names of every `tessera_` metric (`metrics`), logging (`telemetry`), graceful
+//! shutdown (`shutdown`) and rendezvous placement of chunks on block daemons (`placement`).
 //!
 //! Must never: know a filesystem operation, a protocol, or a storage format.
 
 pub mod config;
 pub mod metrics;
+pub mod placement;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttrOut, Cred, Extent, FileKind};
+use crate::model::{AttrOut, Cred, DaemonRec, Extent, FileKind, PackLoc};
 
 /// The identity a client names an inode by (what a file handle encodes).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +63,14 @@ pub enum Command {
     /// A filesystem operation on behalf of `cred`. With `request` set, a second command with
     /// the same id answers the first one's reply without applying again.
     Fs { cred: Cred, request: Option<RequestId>, now_ns: i64, op: Op },
+    /// Registers or refreshes block daemon `id` (the proposer stamps
+    /// `daemon.last_heartbeat_ms`).
+    Heartbeat { id: u64, daemon: DaemonRec },
+    /// Records where chunks live in the S3 tier (a later location of a hash replaces an
+    /// earlier one).
+    RecordPacks { locations: Vec<PackLoc> },
+    /// Sets the replication factor of the share exported at `export_path` (0 = the default).
+    SetShareReplication { export_path: String, replication_factor: u32 },
 }
 
 /// The filesystem mutations.
@@ -133,6 +141,11 @@ impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Command::CreateShare { export_path, .. } => write!(f, "CreateShare({export_path})"),
+            Command::Heartbeat { id, daemon } => write!(f, "Heartbeat({id}, {})", daemon.addr),
+            Command::RecordPacks { locations } => write!(f, "RecordPacks({} locations)", locations.len()),
+            Command::SetShareReplication { export_path, replication_factor } => {
+                write!(f, "SetShareReplication({export_path}, {replication_factor})")
+            }
             Command::Fs { cred, request, op, .. } => {
                 write!(f, "{op} uid={}", cred.uid)?;
                 if let Some(r) = request {

@@ -7,7 +7,7 @@
 //!
 //! Module map (each module's doc says what it owns and must never do):
 //! - [`node`]: [`Metad`] (open / start + wait_ready / read / write / shutdown), [`MetadOptions`],
-//!   [`Bootstrap`].
+//!   [`Bootstrap`], [`RaftTuning`], [`Liveness`] (when a block daemon is declared dead).
 //! - [`command`]: the Raft command enum, its replies, and the openraft type config.
 //! - [`fsm`]: namespace rules: applying commands ([`fsm::apply`]) and answering queries
 //!   ([`fsm::query`]) over the tables.
@@ -44,7 +44,7 @@ pub mod store;
 pub mod validate;
 
 pub use error::MetadError;
-pub use node::{Bootstrap, Metad, MetadOptions, RaftTuning};
+pub use node::{Bootstrap, Liveness, Metad, MetadOptions, RaftTuning};
 
 #[cfg(test)]
 mod storage_suite;

@@ -114,6 +114,33 @@ pub struct ShareRec {
     pub files: u64,
     /// Sum of extent lengths of the share's files.
     pub bytes_used: u64,
+    /// Copies of each chunk written to the share; 0 = the cluster default (schema 3; older
+    /// records read as 0).
+    #[serde(default)]
+    pub replication_factor: u32,
+}
+
+/// A block daemon as its latest heartbeat described it. Rows are kept while the daemon is
+/// silent (it is then reported dead, not forgotten).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DaemonRec {
+    /// Its QUIC chunk address (a socket address, at most 255 bytes).
+    pub addr: String,
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+    pub chunks: u64,
+    pub stored_bytes: u64,
+    /// Unix ms of the latest heartbeat, as stamped by its proposer.
+    pub last_heartbeat_ms: i64,
+}
+
+/// Where a chunk lives in the S3 tier: `length` bytes at `offset` of the pack object `pack`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct PackLoc {
+    pub hash: [u8; HASH_LEN],
+    pub pack: String,
+    pub offset: u64,
+    pub length: u32,
 }
 
 /// A byte range `[offset, offset + length)` of a file mapped onto a slice of a chunk.

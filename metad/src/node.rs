@@ -1,6 +1,6 @@
 //! A metad node: opening the store, starting Raft, and the read/write paths services use.
 //!
-//! Owns: [`MetadOptions`], [`RaftTuning`], [`Metad`] (start-up, first-start bootstrap, default
+//! Owns: [`MetadOptions`], [`RaftTuning`], [`Liveness`], [`Metad`] (start-up, first-start bootstrap, default
 //! share, shutdown), the Raft configuration, and the two ways into the state machine:
 //! [`Metad::write`] (one command through the log) and [`Metad::read`] (read index, then one
 //! read transaction). Any node serves both: on a follower, a write is forwarded to the leader
@@ -76,6 +76,22 @@ impl Default for RaftTuning {
     }
 }
 
+/// How block daemons' liveness is judged and how often they are told to heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// A daemon whose latest heartbeat is older than this (by the answering node's clock) is
+    /// reported dead.
+    pub dead_after: Duration,
+    /// How often daemons are told to send heartbeats (well below `dead_after`).
+    pub interval: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness { dead_after: Duration::from_secs(10), interval: Duration::from_secs(2) }
+    }
+}
+
 /// How a node whose store has never been initialised forms its cluster.
 #[derive(Debug, Clone)]
 pub enum Bootstrap {
@@ -98,6 +114,7 @@ pub(crate) struct Inner {
     pub(crate) raft: Raft,
     pub(crate) db: Arc<Database>,
     pub(crate) snapshots: SnapshotDir,
+    pub(crate) liveness: Liveness,
     forwarder: Forwarder,
 }
 
@@ -142,6 +159,16 @@ impl Metad {
 
     /// [`Metad::start`] with explicit snapshot and log-retention thresholds.
     pub async fn start_with(opts: &MetadOptions, bootstrap: Bootstrap, tuning: RaftTuning) -> Result<Metad> {
+        Metad::start_tuned(opts, bootstrap, tuning, Liveness::default()).await
+    }
+
+    /// [`Metad::start_with`] with an explicit block daemon [`Liveness`] judgement.
+    pub async fn start_tuned(
+        opts: &MetadOptions,
+        bootstrap: Bootstrap,
+        tuning: RaftTuning,
+        liveness: Liveness,
+    ) -> Result<Metad> {
         let db = crate::store::open(&opts.data_dir)?;
         let snapshots = SnapshotDir::open(&opts.data_dir)?;
         let raft = Raft::new(
@@ -153,7 +180,7 @@ impl Metad {
         )
         .await
         .map_err(raft_err)?;
-        let inner = Inner { node_id: opts.node_id, raft, db, snapshots, forwarder: Forwarder::default() };
+        let inner = Inner { node_id: opts.node_id, raft, db, snapshots, liveness, forwarder: Forwarder::default() };
         let metad = Metad { inner: Arc::new(inner) };
         metad.spawn_term_gauge();
 
@@ -205,6 +232,18 @@ impl Metad {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Sets the replication factor of the share exported at `export_path` (0 = the cluster
+    /// default). `NotFound` for an unknown share, `Invalid` above the maximum.
+    pub async fn set_share_replication(&self, export_path: &str, replication_factor: u32) -> Result<()> {
+        let cmd = Command::SetShareReplication { export_path: export_path.to_string(), replication_factor };
+        self.write(cmd).await.map(|_| ())
+    }
+
+    /// How this node judges block daemons' liveness.
+    pub fn liveness(&self) -> Liveness {
+        self.inner.liveness
     }
 
     /// Stops Raft and waits (up to [`SHUTDOWN_DEADLINE`]) until openraft's background tasks

@@ -37,8 +37,11 @@ use crate::store::{self, access};
 /// How often `get_current_snapshot` re-reads the record when a newer image replaced the file.
 const OPEN_ATTEMPTS: usize = 3;
 
-/// Version of the snapshot image format (2: symlink targets and request-id tables).
-const IMAGE_FORMAT: u32 = 2;
+/// Version of the snapshot image format (2: symlink targets and request-id tables; 3: block
+/// daemons and pack locations). A format-2 image (from a node not yet upgraded) installs with
+/// those tables empty; any other format is refused.
+const IMAGE_FORMAT: u32 = 3;
+const OLDEST_IMAGE_FORMAT: u32 = 2;
 
 /// The state machine of one metad node. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -75,6 +78,12 @@ struct Image {
     requests: Vec<(u64, u64, Vec<u8>)>,
     /// (client id, last use tick, highest seq).
     request_clients: Vec<(u64, u64, u64)>,
+    /// (daemon id, JSON `DaemonRec`).
+    #[serde(default)]
+    block_daemons: Vec<(u64, Vec<u8>)>,
+    /// (chunk hash, pack key, offset, length).
+    #[serde(default)]
+    packs: Vec<(Vec<u8>, String, u64, u32)>,
 }
 
 fn applied_state(rtx: &ReadTransaction) -> Result<(Option<LogId>, StoredMembership)> {
@@ -131,6 +140,24 @@ fn dump(rtx: &ReadTransaction) -> Result<Image> {
         let (k, v) = row?;
         let (tick, max_seq) = v.value();
         img.request_clients.push((k.value(), tick, max_seq));
+    }
+    for row in rtx.open_table(store::BLOCK_DAEMONS)?.iter()? {
+        let (k, v) = row?;
+        img.block_daemons.push((k.value(), v.value().to_vec()));
+    }
+    for row in rtx.open_table(store::PACKS)?.iter()? {
+        let (k, v) = row?;
+        let (pack, offset, length) = v.value();
+        img.packs.push((k.value().to_vec(), pack.to_string(), offset, length));
+    }
+    Ok(img)
+}
+
+/// Decodes a received image, refusing a format this build does not understand.
+fn decode_image(data: &[u8]) -> Result<Image> {
+    let img: Image = model::decode_json("snapshot image", data)?;
+    if !(OLDEST_IMAGE_FORMAT..=IMAGE_FORMAT).contains(&img.format) {
+        return Err(MetadError::Corrupt { what: "snapshot image", reason: format!("format {}", img.format) });
     }
     Ok(img)
 }
@@ -195,8 +222,27 @@ fn load(wtx: &WriteTransaction, img: &Image) -> Result<()> {
     for (client, tick, max_seq) in &img.request_clients {
         clients.insert(*client, (*tick, *max_seq))?;
         if lru.insert(*tick, *client)?.is_some() {
-            return Err(MetadError::Corrupt { what: "snapshot request clients", reason: format!("tick {tick} used twice") });
+            return Err(MetadError::Corrupt {
+                what: "snapshot request clients",
+                reason: format!("tick {tick} used twice"),
+            });
         }
+    }
+    let mut daemons = wtx.open_table(store::BLOCK_DAEMONS)?;
+    daemons.retain(|_, _| false)?;
+    for (id, v) in &img.block_daemons {
+        daemons.insert(*id, v.as_slice())?;
+    }
+    let mut packs = wtx.open_table(store::PACKS)?;
+    packs.retain(|_, _| false)?;
+    for (hash, pack, offset, length) in &img.packs {
+        if hash.len() != model::HASH_LEN || pack.is_empty() || *length == 0 {
+            return Err(MetadError::Corrupt {
+                what: "snapshot pack location",
+                reason: format!("{} byte hash", hash.len()),
+            });
+        }
+        packs.insert(hash.as_slice(), (pack.as_str(), *offset, *length))?;
     }
     Ok(())
 }
@@ -280,9 +326,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             save_current_snapshot(&wtx, &meta, &record)?;
             wtx.commit()?;
             snapshots.remove_others(&record.file);
-            let file = snapshots
-                .open_image(&record.file, record.len, record.hash)?
-                .ok_or_else(|| MetadError::Corrupt { what: "snapshot image", reason: "vanished after it was written".into() })?;
+            let file = snapshots.open_image(&record.file, record.len, record.hash)?.ok_or_else(|| {
+                MetadError::Corrupt { what: "snapshot image", reason: "vanished after it was written".into() }
+            })?;
             Ok(Snapshot { meta, snapshot: file })
         })
         .await
@@ -332,10 +378,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let snapshots = self.snapshots.clone();
         blocking::run(&self.db, move |db| {
             let data = snapshot.read_all()?;
-            let img: Image = model::decode_json("snapshot image", &data)?;
-            if img.format != IMAGE_FORMAT {
-                return Err(MetadError::Corrupt { what: "snapshot image", reason: format!("format {}", img.format) });
-            }
+            let img = decode_image(&data)?;
             let record = store_image(&snapshots, &meta, &data)?;
             let mut wtx = db.begin_write()?;
             wtx.set_durability(Durability::Immediate)?;
@@ -373,5 +416,34 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })
         .await
         .map_err(MetadError::into_io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(format: u32, drop: &[&str]) -> Vec<u8> {
+        let img = Image { format, ..Image::default() };
+        let mut v = serde_json::to_value(&img).unwrap();
+        for key in drop {
+            v.as_object_mut().unwrap().remove(*key);
+        }
+        serde_json::to_vec(&v).unwrap()
+    }
+
+    #[test]
+    fn a_format_2_image_decodes_with_empty_data_plane_tables() {
+        let img = decode_image(&encoded(2, &["block_daemons", "packs"])).unwrap();
+        assert_eq!(img.format, 2);
+        assert!(img.block_daemons.is_empty() && img.packs.is_empty());
+        assert_eq!(decode_image(&encoded(IMAGE_FORMAT, &[])).unwrap().format, IMAGE_FORMAT);
+    }
+
+    #[test]
+    fn unknown_image_formats_are_refused() {
+        for format in [0, 1, IMAGE_FORMAT + 1] {
+            assert!(matches!(decode_image(&encoded(format, &[])), Err(MetadError::Corrupt { .. })), "format {format}");
+        }
     }
 }

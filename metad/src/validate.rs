@@ -24,6 +24,16 @@ pub const MAX_GROUPS: usize = 16;
 pub const MAX_SYMLINK_LEN: usize = 4096;
 /// Most hard links one inode may have (Link beyond it is `TooManyLinks`).
 pub const MAX_LINKS: u32 = 65_000;
+/// Longest block daemon address a heartbeat may carry.
+pub const MAX_DAEMON_ADDR_LEN: usize = 255;
+/// Most pack locations one RecordPacks call (one Raft command) may record.
+pub const MAX_PACKS_PER_RECORD: usize = 65_536;
+/// Longest pack object key.
+pub const MAX_PACK_KEY_LEN: usize = 1024;
+/// Most hashes one LocateChunks call may ask for.
+pub const MAX_LOCATE_HASHES: usize = 4096;
+/// Highest replication factor a share may ask for.
+pub const MAX_REPLICATION_FACTOR: u32 = 16;
 /// The permission bits a mode may carry (setuid, setgid, sticky, rwx x 3).
 pub const MODE_MASK: u32 = 0o7777;
 
@@ -31,6 +41,58 @@ pub const MODE_MASK: u32 = 0o7777;
 pub fn check_mode(mode: u32) -> Result<(), ApplyError> {
     if mode & !MODE_MASK != 0 {
         return Err(ApplyError::Invalid(format!("mode {mode:#o} has bits outside 07777")));
+    }
+    Ok(())
+}
+
+/// A heartbeat: a non-zero daemon id and an address of at most 255 bytes that parses as a
+/// socket address.
+pub fn check_heartbeat(id: u64, addr: &str) -> Result<(), ApplyError> {
+    if id == 0 {
+        return Err(ApplyError::Invalid("block daemon id 0".into()));
+    }
+    if addr.len() > MAX_DAEMON_ADDR_LEN {
+        return Err(ApplyError::Invalid(format!(
+            "daemon address of {} bytes, at most {MAX_DAEMON_ADDR_LEN}",
+            addr.len()
+        )));
+    }
+    if addr.parse::<std::net::SocketAddr>().is_err() {
+        return Err(ApplyError::Invalid(format!("daemon address {addr:?} is not a socket address")));
+    }
+    Ok(())
+}
+
+/// One pack location: a key of 1..=1024 bytes and a non-empty byte range that does not
+/// overflow. (The hash length is checked where the bytes become a `[u8; 32]`.)
+pub fn check_pack_location(loc: &crate::model::PackLoc) -> Result<(), ApplyError> {
+    if loc.pack.is_empty() || loc.pack.len() > MAX_PACK_KEY_LEN {
+        return Err(ApplyError::Invalid(format!(
+            "pack key of {} bytes, expected 1..={MAX_PACK_KEY_LEN}",
+            loc.pack.len()
+        )));
+    }
+    if loc.length == 0 {
+        return Err(ApplyError::Invalid("pack location of length 0".into()));
+    }
+    if loc.offset.checked_add(u64::from(loc.length)).is_none() {
+        return Err(ApplyError::Invalid("pack location range overflows".into()));
+    }
+    Ok(())
+}
+
+/// A RecordPacks batch: at most [`MAX_PACKS_PER_RECORD`] valid locations.
+pub fn check_pack_locations(locs: &[crate::model::PackLoc]) -> Result<(), ApplyError> {
+    if locs.len() > MAX_PACKS_PER_RECORD {
+        return Err(ApplyError::Invalid(format!("{} pack locations, at most {MAX_PACKS_PER_RECORD}", locs.len())));
+    }
+    locs.iter().try_for_each(check_pack_location)
+}
+
+/// A share's replication factor: 0 (the cluster default) up to [`MAX_REPLICATION_FACTOR`].
+pub fn check_replication_factor(rf: u32) -> Result<(), ApplyError> {
+    if rf > MAX_REPLICATION_FACTOR {
+        return Err(ApplyError::Invalid(format!("replication factor {rf}, at most {MAX_REPLICATION_FACTOR}")));
     }
     Ok(())
 }

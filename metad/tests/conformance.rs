@@ -20,6 +20,7 @@ mod conformance {
     pub mod access;
     pub mod badinput;
     pub mod create;
+    pub mod dataplane;
     pub mod dirs;
     pub mod extents;
     pub mod fsstat;
@@ -57,6 +58,7 @@ fn all_cases() -> Vec<Case> {
         request_ids::cases(),
         fsstat::cases(),
         badinput::cases(),
+        dataplane::cases(),
     ]
     .into_iter()
     .flatten()

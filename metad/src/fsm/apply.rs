@@ -63,6 +63,8 @@ pub struct WriteTables<'t> {
     pub(super) share_paths: Table<'t, &'static str, u64>,
     pub(super) counters: Table<'t, &'static str, u64>,
     pub(super) symlinks: Table<'t, u64, &'static [u8]>,
+    pub(super) block_daemons: Table<'t, u64, &'static [u8]>,
+    pub(super) packs: Table<'t, &'static [u8], (&'static str, u64, u32)>,
     dedup: DedupTables<'t>,
 }
 
@@ -78,6 +80,8 @@ impl<'t> WriteTables<'t> {
             share_paths: tx.open_table(store::SHARE_PATHS)?,
             counters: tx.open_table(store::COUNTERS)?,
             symlinks: tx.open_table(store::SYMLINKS)?,
+            block_daemons: tx.open_table(store::BLOCK_DAEMONS)?,
+            packs: tx.open_table(store::PACKS)?,
             dedup: DedupTables::open(tx)?,
         })
     }
@@ -97,6 +101,11 @@ impl<'t> WriteTables<'t> {
                     self.dedup.remember(*id, &result)?;
                 }
                 Ok(result)
+            }
+            Command::Heartbeat { id, daemon } => settle(self.heartbeat(*id, daemon)),
+            Command::RecordPacks { locations } => settle(self.record_packs(locations)),
+            Command::SetShareReplication { export_path, replication_factor } => {
+                settle(self.set_share_replication(export_path, *replication_factor))
             }
         }
     }
@@ -179,7 +188,7 @@ impl<'t> WriteTables<'t> {
         }))
     }
 
-    fn share(&self, share_id: u64) -> R<ShareRec> {
+    pub(super) fn share(&self, share_id: u64) -> R<ShareRec> {
         access::get_share(&self.shares, share_id)?.ok_or_else(|| {
             Fail::Store(MetadError::Corrupt {
                 what: "share",
@@ -335,6 +344,7 @@ impl<'t> WriteTables<'t> {
             root_ino: ino,
             files: 1,
             bytes_used: 0,
+            replication_factor: 0,
         };
         access::put_share(&mut self.shares, share_id, &rec)?;
         self.share_paths.insert(export_path, share_id)?;

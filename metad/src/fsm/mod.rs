@@ -2,14 +2,16 @@
 //!
 //! Owns: what each [`crate::command::Command`] does to the tables ([`apply`], with the
 //! operations in `create`, `unlink` and `attrs`, and request-id dedup in [`dedup`]), how
-//! queries read them ([`query`]), the permission rules both share ([`perm`]) and the
-//! handle-liveness rule ([`check_live`]).
+//! queries read them ([`query`]), the data plane's bookkeeping (`dataplane`: block daemon
+//! heartbeats, pack locations, share replication factors), the permission rules both share
+//! ([`perm`]) and the handle-liveness rule ([`check_live`]).
 //! Must never: read a clock, a random source or anything outside the command and the tables
 //! (apply must be deterministic), begin or commit transactions (callers do), or know gRPC.
 
 pub mod apply;
 mod attrs;
 mod create;
+mod dataplane;
 pub mod dedup;
 pub mod perm;
 pub mod query;

@@ -46,6 +46,8 @@ pub struct ReadTables {
     shares: ReadOnlyTable<u64, &'static [u8]>,
     share_paths: ReadOnlyTable<&'static str, u64>,
     symlinks: ReadOnlyTable<u64, &'static [u8]>,
+    pub(super) block_daemons: ReadOnlyTable<u64, &'static [u8]>,
+    pub(super) packs: ReadOnlyTable<&'static [u8], (&'static str, u64, u32)>,
 }
 
 /// One page of a directory listing.
@@ -72,6 +74,8 @@ impl ReadTables {
             shares: tx.open_table(store::SHARES)?,
             share_paths: tx.open_table(store::SHARE_PATHS)?,
             symlinks: tx.open_table(store::SYMLINKS)?,
+            block_daemons: tx.open_table(store::BLOCK_DAEMONS)?,
+            packs: tx.open_table(store::PACKS)?,
         })
     }
 

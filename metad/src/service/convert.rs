@@ -38,6 +38,11 @@ pub fn now_ns() -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// This node's clock in unix milliseconds (heartbeat stamps and liveness judgements).
+pub fn now_ms() -> i64 {
+    now_ns() / 1_000_000
+}
+
 pub fn node_key(n: Option<&pb::NodeRef>) -> Result<NodeKey, FsError> {
     let n = n.ok_or(FsError::BadHandle)?;
     if n.ino == 0 {

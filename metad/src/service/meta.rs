@@ -1,7 +1,9 @@
-//! The `Meta` service: filesystem operations, as thin adapters over [`Metad`].
+//! The `Meta` service: filesystem operations and the data plane's bookkeeping (block daemon
+//! heartbeats and the daemon list, pack locations), as thin adapters over [`Metad`].
 //!
-//! Owns: validating each request (credential, handles, names, extents, limits) before
-//! anything is proposed, stamping the proposer's time into commands, and shaping replies.
+//! Owns: validating each request (credential, handles, names, extents, addresses, hashes,
+//! limits) before anything is proposed, stamping the proposer's time into commands, judging a
+//! daemon's liveness against this node's clock, and shaping replies.
 //! Every request with a `cred` field must carry one (a missing one is `Invalid`, never root).
 //! Must never: change state except through [`Metad::write`], read except through
 //! [`Metad::read`], or return an error that did not go through `FsError::to_status`.
@@ -13,7 +15,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, attr_to_pb, now_ns, wcc_to_pb};
 use crate::command::{Command, Op, Reply, RequestId, TimeSet};
 use crate::error::MetadError;
-use crate::model::Cred;
+use crate::model::{Cred, DaemonRec, HASH_LEN, PackLoc};
 use crate::node::Metad;
 use crate::validate;
 
@@ -51,7 +53,39 @@ fn share_to_pb(s: &crate::fsm::query::ShareOut) -> pb::Share {
         name: s.rec.name.clone(),
         export_path: s.rec.export_path.clone(),
         root: Some(attr_to_pb(&s.root)),
-        replication_factor: 0,
+        replication_factor: s.rec.replication_factor,
+    }
+}
+
+fn duration_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A 32-byte chunk hash from the wire.
+fn hash_from_pb(bytes: &[u8]) -> Result<[u8; HASH_LEN], Status> {
+    bytes
+        .try_into()
+        .map_err(|_| fs(FsError::Invalid(format!("chunk hash of {} bytes, expected {HASH_LEN}", bytes.len()))))
+}
+
+fn pack_to_pb(loc: PackLoc) -> pb::PackLocation {
+    pb::PackLocation { hash: loc.hash.to_vec(), pack: loc.pack, offset: loc.offset, length: loc.length }
+}
+
+/// The wire view of a daemon row, `live` judged against `now_ms`.
+fn daemon_to_pb(id: u64, d: DaemonRec, now_ms: i64, dead_after_ms: u64) -> pb::BlockDaemon {
+    let age = now_ms.saturating_sub(d.last_heartbeat_ms);
+    // A heartbeat stamped in this node's future (clock skew) counts as fresh.
+    let live = u64::try_from(age).map_or(true, |age| age <= dead_after_ms);
+    pb::BlockDaemon {
+        id,
+        addr: d.addr,
+        capacity_bytes: d.capacity_bytes,
+        free_bytes: d.free_bytes,
+        chunks: d.chunks,
+        stored_bytes: d.stored_bytes,
+        live,
+        last_heartbeat_ms: d.last_heartbeat_ms,
     }
 }
 
@@ -313,25 +347,76 @@ impl pb::meta_server::Meta for MetaService {
         Ok(Response::new(pb::AccessReply { granted, attr: Some(attr_to_pb(&attr)) }))
     }
 
-    async fn heartbeat(&self, _request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn heartbeat(&self, request: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatReply>, Status> {
+        let req = request.into_inner();
+        validate::check_heartbeat(req.id, &req.addr).map_err(refused)?;
+        let daemon = DaemonRec {
+            addr: req.addr,
+            capacity_bytes: req.capacity_bytes,
+            free_bytes: req.free_bytes,
+            chunks: req.chunks,
+            stored_bytes: req.stored_bytes,
+            last_heartbeat_ms: convert::now_ms(),
+        };
+        self.metad.write(Command::Heartbeat { id: req.id, daemon }).await.map_err(status)?;
+        let liveness = self.metad.liveness();
+        Ok(Response::new(pb::HeartbeatReply {
+            dead_after_ms: duration_ms(liveness.dead_after),
+            interval_ms: duration_ms(liveness.interval),
+        }))
     }
 
     async fn list_block_daemons(
         &self,
         _request: Request<pb::ListBlockDaemonsRequest>,
     ) -> Result<Response<pb::ListBlockDaemonsReply>, Status> {
-        Err(fs(FsError::NotSupported))
+        let rows = self.metad.read(|t| t.block_daemons()).await.map_err(status)?;
+        // Judged after the read, so a heartbeat applied before it is never older than `now`.
+        let now = convert::now_ms();
+        let dead_after_ms = duration_ms(self.metad.liveness().dead_after);
+        let daemons: Vec<pb::BlockDaemon> =
+            rows.into_iter().map(|(id, d)| daemon_to_pb(id, d, now, dead_after_ms)).collect();
+        let live = daemons.iter().filter(|d| d.live).count();
+        let rf = u32::try_from(cluster::placement::default_rf(live)).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::ListBlockDaemonsReply { daemons, default_replication_factor: rf }))
     }
 
-    async fn record_packs(&self, _request: Request<pb::RecordPacksRequest>) -> Result<Response<pb::RecordPacksReply>, Status> {
-        Err(fs(FsError::NotSupported))
+    async fn record_packs(
+        &self,
+        request: Request<pb::RecordPacksRequest>,
+    ) -> Result<Response<pb::RecordPacksReply>, Status> {
+        let req = request.into_inner();
+        if req.locations.len() > validate::MAX_PACKS_PER_RECORD {
+            return Err(fs(FsError::Invalid(format!(
+                "{} pack locations, at most {}",
+                req.locations.len(),
+                validate::MAX_PACKS_PER_RECORD
+            ))));
+        }
+        let mut locations = Vec::with_capacity(req.locations.len());
+        for l in req.locations {
+            let loc = PackLoc { hash: hash_from_pb(&l.hash)?, pack: l.pack, offset: l.offset, length: l.length };
+            validate::check_pack_location(&loc).map_err(refused)?;
+            locations.push(loc);
+        }
+        self.metad.write(Command::RecordPacks { locations }).await.map_err(status)?;
+        Ok(Response::new(pb::RecordPacksReply {}))
     }
 
     async fn locate_chunks(
         &self,
-        _request: Request<pb::LocateChunksRequest>,
+        request: Request<pb::LocateChunksRequest>,
     ) -> Result<Response<pb::LocateChunksReply>, Status> {
-        Err(fs(FsError::NotSupported))
+        let req = request.into_inner();
+        if req.hashes.len() > validate::MAX_LOCATE_HASHES {
+            return Err(fs(FsError::Invalid(format!(
+                "{} hashes, at most {}",
+                req.hashes.len(),
+                validate::MAX_LOCATE_HASHES
+            ))));
+        }
+        let hashes = req.hashes.iter().map(|h| hash_from_pb(h)).collect::<Result<Vec<_>, _>>()?;
+        let found = self.metad.read(move |t| t.locate_chunks(&hashes)).await.map_err(status)?;
+        Ok(Response::new(pb::LocateChunksReply { locations: found.into_iter().map(pack_to_pb).collect() }))
     }
 }

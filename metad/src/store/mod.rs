@@ -19,7 +19,12 @@ use crate::error::{MetadError, Result};
 ///
 /// 2: file kinds beyond regular/directory and device numbers in inode records, the
 /// `symlinks`, `requests`, `request_clients` and `request_lru` tables.
-pub const SCHEMA_VERSION: u64 = 2;
+/// 3: the `block_daemons` and `packs` tables, and a replication factor in share records. A
+/// version-2 store is upgraded in place at open (the new tables are created empty; share
+/// records without the field read as 0, the cluster default).
+pub const SCHEMA_VERSION: u64 = 3;
+/// The oldest schema version this build upgrades at open.
+const UPGRADABLE_FROM: u64 = 2;
 /// File name of the store inside metad's data directory.
 pub const DB_FILE: &str = "metad.redb";
 
@@ -51,6 +56,10 @@ pub const CHUNK_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("chunk_
 pub const SHARES: TableDefinition<u64, &[u8]> = TableDefinition::new("shares");
 /// export path -> share id.
 pub const SHARE_PATHS: TableDefinition<&str, u64> = TableDefinition::new("share_paths");
+/// block daemon id -> JSON [`crate::model::DaemonRec`].
+pub const BLOCK_DAEMONS: TableDefinition<u64, &[u8]> = TableDefinition::new("block_daemons");
+/// chunk hash -> (pack object key, offset, length): where the chunk lives in the S3 tier.
+pub const PACKS: TableDefinition<&[u8], (&str, u64, u32)> = TableDefinition::new("packs");
 /// symlink ino -> target bytes.
 pub const SYMLINKS: TableDefinition<u64, &[u8]> = TableDefinition::new("symlinks");
 /// (client id, seq) -> JSON `CommandResult`: the remembered reply of a request.
@@ -85,6 +94,15 @@ fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
     };
     match found {
         Some(SCHEMA_VERSION) => Ok(()),
+        Some(found) if (UPGRADABLE_FROM..SCHEMA_VERSION).contains(&found) => {
+            let wtx = db.begin_write()?;
+            wtx.open_table(BLOCK_DAEMONS)?;
+            wtx.open_table(PACKS)?;
+            wtx.open_table(SCHEMA)?.insert("version", SCHEMA_VERSION)?;
+            wtx.commit()?;
+            tracing::info!(path = %path.display(), from = found, to = SCHEMA_VERSION, "metad store upgraded");
+            Ok(())
+        }
         Some(found) => Err(MetadError::SchemaVersion { path: PathBuf::from(path), found, supported: SCHEMA_VERSION }),
         None => {
             let wtx = db.begin_write()?;
@@ -113,6 +131,8 @@ fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
                 wtx.open_table(REQUESTS)?;
                 wtx.open_table(REQUEST_CLIENTS)?;
                 wtx.open_table(REQUEST_LRU)?;
+                wtx.open_table(BLOCK_DAEMONS)?;
+                wtx.open_table(PACKS)?;
                 wtx.open_table(SNAPSHOT)?;
             }
             wtx.commit()?;
@@ -124,6 +144,7 @@ fn check_or_stamp_schema(db: &Database, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use redb::ReadableTableMetadata;
 
     #[test]
     fn refuses_a_schema_version_it_does_not_understand() {
@@ -142,6 +163,25 @@ mod tests {
             }
             other => panic!("expected a schema version error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_version_2_store_is_upgraded_with_the_new_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let wtx = db.begin_write().unwrap();
+            wtx.delete_table(BLOCK_DAEMONS).unwrap();
+            wtx.delete_table(PACKS).unwrap();
+            wtx.open_table(SCHEMA).unwrap().insert("version", 2).unwrap();
+            wtx.commit().unwrap();
+        }
+        let db = open(dir.path()).unwrap();
+        let rtx = db.begin_read().unwrap();
+        assert_eq!(rtx.open_table(SCHEMA).unwrap().get("version").unwrap().map(|g| g.value()), Some(SCHEMA_VERSION));
+        assert!(rtx.open_table(BLOCK_DAEMONS).unwrap().is_empty().unwrap());
+        assert!(rtx.open_table(PACKS).unwrap().is_empty().unwrap());
     }
 
     #[test]

@@ -457,6 +457,35 @@ impl Ctx {
         self.conn.call(req, |mut c, r| async move { c.access(r).await }).await
     }
 
+    // ---- the data plane's bookkeeping (cluster-wide, not per directory)
+
+    pub async fn heartbeat_raw(&self, req: pb::HeartbeatRequest) -> Result<pb::HeartbeatReply, FsError> {
+        self.conn.call(req, |mut c, r| async move { c.heartbeat(r).await }).await
+    }
+
+    pub async fn list_block_daemons(&self) -> Result<pb::ListBlockDaemonsReply, FsError> {
+        let req = pb::ListBlockDaemonsRequest {};
+        self.conn.call(req, |mut c, r| async move { c.list_block_daemons(r).await }).await
+    }
+
+    pub async fn record_packs_raw(&self, req: pb::RecordPacksRequest) -> Result<pb::RecordPacksReply, FsError> {
+        self.conn.call(req, |mut c, r| async move { c.record_packs(r).await }).await
+    }
+
+    pub async fn locate_chunks_raw(&self, req: pb::LocateChunksRequest) -> Result<pb::LocateChunksReply, FsError> {
+        self.conn.call(req, |mut c, r| async move { c.locate_chunks(r).await }).await
+    }
+
+    pub async fn get_share(&self, export_path: &str) -> Result<pb::Share, FsError> {
+        let req = pb::GetShareRequest { export_path: export_path.to_string() };
+        self.conn.call(req, |mut c, r| async move { c.get_share(r).await }).await
+    }
+
+    pub async fn list_shares(&self) -> Result<pb::ListSharesReply, FsError> {
+        let req = pb::ListSharesRequest {};
+        self.conn.call(req, |mut c, r| async move { c.list_shares(r).await }).await
+    }
+
     // ---- typed wrappers: every mutation carries a fresh request id
 
     /// A create request as a well-behaved gateway sends it: uid/gid fields equal to the cred.
