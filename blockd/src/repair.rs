@@ -110,7 +110,10 @@ pub(crate) struct PeerClient {
 }
 
 impl PeerClient {
-    pub fn new(identity: &cluster::tls::Identity, anchors: &[CertificateDer<'static>]) -> Result<PeerClient, RepairError> {
+    pub fn new(
+        identity: &cluster::tls::Identity,
+        anchors: &[CertificateDer<'static>],
+    ) -> Result<PeerClient, RepairError> {
         let client_err = |e: &dyn std::fmt::Display| RepairError::Client(e.to_string());
         let tls = cluster::tls::client_config_with_cert(anchors, identity, cluster::tls::CHUNK_ALPN)
             .map_err(|e| client_err(&e))?;
@@ -133,7 +136,12 @@ impl PeerClient {
         let peer = |reason: String| RepairError::Peer { addr, reason };
         // Peers are named by their advertised IP, which their certificate must list.
         let name = addr.ip().to_string();
-        let conn = self.endpoint.connect(addr, &name).map_err(|e| peer(e.to_string()))?.await.map_err(|e| peer(e.to_string()))?;
+        let conn = self
+            .endpoint
+            .connect(addr, &name)
+            .map_err(|e| peer(e.to_string()))?
+            .await
+            .map_err(|e| peer(e.to_string()))?;
         conns.insert(addr, conn.clone());
         Ok(conn)
     }

@@ -37,7 +37,11 @@ async fn clients_are_authorized_by_certificate_role() {
     // flight, so the first request on the connection fails at the latest).
     let anonymous = client(&anchor, None);
     if let Ok(conn) = try_connect(&anonymous, addr).await {
-        assert!(try_call_raw(&conn, Op::Has, &chunk_frame::encode_request(&Request::Has { hashes: vec![hash_of(data)] })).await.is_none());
+        assert!(
+            try_call_raw(&conn, Op::Has, &chunk_frame::encode_request(&Request::Has { hashes: vec![hash_of(data)] }))
+                .await
+                .is_none()
+        );
     }
 
     // A certificate from another CA, even with the gateway role: refused the same way.

@@ -420,8 +420,8 @@ mod tests {
         assert_eq!(a.blockd_identity.chain, b.blockd_identity.chain);
         assert_eq!(peer_role(&b.blockd_identity.chain).expect("role"), Role::Blockd);
         assert_eq!(peer_role(&b.gateway_identity.chain).expect("role"), Role::Gateway);
-        assert!(mtls_server_config(&b.blockd_identity, &[b.ca_anchor.clone()], CHUNK_ALPN).is_ok());
-        assert!(client_config_with_cert(&[b.ca_anchor.clone()], &b.gateway_identity, CHUNK_ALPN).is_ok());
+        assert!(mtls_server_config(&b.blockd_identity, std::slice::from_ref(&b.ca_anchor), CHUNK_ALPN).is_ok());
+        assert!(client_config_with_cert(std::slice::from_ref(&b.ca_anchor), &b.gateway_identity, CHUNK_ALPN).is_ok());
 
         // A reloaded CA issues certificates that chain to the stored CA certificate.
         let ca = Ca::load_or_create(&dir.join("ca")).expect("reload ca");

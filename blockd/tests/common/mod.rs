@@ -72,7 +72,10 @@ pub fn client(anchor: &rustls::pki_types::CertificateDer<'static>, identity: Opt
 }
 
 /// Connects, or returns the handshake error.
-pub async fn try_connect(client: &quinn::Endpoint, addr: SocketAddr) -> Result<quinn::Connection, quinn::ConnectionError> {
+pub async fn try_connect(
+    client: &quinn::Endpoint,
+    addr: SocketAddr,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let connecting = client.connect(addr, DEV_SERVER_NAME).expect("connect");
     tokio::time::timeout(DEADLINE, connecting).await.expect("handshake in time")
 }
