@@ -76,8 +76,12 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
             data_dir: config.blockd_dir(),
             listen: SocketAddr::new(config.blockd.bind, config.blockd.port),
             identity: identity.clone(),
+            client_auth: blockd::ClientAuth::Disabled,
             segment_bytes: config.blockd.segment_bytes,
             min_free_bytes: config.blockd.min_free_bytes,
+            metad_endpoints: Vec::new(),
+            advertise_addr: None,
+            repair: blockd::RepairOptions::default(),
         },
         core_stop.clone(),
     )

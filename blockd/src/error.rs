@@ -52,6 +52,10 @@ pub enum BlockdError {
     Closed,
     #[error("TLS setup: {0}")]
     Tls(#[from] cluster::tls::TlsError),
+    #[error("heartbeat setup: {0}")]
+    Heartbeat(#[from] crate::heartbeat::HeartbeatError),
+    #[error("repair setup: {0}")]
+    Repair(#[from] Box<crate::repair::RepairError>),
     #[error("QUIC setup: {0}")]
     QuicCrypto(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
     #[error("binding the QUIC endpoint on {addr}: {source}")]

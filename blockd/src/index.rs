@@ -118,6 +118,24 @@ impl Index {
         hashes.iter().map(|h| Ok(table.get(h.as_bytes()).map_err(index_err)?.is_some())).collect()
     }
 
+    /// Up to `limit` stored hashes in ascending order, starting after `after` (from the
+    /// first when `None`). For paged background passes (repair, scrub).
+    pub fn hashes_after(&self, after: Option<&ChunkHash>, limit: usize) -> Result<Vec<ChunkHash>, BlockdError> {
+        let txn = self.db.begin_read().map_err(index_err)?;
+        let table = txn.open_table(CHUNKS).map_err(index_err)?;
+        let range = match after {
+            Some(h) => table.range::<&[u8; 32]>((std::ops::Bound::Excluded(h.as_bytes()), std::ops::Bound::Unbounded)),
+            None => table.range::<&[u8; 32]>(..),
+        }
+        .map_err(index_err)?;
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for entry in range.take(limit) {
+            let (k, _) = entry.map_err(index_err)?;
+            out.push(ChunkHash(*k.value()));
+        }
+        Ok(out)
+    }
+
     pub fn segments(&self) -> Result<BTreeMap<u32, SegmentState>, BlockdError> {
         let txn = self.db.begin_read().map_err(index_err)?;
         let table = txn.open_table(SEGMENTS).map_err(index_err)?;

@@ -15,8 +15,10 @@
 
 mod error;
 mod format;
+pub mod heartbeat;
 mod index;
 mod recover;
+pub mod repair;
 mod segment;
 mod server;
 mod store;
@@ -31,7 +33,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::BlockdError;
-pub use server::{MAX_STREAMS_PER_CONNECTION, transport_config};
+pub use heartbeat::daemon_id;
+pub use repair::{RepairOptions, RepairReport, Repairer, rendezvous};
+pub use server::{ClientAuth, FORBIDDEN_PUT, MAX_STREAMS_PER_CONNECTION, transport_config};
 pub use store::{Chunk, PutOutcome, Store, StoreOptions, StoreStats};
 pub use verify::{RecordLocation, VerifyReport, scan_records, verify_store};
 
@@ -45,12 +49,21 @@ pub struct BlockdOptions {
     pub data_dir: PathBuf,
     /// UDP address of the QUIC listener; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// The server certificate presented to clients.
+    /// The certificate presented to clients, and to peers when copying chunks to them.
     pub identity: cluster::tls::Identity,
+    /// Who may connect: mutual TLS against the cluster CA, or (dev only) anyone.
+    pub client_auth: ClientAuth,
     /// Size a new segment is preallocated to (default [`DEFAULT_SEGMENT_BYTES`]).
     pub segment_bytes: u64,
     /// Puts are refused with `Status::NoSpace` when the disk has less free space than this.
     pub min_free_bytes: u64,
+    /// metad gRPC endpoints (`http://host:port`) for heartbeats and the daemon list; empty:
+    /// no heartbeats and no repair.
+    pub metad_endpoints: Vec<String>,
+    /// QUIC address announced to metad (default: the bound address).
+    pub advertise_addr: Option<SocketAddr>,
+    /// Anti-entropy re-replication (needs metad endpoints and [`ClientAuth::Required`]).
+    pub repair: RepairOptions,
 }
 
 /// A running block daemon.
@@ -58,6 +71,9 @@ pub struct Blockd {
     local_addr: SocketAddr,
     store: Arc<Store>,
     server: tokio::task::JoinHandle<()>,
+    id: u64,
+    repairer: Option<Arc<Repairer>>,
+    background: tokio_util::task::TaskTracker,
 }
 
 impl Blockd {
@@ -70,11 +86,46 @@ impl Blockd {
             min_free_bytes: opts.min_free_bytes,
         };
         let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(store_opts)).await??);
-        let endpoint = server::bind(&opts.identity, opts.listen)?;
+        let endpoint = server::bind(&opts.identity, &opts.client_auth, opts.listen)?;
         let local_addr = endpoint.local_addr().map_err(|source| BlockdError::Bind { addr: opts.listen, source })?;
         tracing::info!(%local_addr, data_dir = %opts.data_dir.display(), "block daemon serving");
-        let server = tokio::spawn(server::serve(endpoint, store.clone(), shutdown));
-        Ok(Blockd { local_addr, store, server })
+        let server = tokio::spawn(server::serve(endpoint, store.clone(), opts.client_auth.clone(), shutdown.clone()));
+
+        // Background work that talks to metad and peers: heartbeats and repair.
+        let dir = opts.data_dir.clone();
+        let id = tokio::task::spawn_blocking(move || heartbeat::daemon_id(&dir)).await??;
+        let background = tokio_util::task::TaskTracker::new();
+        let mut repairer = None;
+        if !opts.metad_endpoints.is_empty() {
+            let metad = heartbeat::Metad::new(&opts.metad_endpoints)?;
+            let advertise = opts.advertise_addr.unwrap_or(local_addr);
+            background.spawn(heartbeat::run(metad.clone(), id, advertise, store.clone(), shutdown.clone()));
+            if let ClientAuth::Required(anchors) = &opts.client_auth {
+                let peers = repair::PeerClient::new(&opts.identity, anchors).map_err(Box::new)?;
+                let r = Arc::new(Repairer::new(id, store.clone(), metad, peers, opts.repair.max_copies_per_sec));
+                if let Some(interval) = opts.repair.interval {
+                    background.spawn(repair::run(r.clone(), interval, shutdown.clone()));
+                }
+                repairer = Some(r);
+            } else {
+                tracing::warn!("repair is off: it needs mutual TLS (a client certificate for peers)");
+            }
+        }
+        background.close();
+        Ok(Blockd { local_addr, store, server, id, repairer, background })
+    }
+
+    /// The daemon's stable id (kept in its data dir).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Runs one repair pass now; `None` when repair is not configured.
+    pub async fn repair_pass(&self) -> Option<Result<RepairReport, repair::RepairError>> {
+        match &self.repairer {
+            Some(r) => Some(r.pass().await),
+            None => None,
+        }
     }
 
     /// The bound QUIC address.
@@ -92,6 +143,7 @@ impl Blockd {
     /// ended, every put handed to the store is fsynced and indexed, and the writer stopped.
     pub async fn wait(self) -> Result<(), BlockdError> {
         let served = self.server.await;
+        self.background.wait().await;
         let store = self.store;
         tokio::task::spawn_blocking(move || store.close()).await?;
         served?;

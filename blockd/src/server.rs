@@ -1,8 +1,13 @@
 //! The QUIC chunk server: PUT/GET/HAS frames (`proto::chunk_frame`) over quinn.
 //!
 //! Owns: the endpoint's transport settings, the accept loop, one task per connection and
-//! one per bidirectional stream (one request, one response), and the in-flight body budget.
-//! Must never: allocate a body before its header passed `decode_request_header` (which
+//! one per bidirectional stream (one request, one response), the in-flight body budget, and
+//! authorization by client certificate: with [`ClientAuth::Required`] the TLS handshake
+//! fails for a client without a certificate issued by the cluster CA, and only peers whose
+//! certificate role may write (`cluster::tls::Role::may_put`: gateways and block daemons)
+//! may PUT; any cluster certificate may GET and HAS.
+//! Must never: store a chunk for a peer whose role may not write, or read the body of such
+//! a PUT; allocate a body before its header passed `decode_request_header` (which
 //! checks the per-operation limit) and the in-flight budget; panic or let one connection's
 //! misbehaviour reach another (every failure is answered on, or ends, its own stream);
 //! acknowledge a put before the store says it is durable.
@@ -20,6 +25,7 @@ use bytes::Bytes;
 use cluster::Shutdown;
 use proto::chunk_frame::{self, HEADER_LEN, Request, Status};
 use quinn::{Endpoint, RecvStream, SendStream, VarInt};
+use rustls::pki_types::CertificateDer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
@@ -40,6 +46,11 @@ const INITIAL_RTT: Duration = Duration::from_millis(5);
 const IDLE_TIMEOUT_MS: u32 = 60_000;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// Answer to a PUT from a peer whose certificate role may not write.
+pub const FORBIDDEN_PUT: &str = "this client's certificate role may not store chunks";
+const HANDSHAKES_FAILED: &str = "tessera_chunk_handshakes_failed_total";
+const PUTS_FORBIDDEN: &str = "tessera_chunk_puts_forbidden_total";
+
 /// Application error codes on streams and connections.
 const CODE_SHUTDOWN: u32 = 0;
 const CODE_BAD_REQUEST: u32 = 1;
@@ -59,9 +70,27 @@ pub fn transport_config() -> quinn::TransportConfig {
     t
 }
 
+/// Who may connect to the chunk server.
+#[derive(Debug, Clone)]
+pub enum ClientAuth {
+    /// Mutual TLS: a client must present a certificate chaining to one of these anchors (the
+    /// cluster CA); its role decides whether it may PUT.
+    Required(Vec<CertificateDer<'static>>),
+    /// No client certificates: anyone who reaches the port may read and write. Only for
+    /// `tessera dev` while its gateway does not present a certificate yet.
+    Disabled,
+}
+
 /// Binds the QUIC endpoint on `listen`, presenting `identity` with the chunk ALPN.
-pub(crate) fn bind(identity: &cluster::tls::Identity, listen: SocketAddr) -> Result<Endpoint, BlockdError> {
-    let tls = cluster::tls::server_config(identity, cluster::tls::CHUNK_ALPN)?;
+pub(crate) fn bind(
+    identity: &cluster::tls::Identity,
+    auth: &ClientAuth,
+    listen: SocketAddr,
+) -> Result<Endpoint, BlockdError> {
+    let tls = match auth {
+        ClientAuth::Required(anchors) => cluster::tls::mtls_server_config(identity, anchors, cluster::tls::CHUNK_ALPN)?,
+        ClientAuth::Disabled => cluster::tls::server_config(identity, cluster::tls::CHUNK_ALPN)?,
+    };
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport_config()));
@@ -70,7 +99,8 @@ pub(crate) fn bind(identity: &cluster::tls::Identity, listen: SocketAddr) -> Res
 
 /// Accepts connections until `shutdown`, then closes the endpoint and waits for every
 /// connection and stream task to end.
-pub(crate) async fn serve(endpoint: Endpoint, store: Arc<Store>, shutdown: Shutdown) {
+pub(crate) async fn serve(endpoint: Endpoint, store: Arc<Store>, auth: ClientAuth, shutdown: Shutdown) {
+    let mutual = matches!(auth, ClientAuth::Required(_));
     let tracker = TaskTracker::new();
     let budget = Arc::new(Semaphore::new(MAX_INFLIGHT_BODY_BYTES));
     loop {
@@ -78,7 +108,7 @@ pub(crate) async fn serve(endpoint: Endpoint, store: Arc<Store>, shutdown: Shutd
             _ = shutdown.cancelled() => break,
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    tracker.spawn(connection(incoming, store.clone(), budget.clone(), tracker.clone()));
+                    tracker.spawn(connection(incoming, mutual, store.clone(), budget.clone(), tracker.clone()));
                 }
                 None => break,
             },
@@ -92,25 +122,47 @@ pub(crate) async fn serve(endpoint: Endpoint, store: Arc<Store>, shutdown: Shutd
     endpoint.wait_idle().await;
 }
 
-async fn connection(incoming: quinn::Incoming, store: Arc<Store>, budget: Arc<Semaphore>, tracker: TaskTracker) {
+async fn connection(
+    incoming: quinn::Incoming,
+    mutual: bool,
+    store: Arc<Store>,
+    budget: Arc<Semaphore>,
+    tracker: TaskTracker,
+) {
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
+            metrics::counter!(HANDSHAKES_FAILED).increment(1);
             tracing::debug!(error = %e, "QUIC handshake failed");
             return;
         }
     };
     let peer = conn.remote_address();
-    tracing::debug!(%peer, "chunk connection open");
+    let may_put = if mutual { peer_may_put(&conn) } else { true };
+    tracing::debug!(%peer, may_put, "chunk connection open");
     loop {
         match conn.accept_bi().await {
             Ok((send, recv)) => {
-                tracker.spawn(stream(send, recv, store.clone(), budget.clone()));
+                tracker.spawn(stream(send, recv, may_put, store.clone(), budget.clone()));
             }
             Err(e) => {
                 tracing::debug!(%peer, reason = %e, "chunk connection closed");
                 return;
             }
+        }
+    }
+}
+
+/// Whether the peer's verified certificate names a role that may PUT.
+fn peer_may_put(conn: &quinn::Connection) -> bool {
+    let Some(chain) = conn.peer_identity().and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok()) else {
+        return false;
+    };
+    match cluster::tls::peer_role(&chain) {
+        Ok(role) => role.may_put(),
+        Err(e) => {
+            tracing::debug!(peer = %conn.remote_address(), error = %e, "peer certificate names no usable role");
+            false
         }
     }
 }
@@ -133,8 +185,8 @@ impl Reply {
     }
 }
 
-async fn stream(mut send: SendStream, mut recv: RecvStream, store: Arc<Store>, budget: Arc<Semaphore>) {
-    let read = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut recv, &budget)).await {
+async fn stream(mut send: SendStream, mut recv: RecvStream, may_put: bool, store: Arc<Store>, budget: Arc<Semaphore>) {
+    let read = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_request(&mut recv, may_put, &budget)).await {
         Ok(read) => read,
         Err(_) => {
             let _ = recv.stop(VarInt::from_u32(CODE_TIMEOUT));
@@ -189,7 +241,7 @@ enum Read {
 }
 
 /// Reads one request: header, limit check, budget, then exactly the announced body.
-async fn read_request(recv: &mut RecvStream, budget: &Arc<Semaphore>) -> Read {
+async fn read_request(recv: &mut RecvStream, may_put: bool, budget: &Arc<Semaphore>) -> Read {
     let mut head = [0u8; HEADER_LEN];
     if recv.read_exact(&mut head).await.is_err() {
         return Read::Broken;
@@ -198,6 +250,10 @@ async fn read_request(recv: &mut RecvStream, budget: &Arc<Semaphore>) -> Read {
         Ok(h) => h,
         Err(e) => return Read::Refused(e.to_string()),
     };
+    if header.op == chunk_frame::Op::Put && !may_put {
+        metrics::counter!(PUTS_FORBIDDEN).increment(1);
+        return Read::Refused(FORBIDDEN_PUT.into());
+    }
     // body_len is within the operation's limit (at most a chunk plus its hash), which is
     // below the budget, so this always completes once earlier bodies are released.
     let permits = u32::try_from(header.body_len).unwrap_or(u32::MAX);

@@ -219,6 +219,12 @@ impl Store {
         self.shared.index.contains_many(hashes)
     }
 
+    /// Up to `limit` stored hashes in ascending order after `after` (from the first when
+    /// `None`): one page of a background pass over every chunk. Blocking.
+    pub fn hashes_after(&self, after: Option<&ChunkHash>, limit: usize) -> Result<Vec<ChunkHash>, BlockdError> {
+        self.shared.index.hashes_after(after, limit)
+    }
+
     pub fn stats(&self) -> StoreStats {
         let c = &self.shared.counters;
         StoreStats {

@@ -37,8 +37,12 @@ async fn start() -> Harness {
         data_dir: data_dir.clone(),
         listen: "127.0.0.1:0".parse().expect("addr"),
         identity,
+        client_auth: blockd::ClientAuth::Disabled,
         segment_bytes: 1 << 20,
         min_free_bytes: 0,
+        metad_endpoints: Vec::new(),
+        advertise_addr: None,
+        repair: blockd::RepairOptions::default(),
     };
     let blockd = Blockd::start(opts, shutdown.clone()).await.expect("start blockd");
     let tls = cluster::tls::client_config(std::slice::from_ref(&anchor), CHUNK_ALPN).expect("client tls");
