@@ -17,6 +17,7 @@ mod error;
 mod format;
 mod index;
 mod recover;
+pub mod s3;
 mod segment;
 mod server;
 mod store;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 pub use error::BlockdError;
 pub use server::{MAX_STREAMS_PER_CONNECTION, transport_config};
+pub use s3::{S3Options, TierError, TierStats};
 pub use store::{Chunk, PutOutcome, Store, StoreOptions, StoreStats};
 pub use verify::{RecordLocation, VerifyReport, scan_records, verify_store};
 
@@ -64,12 +66,21 @@ impl Blockd {
     /// Opens the store (recovering it if needed) and starts serving QUIC on `opts.listen`
     /// until `shutdown` is cancelled.
     pub async fn start(opts: BlockdOptions, shutdown: cluster::Shutdown) -> Result<Blockd, BlockdError> {
+        Blockd::start_with_tier(opts, None, shutdown).await
+    }
+
+    /// [`Blockd::start`] with an optional S3 tier (issue 5; the lead wires the config).
+    pub async fn start_with_tier(
+        opts: BlockdOptions,
+        s3: Option<S3Options>,
+        shutdown: cluster::Shutdown,
+    ) -> Result<Blockd, BlockdError> {
         let store_opts = StoreOptions {
             data_dir: opts.data_dir.clone(),
             segment_bytes: opts.segment_bytes,
             min_free_bytes: opts.min_free_bytes,
         };
-        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(store_opts)).await??);
+        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open_with_tier(store_opts, s3)).await??);
         let endpoint = server::bind(&opts.identity, opts.listen)?;
         let local_addr = endpoint.local_addr().map_err(|source| BlockdError::Bind { addr: opts.listen, source })?;
         tracing::info!(%local_addr, data_dir = %opts.data_dir.display(), "block daemon serving");
