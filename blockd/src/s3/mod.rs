@@ -24,6 +24,8 @@
 pub mod client;
 pub mod pack;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::FileExt;
@@ -296,10 +298,17 @@ impl Tier {
     }
 
     async fn run(self: Arc<Tier>, done: std::sync::mpsc::Sender<()>) {
+        // Field order is drop order: the tier (and with it the index) goes before `done`
+        // tells `stop` that the task has ended.
+        let held = Held { tier: self, done };
+        held.tier.clone().run_loop(&held.done).await;
+    }
+
+    async fn run_loop(self: Arc<Tier>, done: &std::sync::mpsc::Sender<()>) {
         let mut uploads = tokio::task::JoinSet::new();
         let mut in_flight: HashSet<u32> = HashSet::new();
         loop {
-            if let Err(e) = self.check(&mut uploads, &mut in_flight, &done).await {
+            if let Err(e) = self.check(&mut uploads, &mut in_flight, done).await {
                 tracing::warn!(error = %e, "S3 tier check failed; retrying");
             }
             tokio::select! {
@@ -314,7 +323,6 @@ impl Tier {
             }
         }
         uploads.shutdown().await;
-        drop(done);
     }
 
     /// One pass: start uploads of sealed segments, evict over the bound, update gauges.
@@ -365,12 +373,10 @@ impl Tier {
                         backlog += 1;
                         if !in_flight.contains(&id) && in_flight.len() < self.opts.upload_concurrency.max(1) {
                             in_flight.insert(id);
-                            let tier = self.clone();
-                            let guard = done.clone();
+                            let held = Held { tier: self.clone(), done: done.clone() };
                             uploads.spawn(async move {
-                                tier.upload(id, st.end).await;
-                                drop(guard);
-                                tier.wake.notify_one();
+                                held.tier.upload(id, st.end, &held.done).await;
+                                held.tier.wake.notify_one();
                                 id
                             });
                         }
@@ -401,7 +407,7 @@ impl Tier {
     }
 
     /// Uploads segment `id` (written up to `end`) until it succeeds or the tier stops.
-    async fn upload(self: &Arc<Tier>, id: u32, end: u64) {
+    async fn upload(self: &Arc<Tier>, id: u32, end: u64, done: &std::sync::mpsc::Sender<()>) {
         let mut backoff = self.opts.min_backoff;
         let mut built: Option<(String, Bytes)> = None;
         loop {
@@ -418,7 +424,8 @@ impl Tier {
                 let rec = PackRecord { key, len: body.len() as u64, evicted: false };
                 let shared = self.shared.clone();
                 let to_store = rec.clone();
-                tokio::task::spawn_blocking(move || state::store(shared.index.db(), id, &to_store))
+                let held = (shared, done.clone());
+                tokio::task::spawn_blocking(move || state::store(held.0.index.db(), id, &to_store))
                     .await
                     .map_err(BlockdError::Task)??;
                 Ok::<PackRecord, BlockdError>(rec)
@@ -487,6 +494,13 @@ impl Tier {
         tracing::debug!(segment = id, "evicted segment (kept in S3)");
         Ok(())
     }
+}
+
+/// Keeps the tier alive for a task, and signals `stop` once it is dropped (fields drop in
+/// declaration order: the tier first).
+struct Held {
+    tier: Arc<Tier>,
+    done: std::sync::mpsc::Sender<()>,
 }
 
 fn rec_key(tier: &Tier, id: u32) -> String {
