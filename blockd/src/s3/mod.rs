@@ -12,10 +12,12 @@
 //! segment's bytes at the same offsets, so an index entry (segment, offset, length) plus
 //! the segment's pack key locates the chunk in S3.
 //!
-//! Back-pressure (not NoSpace) is the policy: while local segments not yet in S3 exceed
-//! the bound, a put waits for uploads to catch up, up to `backpressure_timeout`; only then
-//! is it answered [`TierError::Backlogged`] (`Status::NoSpace`). Local usage stays within
-//! the bound plus the active segment plus the puts admitted since the last check.
+//! Back-pressure (not NoSpace) is the policy: while sealed local segments not yet in S3
+//! reach the bound, a put waits for uploads to catch up, up to `backpressure_timeout`; only
+//! then is it answered [`TierError::Backlogged`] (`Status::NoSpace`). Local usage stays
+//! within the bound plus the active segment (plus puts admitted since the last check, which
+//! runs after every put); the active segment is never counted against the bound, so a bound
+//! below one segment cannot stop the puts that would seal it.
 //!
 //! Must never: evict a segment that is not recorded as uploaded, evict the active
 //! (unsealed) segment, serve remote bytes that fail their hash, or wait on S3 without a
@@ -138,7 +140,7 @@ pub struct TierStats {
     pub upload_failures: u64,
     /// Sealed segments not yet uploaded.
     pub backlog_segments: u64,
-    /// Bytes of local segment files not yet in S3 (the active segment included).
+    /// Bytes of sealed local segment files not yet in S3 (the active segment excluded).
     pub pending_bytes: u64,
     /// Bytes of local segment files.
     pub local_bytes: u64,
@@ -368,8 +370,10 @@ impl Tier {
                 Some(rec) if !rec.evicted && st.sealed => evictable.push((id, size)),
                 Some(_) => {}
                 None => {
-                    pending += size;
+                    // The active segment is not counted: it cannot be uploaded before it
+                    // is sealed, and counting it could stop the puts that would seal it.
                     if st.sealed {
+                        pending += size;
                         backlog += 1;
                         if !in_flight.contains(&id) && in_flight.len() < self.opts.upload_concurrency.max(1) {
                             in_flight.insert(id);

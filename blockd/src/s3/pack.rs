@@ -164,7 +164,7 @@ pub fn decode_trailer(t: &[u8]) -> Result<Trailer, PackError> {
     if u64::from(count) * ENTRY_LEN as u64 + TRAILER_LEN as u64 != u64::from(footer_len) {
         return Err(PackError::FooterLen { count, footer_len });
     }
-    if records_end < FIRST_RECORD || records_end > MAX_PACK_LEN {
+    if !(FIRST_RECORD..=MAX_PACK_LEN).contains(&records_end) {
         return Err(PackError::RecordsEnd(records_end));
     }
     // Every entry needs at least a record header before its data.
