@@ -3,8 +3,10 @@
 //! Owns: chunks named by their BLAKE3 hash, appended to preallocated segment files
 //! (`segment`, `format`), the hash index in the daemon's own redb file (`index`), start-up
 //! recovery (`recover`), group-committed puts (`writer`), hash-verified reads (`store`),
-//! offline/online verification (`verify`) and the chunk protocol over QUIC (`server`).
-//! Later: replication to peers, the S3 tier, scrub and compaction.
+//! offline/online verification (`verify`), the chunk protocol over QUIC (`server`) and the
+//! optional S3 tier (`s3`: sealed segments uploaded as packs, a bounded local tier,
+//! verified read-through of evicted chunks). Later: replication to peers, scrub and
+//! compaction.
 //!
 //! Must never: acknowledge a put before the chunk is fsynced and indexed; serve bytes that
 //! fail their hash check; allocate a length read from the network or disk before checking
@@ -32,8 +34,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use error::BlockdError;
-pub use server::{MAX_STREAMS_PER_CONNECTION, transport_config};
 pub use s3::{S3Options, TierError, TierStats};
+pub use server::{MAX_STREAMS_PER_CONNECTION, transport_config};
 pub use store::{Chunk, PutOutcome, Store, StoreOptions, StoreStats};
 pub use verify::{RecordLocation, VerifyReport, scan_records, verify_store};
 

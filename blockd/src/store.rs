@@ -222,7 +222,10 @@ impl Store {
         outcome
     }
 
-    /// Reads a chunk and verifies its hash. Blocking (one index read and one pread).
+    /// Reads a chunk and verifies its hash. Blocking (one index read and one pread). A chunk
+    /// of a segment evicted to S3 is fetched from its pack (a ranged GET run on the tier's
+    /// runtime, waited for at most the read timeout): call this from a blocking thread
+    /// (`spawn_blocking`, as the server does), never from an async task.
     pub fn get(&self, hash: &ChunkHash) -> Result<Bytes, BlockdError> {
         let loc = self.shared.index.lookup(hash)?.ok_or(BlockdError::NotFound { hash: *hash })?;
         let len = loc.len as usize;

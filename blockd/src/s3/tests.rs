@@ -93,7 +93,9 @@ fn store_opts(dir: &Path) -> StoreOptions {
 
 async fn open(dir: &Path, s3: S3Options) -> Arc<Store> {
     let opts = store_opts(dir);
-    Arc::new(tokio::task::spawn_blocking(move || Store::open_with_tier(opts, Some(s3))).await.expect("join").expect("open"))
+    Arc::new(
+        tokio::task::spawn_blocking(move || Store::open_with_tier(opts, Some(s3))).await.expect("join").expect("open"),
+    )
 }
 
 async fn close(store: Arc<Store>) {
