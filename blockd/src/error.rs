@@ -64,6 +64,9 @@ pub enum BlockdError {
         #[source]
         source: io::Error,
     },
+    // S3 tier (issue 5)
+    #[error("S3 tier: {0}")]
+    Tier(#[from] crate::s3::TierError),
     #[error("a blockd task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -81,6 +84,7 @@ impl BlockdError {
             BlockdError::NotFound { .. } => Status::NotFound,
             BlockdError::Corrupt { .. } => Status::Corrupt,
             BlockdError::NoSpace { .. } => Status::NoSpace,
+            BlockdError::Tier(crate::s3::TierError::Backlogged { .. }) => Status::NoSpace,
             BlockdError::HashMismatch { .. } | BlockdError::TooLarge { .. } => Status::BadRequest,
             _ => Status::Internal,
         }

@@ -96,6 +96,11 @@ impl Index {
         Ok(index)
     }
 
+    /// The underlying database, for tables owned by other modules (the S3 tier's `packs`).
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
     fn begin(&self) -> Result<redb::WriteTransaction, BlockdError> {
         let mut txn = self.db.begin_write().map_err(index_err)?;
         txn.set_durability(Durability::Immediate).map_err(index_err)?;

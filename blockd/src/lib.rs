@@ -3,8 +3,10 @@
 //! Owns: chunks named by their BLAKE3 hash, appended to preallocated segment files
 //! (`segment`, `format`), the hash index in the daemon's own redb file (`index`), start-up
 //! recovery (`recover`), group-committed puts (`writer`), hash-verified reads (`store`),
-//! offline/online verification (`verify`) and the chunk protocol over QUIC (`server`).
-//! Later: replication to peers, the S3 tier, scrub and compaction.
+//! offline/online verification (`verify`), the chunk protocol over QUIC (`server`) and the
+//! optional S3 tier (`s3`: sealed segments uploaded as packs, a bounded local tier,
+//! verified read-through of evicted chunks). Later: replication to peers, scrub and
+//! compaction.
 //!
 //! Must never: acknowledge a put before the chunk is fsynced and indexed; serve bytes that
 //! fail their hash check; allocate a length read from the network or disk before checking
@@ -19,6 +21,7 @@ pub mod heartbeat;
 mod index;
 mod recover;
 pub mod repair;
+pub mod s3;
 mod segment;
 mod server;
 mod store;
@@ -35,6 +38,7 @@ use std::sync::Arc;
 pub use error::BlockdError;
 pub use heartbeat::daemon_id;
 pub use repair::{RepairOptions, RepairReport, Repairer, rendezvous};
+pub use s3::{S3Options, TierError, TierStats};
 pub use server::{ClientAuth, FORBIDDEN_PUT, MAX_STREAMS_PER_CONNECTION, transport_config};
 pub use store::{Chunk, PutOutcome, Store, StoreOptions, StoreStats};
 pub use verify::{RecordLocation, VerifyReport, scan_records, verify_store};
@@ -80,12 +84,21 @@ impl Blockd {
     /// Opens the store (recovering it if needed) and starts serving QUIC on `opts.listen`
     /// until `shutdown` is cancelled.
     pub async fn start(opts: BlockdOptions, shutdown: cluster::Shutdown) -> Result<Blockd, BlockdError> {
+        Blockd::start_with_tier(opts, None, shutdown).await
+    }
+
+    /// [`Blockd::start`] with an optional S3 tier (issue 5; the lead wires the config).
+    pub async fn start_with_tier(
+        opts: BlockdOptions,
+        s3: Option<S3Options>,
+        shutdown: cluster::Shutdown,
+    ) -> Result<Blockd, BlockdError> {
         let store_opts = StoreOptions {
             data_dir: opts.data_dir.clone(),
             segment_bytes: opts.segment_bytes,
             min_free_bytes: opts.min_free_bytes,
         };
-        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(store_opts)).await??);
+        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open_with_tier(store_opts, s3)).await??);
         let endpoint = server::bind(&opts.identity, &opts.client_auth, opts.listen)?;
         let local_addr = endpoint.local_addr().map_err(|source| BlockdError::Bind { addr: opts.listen, source })?;
         tracing::info!(%local_addr, data_dir = %opts.data_dir.display(), "block daemon serving");

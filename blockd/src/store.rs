@@ -27,6 +27,7 @@ use crate::error::BlockdError;
 use crate::format::MAX_CHUNK_LEN;
 use crate::index::{Index, Totals};
 use crate::recover;
+use crate::s3::{S3Options, Tier, TierStats};
 use crate::segment;
 use crate::writer::{PutRequest, Writer};
 
@@ -157,6 +158,8 @@ pub struct Store {
     shared: Arc<Shared>,
     tx: Mutex<Option<mpsc::Sender<PutRequest>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The S3 tier, when configured (issue 5).
+    tier: Option<Arc<Tier>>,
 }
 
 impl Store {
@@ -164,6 +167,12 @@ impl Store {
     /// records found after the last indexed position of unsealed segments (fsynced but not
     /// yet indexed when the daemon stopped), and starts the writer thread. Blocking.
     pub fn open(opts: StoreOptions) -> Result<Store, BlockdError> {
+        Store::open_with_tier(opts, None)
+    }
+
+    /// [`Store::open`] with an optional S3 tier; with one, it must be called from within a
+    /// tokio runtime (e.g. in `spawn_blocking`), which runs the tier's background task.
+    pub fn open_with_tier(opts: StoreOptions, s3: Option<S3Options>) -> Result<Store, BlockdError> {
         let seg_dir = segment::segments_dir(&opts.data_dir);
         std::fs::create_dir_all(&seg_dir).map_err(BlockdError::io("creating", &seg_dir))?;
         let recovered = recover::open_index(&opts.data_dir, &seg_dir)?;
@@ -182,29 +191,65 @@ impl Store {
             .name("blockd-writer".into())
             .spawn(move || writer.run())
             .map_err(BlockdError::io("starting writer thread for", &opts.data_dir))?;
-        Ok(Store { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)) })
+        let tier = match s3 {
+            Some(s3) => match Tier::start(shared.clone(), s3) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    drop(tx);
+                    let _ = handle.join();
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        Ok(Store { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), tier })
     }
 
     /// Stores a chunk; resolves once it is fsynced and indexed (or was already stored).
     pub async fn put(&self, chunk: Chunk) -> Result<PutOutcome, BlockdError> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(BlockdError::Closed)?;
+        if let Some(tier) = &self.tier {
+            // Back-pressure while the local tier is full of data not yet in S3.
+            tier.admit(chunk.data().len()).await?;
+        }
         let (reply, rx) = oneshot::channel();
         tx.send(PutRequest { chunk, reply }).await.map_err(|_| BlockdError::Closed)?;
         self.shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
-        rx.await.map_err(|_| BlockdError::Closed)?
+        let outcome = rx.await.map_err(|_| BlockdError::Closed)?;
+        if let Some(tier) = &self.tier {
+            tier.poke();
+        }
+        outcome
     }
 
-    /// Reads a chunk and verifies its hash. Blocking (one index read and one pread).
+    /// Reads a chunk and verifies its hash. Blocking (one index read and one pread). A chunk
+    /// of a segment evicted to S3 is fetched from its pack (a ranged GET run on the tier's
+    /// runtime, waited for at most the read timeout): call this from a blocking thread
+    /// (`spawn_blocking`, as the server does), never from an async task.
     pub fn get(&self, hash: &ChunkHash) -> Result<Bytes, BlockdError> {
         let loc = self.shared.index.lookup(hash)?.ok_or(BlockdError::NotFound { hash: *hash })?;
         let len = loc.len as usize;
         if len > MAX_CHUNK_LEN {
             return Err(BlockdError::IndexEntry { hash: *hash, what: "length over the chunk limit" });
         }
-        let file = self.shared.reader(loc.segment)?;
+        // S3 tier: an evicted segment's chunks are read from its pack (hash-verified there).
+        if let Some(tier) = &self.tier
+            && tier.is_evicted(loc.segment)
+        {
+            return tier.read_blocking(hash, loc);
+        }
         let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, loc.data_offset)
-            .map_err(BlockdError::io("reading", segment::segment_path(&self.shared.seg_dir, loc.segment)))?;
+        let local = self.shared.reader(loc.segment).and_then(|file| {
+            file.read_exact_at(&mut buf, loc.data_offset)
+                .map_err(BlockdError::io("reading", segment::segment_path(&self.shared.seg_dir, loc.segment)))
+        });
+        if let Err(e) = local {
+            // Evicted while this read was under way?
+            return match &self.tier {
+                Some(tier) if tier.is_evicted(loc.segment) => tier.read_blocking(hash, loc),
+                _ => Err(e),
+            };
+        }
         if blake3::hash(&buf).as_bytes() != hash.as_bytes() {
             self.shared.counters.corrupt.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(names::CHUNKS_CORRUPT).increment(1);
@@ -236,6 +281,11 @@ impl Store {
         }
     }
 
+    /// The S3 tier's counters, when one is configured.
+    pub fn tier_stats(&self) -> Option<TierStats> {
+        self.tier.as_ref().map(|t| t.stats())
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.shared.data_dir
     }
@@ -244,6 +294,9 @@ impl Store {
     /// every put already handed to it (fsynced and indexed, answers sent), and waits for it.
     /// Blocking; idempotent. Dropping the store does the same.
     pub fn close(&self) {
+        if let Some(tier) = &self.tier {
+            tier.stop();
+        }
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let handle = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(handle) = handle
@@ -266,6 +319,11 @@ impl Drop for Store {
 }
 
 impl Shared {
+    /// Drops the cached read handle of segment `id` (after the S3 tier truncated it).
+    pub(crate) fn forget_reader(&self, id: u32) {
+        self.readers.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
     /// A read-only handle on segment `id`, opened (and its header checked) on first use.
     fn reader(&self, id: u32) -> Result<Arc<File>, BlockdError> {
         if let Some(f) = self.readers.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
