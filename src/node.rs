@@ -32,7 +32,8 @@ const JOIN_RETRY: Duration = Duration::from_millis(500);
 pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let identity = cluster::tls::Identity::load_or_create(&config.tls_dir())?;
+    // The dev cluster's own CA and its blockd/gateway certificates (mutual TLS on the chunk link).
+    let pki = cluster::tls::DevPki::load_or_create(&config.tls_dir())?;
     cluster::metrics::install_exporter(config.metrics.addr())?;
 
     // Two shutdown phases: the gateway first (stop taking requests, flush), then the core.
@@ -75,11 +76,11 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
         blockd::BlockdOptions {
             data_dir: config.blockd_dir(),
             listen: SocketAddr::new(config.blockd.bind, config.blockd.port),
-            identity: identity.clone(),
-            client_auth: blockd::ClientAuth::Disabled,
+            identity: pki.blockd_identity.clone(),
+            client_auth: blockd::ClientAuth::Required(vec![pki.ca_anchor.clone()]),
             segment_bytes: config.blockd.segment_bytes,
             min_free_bytes: config.blockd.min_free_bytes,
-            metad_endpoints: Vec::new(),
+            metad_endpoints: vec![format!("http://{meta_addr}")],
             advertise_addr: None,
             repair: blockd::RepairOptions::default(),
         },
@@ -90,15 +91,14 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     let blockd_addr = blockd.local_addr();
 
     // gateway.
-    let engine = gateway::engine::Engine::connect(
-        gateway::engine::EngineOptions::from_config(
-            format!("http://{meta_addr}"),
-            blockd_addr,
-            vec![identity.trust_anchor()],
-            &config.gateway,
-        ),
-        gateway_stop.clone(),
-    )
+    let mut engine_opts = gateway::engine::EngineOptions::from_config(
+        format!("http://{meta_addr}"),
+        blockd_addr,
+        vec![pki.ca_anchor.clone()],
+        &config.gateway,
+    );
+    engine_opts.client_identity = Some(pki.gateway_identity.clone());
+    let engine = gateway::engine::Engine::connect(engine_opts, gateway_stop.clone())
     .await
     .context("starting the gateway engine")?;
     let nfs_listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port))

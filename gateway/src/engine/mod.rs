@@ -109,6 +109,9 @@ pub struct EngineOptions {
     pub replication: ReplicationOptions,
     /// Certificates trusted for the block daemons' TLS identity.
     pub blockd_trust: Vec<CertificateDer<'static>>,
+    /// The gateway's own certificate (role `gateway`, from the cluster CA), presented to
+    /// block daemons that require mutual TLS; `None` presents none.
+    pub client_identity: Option<cluster::tls::Identity>,
     pub chunk_min_bytes: u32,
     pub chunk_avg_bytes: u32,
     pub chunk_max_bytes: u32,
@@ -135,6 +138,7 @@ impl EngineOptions {
             blockd: BlockdSource::Static(blockd_addr),
             replication: ReplicationOptions::default(),
             blockd_trust,
+            client_identity: None,
             chunk_min_bytes: cfg.chunk_min_bytes,
             chunk_avg_bytes: cfg.chunk_avg_bytes,
             chunk_max_bytes: cfg.chunk_max_bytes,
@@ -175,10 +179,12 @@ impl Engine {
     pub async fn connect(opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Engine>, EngineError> {
         let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?;
         let chunks = match opts.blockd {
-            BlockdSource::Static(addr) => Blocks::Single(QuicChunks::new(addr, &opts.blockd_trust)?),
+            BlockdSource::Static(addr) => {
+                Blocks::Single(QuicChunks::with_identity(addr, &opts.blockd_trust, opts.client_identity.as_ref())?)
+            }
             BlockdSource::FromMetad => Blocks::Replicated(ReplicatedChunks::new(
                 GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?,
-                QuicConnector::new(opts.blockd_trust.clone()),
+                QuicConnector::with_identity(opts.blockd_trust.clone(), opts.client_identity.clone()),
                 opts.replication.clone(),
             )),
         };

@@ -62,10 +62,23 @@ impl From<FsError> for Failure {
 }
 
 impl QuicChunks {
-    /// A client of the daemon at `addr`, trusting exactly `anchors`. Must be called inside a
-    /// tokio runtime; connects on first use.
+    /// A client of the daemon at `addr`, trusting exactly `anchors`, presenting no client
+    /// certificate. Must be called inside a tokio runtime; connects on first use.
     pub fn new(addr: SocketAddr, anchors: &[CertificateDer<'static>]) -> Result<QuicChunks, EngineError> {
-        let tls = cluster::tls::client_config(anchors, cluster::tls::CHUNK_ALPN)?;
+        QuicChunks::with_identity(addr, anchors, None)
+    }
+
+    /// Like [`QuicChunks::new`], presenting `identity` (the gateway's certificate from the
+    /// cluster CA) when given, as block daemons that require mutual TLS expect.
+    pub fn with_identity(
+        addr: SocketAddr,
+        anchors: &[CertificateDer<'static>],
+        identity: Option<&cluster::tls::Identity>,
+    ) -> Result<QuicChunks, EngineError> {
+        let tls = match identity {
+            Some(id) => cluster::tls::client_config_with_cert(anchors, id, cluster::tls::CHUNK_ALPN)?,
+            None => cluster::tls::client_config(anchors, cluster::tls::CHUNK_ALPN)?,
+        };
         let crypto = QuicClientConfig::try_from(tls).map_err(|e| EngineError::QuicTls { reason: e.to_string() })?;
         let mut transport = TransportConfig::default();
         transport

@@ -56,11 +56,17 @@ impl Membership for GrpcMeta {
 /// `QuicChunks` clients trusting the given certificates (one QUIC endpoint per daemon).
 pub struct QuicConnector {
     anchors: Vec<CertificateDer<'static>>,
+    identity: Option<cluster::tls::Identity>,
 }
 
 impl QuicConnector {
     pub fn new(anchors: Vec<CertificateDer<'static>>) -> QuicConnector {
-        QuicConnector { anchors }
+        QuicConnector { anchors, identity: None }
+    }
+
+    /// Connections present `identity` (mutual TLS).
+    pub fn with_identity(anchors: Vec<CertificateDer<'static>>, identity: Option<cluster::tls::Identity>) -> QuicConnector {
+        QuicConnector { anchors, identity }
     }
 }
 
@@ -71,7 +77,7 @@ impl Connector for QuicConnector {
         let unavailable = |why: String| FsError::Unavailable(format!("block daemon {id} at {addr:?}: {why}"));
         let mut resolved = tokio::net::lookup_host(addr).await.map_err(|e| unavailable(e.to_string()))?;
         let sock = resolved.next().ok_or_else(|| unavailable("address resolves to nothing".into()))?;
-        QuicChunks::new(sock, &self.anchors).map_err(|e| unavailable(e.to_string()))
+        QuicChunks::with_identity(sock, &self.anchors, self.identity.as_ref()).map_err(|e| unavailable(e.to_string()))
     }
 }
 

@@ -30,6 +30,7 @@ pub(super) fn options() -> EngineOptions {
         metad_endpoints: Vec::new(),
         blockd: super::BlockdSource::Static("127.0.0.1:1".parse().expect("addr")),
         replication: super::ReplicationOptions::default(),
+        client_identity: None,
         blockd_trust: Vec::new(),
         chunk_min_bytes: MIN,
         chunk_avg_bytes: AVG,
