@@ -71,8 +71,8 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
         tokio::spawn(router.serve_with_incoming_shutdown(TcpIncoming::from(control_listener).with_nodelay(Some(true)), stop.cancelled_owned()))
     };
 
-    // blockd.
-    let blockd = blockd::Blockd::start(
+    // blockd, with its S3 tier when a bucket is configured.
+    let blockd = blockd::Blockd::start_with_tier(
         blockd::BlockdOptions {
             data_dir: config.blockd_dir(),
             listen: SocketAddr::new(config.blockd.bind, config.blockd.port),
@@ -84,6 +84,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
             advertise_addr: None,
             repair: blockd::RepairOptions::default(),
         },
+        s3_options(&config.blockd.s3, &config.blockd_dir())?,
         core_stop.clone(),
     )
     .await
@@ -130,6 +131,25 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     metad.shutdown().await.context("stopping metad")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The S3 tier's options, or `None` when no bucket is configured.
+fn s3_options(s3: &cluster::config::S3Config, blockd_dir: &std::path::Path) -> anyhow::Result<Option<blockd::S3Options>> {
+    if s3.bucket.is_empty() {
+        return Ok(None);
+    }
+    let prefix = if s3.prefix.is_empty() {
+        std::fs::create_dir_all(blockd_dir).with_context(|| format!("creating {}", blockd_dir.display()))?;
+        blockd::daemon_id(blockd_dir)?.to_string()
+    } else {
+        s3.prefix.clone()
+    };
+    let endpoint = (!s3.endpoint.is_empty()).then(|| s3.endpoint.clone());
+    let mut o = blockd::S3Options::new(endpoint, &s3.bucket, &s3.region, &s3.access_key, &s3.secret_key, prefix);
+    o.local_bound_bytes = s3.local_bound_bytes;
+    o.upload_concurrency = (s3.upload_concurrency as usize).max(1);
+    o.read_timeout = Duration::from_millis(s3.read_timeout_ms);
+    Ok(Some(o))
 }
 
 fn print_banner(config: &Config, nfs: SocketAddr, control: SocketAddr) {

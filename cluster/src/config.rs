@@ -147,6 +147,49 @@ pub struct BlockdConfig {
     pub segment_bytes: u64,
     /// Puts are refused (NFS3ERR_NOSPC) when the data disk has less free space than this.
     pub min_free_bytes: u64,
+    /// The S3 tier; off while `bucket` is empty.
+    pub s3: S3Config,
+}
+
+/// Where a block daemon's sealed segments go (one pack object each) and how much of them it
+/// keeps locally. Prefer `TESSERA_BLOCKD__S3__SECRET_KEY` over writing the secret in a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// Endpoint URL of an S3-compatible server (path-style); empty = AWS.
+    pub endpoint: String,
+    /// Bucket for packs; empty turns the tier off.
+    pub bucket: String,
+    /// Region (signing).
+    pub region: String,
+    /// Access key id.
+    pub access_key: String,
+    /// Secret access key.
+    pub secret_key: String,
+    /// Key prefix of this daemon's packs; empty = the daemon's id.
+    pub prefix: String,
+    /// Bytes of local segment files kept; uploaded segments beyond this are evicted.
+    pub local_bound_bytes: u64,
+    /// Pack uploads in flight at once.
+    pub upload_concurrency: u32,
+    /// A read of a chunk that exists only in S3 fails (NFS3ERR_IO) after this long.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: String::new(),
+            bucket: String::new(),
+            region: "us-east-1".into(),
+            access_key: String::new(),
+            secret_key: String::new(),
+            prefix: String::new(),
+            local_bound_bytes: 2 << 30,
+            upload_concurrency: 4,
+            read_timeout_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -217,7 +260,13 @@ impl Default for NfsConfig {
 
 impl Default for BlockdConfig {
     fn default() -> Self {
-        BlockdConfig { bind: LOCALHOST, port: 0, segment_bytes: 64 << 20, min_free_bytes: 512 << 20 }
+        BlockdConfig {
+            bind: LOCALHOST,
+            port: 0,
+            segment_bytes: 64 << 20,
+            min_free_bytes: 512 << 20,
+            s3: S3Config::default(),
+        }
     }
 }
 

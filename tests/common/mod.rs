@@ -51,6 +51,11 @@ pub struct Dev {
 impl Dev {
     /// Starts `tessera dev` on `data_dir` and waits for its ready line.
     pub fn start(data_dir: &Path, ports: Ports) -> Dev {
+        Dev::start_with(data_dir, ports, &[])
+    }
+
+    /// Like [`Dev::start`], with extra `TESSERA_*` configuration in the environment.
+    pub fn start_with(data_dir: &Path, ports: Ports, env: &[(&str, String)]) -> Dev {
         let log = data_dir.with_extension(format!("log-{}", ports.nfs));
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("open log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
@@ -66,6 +71,7 @@ impl Dev {
             .env("TESSERA_METRICS__BIND", ports.ip.to_string())
             .env("TESSERA_METAD__BIND", ports.ip.to_string())
             .env("TESSERA_BLOCKD__BIND", ports.ip.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .spawn()

@@ -26,6 +26,8 @@
 pub mod client;
 pub mod pack;
 mod state;
+#[cfg(any(test, feature = "testing"))]
+pub mod test_server;
 #[cfg(test)]
 mod tests;
 

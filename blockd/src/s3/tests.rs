@@ -8,71 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use proto::chunk_frame::Status;
-use tokio_util::sync::CancellationToken;
 
 use super::client::PackBucket;
+use super::test_server::S3Server;
 use super::{S3Options, state};
 use crate::{BlockdError, Chunk, Store, StoreOptions};
 
-const AK: &str = "tessera-test";
-const SK: &str = "tessera-test-secret";
-const BUCKET: &str = "packs-bucket";
+use super::test_server::{AK, BUCKET, SK};
 const SEGMENT: u64 = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
-
-struct S3Server {
-    addr: SocketAddr,
-    cancel: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl S3Server {
-    async fn start(root: &Path, addr: SocketAddr) -> S3Server {
-        std::fs::create_dir_all(root.join(BUCKET)).expect("bucket dir");
-        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs");
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(AK, SK));
-        let service = b.build();
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind S3");
-        let addr = listener.local_addr().expect("addr");
-        let cancel = CancellationToken::new();
-        let stop = cancel.clone();
-        let task = tokio::spawn(async move {
-            let http = ConnBuilder::new(TokioExecutor::new());
-            let conns = tokio_util::task::TaskTracker::new();
-            loop {
-                let socket = tokio::select! {
-                    () = stop.cancelled() => break,
-                    r = listener.accept() => match r { Ok((s, _)) => s, Err(_) => continue },
-                };
-                // Without it every GET stalls ~40 ms (Nagle + delayed ACK).
-                let _ = socket.set_nodelay(true);
-                let conn = http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
-                let stop = stop.clone();
-                conns.spawn(async move {
-                    tokio::select! {
-                        () = stop.cancelled() => {}
-                        _ = conn => {}
-                    }
-                });
-            }
-            drop(listener);
-            conns.close();
-            conns.wait().await;
-        });
-        S3Server { addr, cancel, task }
-    }
-
-    /// Closes the listener and every connection; returns once the port is free.
-    async fn stop(self) -> SocketAddr {
-        self.cancel.cancel();
-        self.task.await.expect("S3 server task");
-        self.addr
-    }
-}
 
 fn s3_opts(addr: SocketAddr, bound: u64) -> S3Options {
     let mut o = S3Options::new(Some(format!("http://{addr}")), BUCKET, "us-east-1", AK, SK, "daemon-1");
