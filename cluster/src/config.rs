@@ -275,9 +275,11 @@ impl Default for GatewayConfig {
         GatewayConfig {
             write_buffer_bytes: 256 << 20,
             cache_bytes: 256 << 20,
-            chunk_min_bytes: 64 << 10,
-            chunk_avg_bytes: 256 << 10,
-            chunk_max_bytes: 1 << 20,
+            // Chosen by `cargo run -p bench --release -- chunking` (docs/benchmarks.md): the
+            // largest sizes whose 4 KiB random read fetches at most 64x.
+            chunk_min_bytes: 32 << 10,
+            chunk_avg_bytes: 128 << 10,
+            chunk_max_bytes: 512 << 10,
             flush_idle_ms: 2000,
         }
     }

@@ -41,7 +41,7 @@ mod blocks;
 mod budget;
 mod buffer;
 mod cache;
-mod chunker;
+pub mod chunker;
 mod error;
 mod files;
 mod flush;
