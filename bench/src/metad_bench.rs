@@ -1,16 +1,14 @@
 //! The metad benchmark: a group of in-process metad voters serving gRPC on 127.0.0.1, and
 //! clients on their own tonic channels calling the leader.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use metad::{Bootstrap, Metad, MetadOptions};
+use metad::testing::LocalGroup;
 use proto::pb::meta_client::MetaClient;
 use proto::pb::{self, CreateHow, FileType};
 use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,62 +23,7 @@ pub struct Args {
     clients: Vec<usize>,
 }
 
-struct Group {
-    nodes: Vec<(Metad, tokio::sync::oneshot::Sender<()>)>,
-    addrs: BTreeMap<u64, String>,
-    _dirs: Vec<tempfile::TempDir>,
-}
-
-const SHARE: (&str, &str) = ("default", "/export");
-
-async fn start_group(voters: u64) -> anyhow::Result<Group> {
-    let mut incomings = Vec::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=voters {
-        let incoming = TcpIncoming::bind("127.0.0.1:0".parse()?)?.with_nodelay(Some(true));
-        addrs.insert(id, format!("http://{}", incoming.local_addr()?));
-        incomings.push(incoming);
-    }
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for (i, incoming) in incomings.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let dir = tempfile::tempdir()?;
-        let opts = MetadOptions {
-            node_id: id,
-            data_dir: dir.path().to_path_buf(),
-            advertise_addr: addrs[&id].clone(),
-            default_share: Some((SHARE.0.into(), SHARE.1.into())),
-        };
-        let bootstrap = if id == 1 { Bootstrap::Members(addrs.clone()) } else { Bootstrap::Join };
-        let metad = Metad::start(&opts, bootstrap).await?;
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = tonic::transport::Server::builder().add_service(metad.meta_service()).add_service(metad.raft_service());
-        tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = stopped.await;
-        }));
-        nodes.push((metad, stop));
-        dirs.push(dir);
-    }
-    for (m, _) in &nodes {
-        m.wait_ready(Some(&(SHARE.0.to_string(), SHARE.1.to_string()))).await?;
-    }
-    Ok(Group { nodes, addrs, _dirs: dirs })
-}
-
-impl Group {
-    async fn leader_addr(&self) -> anyhow::Result<String> {
-        let leader = self.nodes[0].0.raft().current_leader().await.ok_or_else(|| anyhow!("no leader"))?;
-        self.addrs.get(&leader).cloned().ok_or_else(|| anyhow!("leader {leader} has no address"))
-    }
-
-    async fn stop(self) {
-        for (m, stop) in self.nodes {
-            let _ = stop.send(());
-            let _ = m.shutdown().await;
-        }
-    }
-}
+const SHARE: (&str, &str) = metad::testing::SHARE;
 
 fn root_cred() -> Option<pb::Cred> {
     Some(pb::Cred { uid: 0, gid: 0, gids: vec![] })
@@ -145,7 +88,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|");
     for &voters in &args.voters {
         for &clients in &args.clients {
-            let group = start_group(voters).await?;
+            let group = LocalGroup::start(voters).await?;
             let channel = Channel::from_shared(group.leader_addr().await?)?.connect().await?;
             let mut c = MetaClient::new(channel.clone());
             let share = c.get_share(pb::GetShareRequest { export_path: SHARE.1.into() }).await?.into_inner();

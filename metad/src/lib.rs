@@ -41,6 +41,8 @@ pub mod service;
 pub mod snapshot_file;
 pub mod state_machine;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod validate;
 
 pub use error::MetadError;

@@ -14,54 +14,20 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use metad::{Bootstrap, Metad, MetadOptions};
+use metad::testing::{LocalGroup, SHARE};
 use proto::FsError;
 use proto::pb::meta_client::MetaClient;
 use proto::pb::{self, CreateHow, FileType, NodeRef};
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
-use tonic::transport::server::TcpIncoming;
 
 const CLIENTS: usize = 8;
 const OPS_PER_CLIENT: usize = 120;
 const DIRS: usize = 4;
 const NAMES: usize = 12;
-const SHARE: (&str, &str) = ("default", "/export");
 
 fn cred() -> Option<pb::Cred> {
     Some(pb::Cred { uid: 0, gid: 0, gids: vec![] })
-}
-
-async fn start_group(voters: u64) -> (Vec<Metad>, BTreeMap<u64, String>, Vec<tempfile::TempDir>) {
-    let mut incomings = Vec::new();
-    let mut addrs = BTreeMap::new();
-    for id in 1..=voters {
-        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap().with_nodelay(Some(true));
-        addrs.insert(id, format!("http://{}", incoming.local_addr().unwrap()));
-        incomings.push(incoming);
-    }
-    let mut nodes = Vec::new();
-    let mut dirs = Vec::new();
-    for (i, incoming) in incomings.into_iter().enumerate() {
-        let id = i as u64 + 1;
-        let dir = tempfile::tempdir().unwrap();
-        let opts = MetadOptions {
-            node_id: id,
-            data_dir: dir.path().to_path_buf(),
-            advertise_addr: addrs[&id].clone(),
-            default_share: Some((SHARE.0.into(), SHARE.1.into())),
-        };
-        let bootstrap = if id == 1 { Bootstrap::Members(addrs.clone()) } else { Bootstrap::Join };
-        let metad = Metad::start(&opts, bootstrap).await.unwrap();
-        let router = tonic::transport::Server::builder().add_service(metad.meta_service()).add_service(metad.raft_service());
-        tokio::spawn(router.serve_with_incoming(incoming));
-        nodes.push(metad);
-        dirs.push(dir);
-    }
-    for m in &nodes {
-        m.wait_ready(Some(&(SHARE.0.to_string(), SHARE.1.to_string()))).await.unwrap();
-    }
-    (nodes, addrs, dirs)
 }
 
 #[derive(Debug, Clone)]
@@ -209,9 +175,8 @@ fn linearize(events: &[Event]) -> Result<Vec<usize>, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_clients_match_a_sequential_model() {
-    let (nodes, addrs, _dirs) = start_group(3).await;
-    let leader = nodes[0].raft().current_leader().await.unwrap();
-    let channel = Channel::from_shared(addrs[&leader].clone()).unwrap().connect().await.unwrap();
+    let group = LocalGroup::start(3).await.unwrap();
+    let channel = Channel::from_shared(group.leader_addr().await.unwrap()).unwrap().connect().await.unwrap();
     let mut c = MetaClient::new(channel.clone());
     let share = c.get_share(pb::GetShareRequest { export_path: SHARE.1.into() }).await.unwrap().into_inner();
     let root = share.root.and_then(|r| r.node).unwrap();
@@ -283,7 +248,5 @@ async fn concurrent_clients_match_a_sequential_model() {
         let expected: BTreeMap<_, _> = model.iter().filter(|((md, _), _)| *md == d).map(|(k, v)| (*k, *v)).collect();
         assert_eq!(actual, expected, "directory d{d} matches the sequential model");
     }
-    for m in nodes {
-        let _ = m.shutdown().await;
-    }
+    group.stop().await;
 }
