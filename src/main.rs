@@ -2,12 +2,14 @@
 //!
 //! `tessera dev` runs a complete single-machine cluster (one metad voter, one block
 //! daemon, one gateway) on embedded defaults. `tessera serve --config node.toml` runs the
-//! roles a node's configuration names (`metad` for now; see docs/cluster.md).
+//! roles a node's configuration names (see docs/cluster.md). `tessera init-ca` and
+//! `tessera issue-cert` create the cluster CA and the nodes' certificates (`pki`).
 //!
 //! This file only parses the command line and turns flags into configuration overrides;
 //! `node` starts and stops the roles.
 
 mod node;
+mod pki;
 
 use std::path::PathBuf;
 
@@ -25,8 +27,12 @@ struct Cli {
 enum Command {
     /// Run every role in one process: a complete single-machine cluster.
     Dev(DevArgs),
-    /// Run the roles named in a node's configuration (`roles = ["metad"]`).
+    /// Run the roles named in a node's configuration (`roles = ["metad", "blockd", "gateway"]`).
     Serve(ServeArgs),
+    /// Create the cluster CA (certificate and private key) in a directory.
+    InitCa(pki::InitCaArgs),
+    /// Issue a node certificate for one role from the cluster CA, into a node's TLS directory.
+    IssueCert(pki::IssueCertArgs),
     /// Print the version.
     Version,
 }
@@ -90,6 +96,8 @@ fn main() -> std::process::ExitCode {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
             std::process::ExitCode::SUCCESS
         }
+        Command::InitCa(args) => pki::init_ca(&args),
+        Command::IssueCert(args) => pki::issue_cert(&args),
         Command::Dev(args) => run(args.config.as_deref(), &args.overrides(), node::run_dev),
         Command::Serve(args) => {
             let mut o: Overrides = Vec::new();

@@ -35,6 +35,11 @@ pub struct Config {
     pub node_id: u64,
     /// Roles `tessera serve` runs on this node.
     pub roles: Vec<Role>,
+    /// metad gRPC URLs (`http://host:port`, any members) that this node's blockd and gateway
+    /// roles use; empty = this node's own metad (it must then run the metad role).
+    pub metad_endpoints: Vec<String>,
+    /// TLS identities of the node (`tessera serve`).
+    pub tls: TlsConfig,
     /// NFSv3 + MOUNT listener of the gateway.
     pub nfs: NfsConfig,
     /// Control API (gRPC) listener.
@@ -50,6 +55,22 @@ pub struct Config {
     pub gateway: GatewayConfig,
     /// Logging.
     pub log: LogConfig,
+}
+
+/// Where a node's certificates are: the layout `tessera issue-cert` writes
+/// (`ca/ca.der`, `<role>/cert.der`, `<role>/key.der`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The directory; empty = `<data_dir>/tls`.
+    #[serde(deserialize_with = "path_or_number")]
+    pub dir: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { dir: PathBuf::new() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +119,11 @@ pub struct MetadConfig {
     pub snapshot_logs: u64,
     /// Log entries kept behind the latest snapshot when the log is purged.
     pub keep_logs: u64,
+    /// A block daemon without a heartbeat for this long is declared dead (its chunks are
+    /// re-replicated and it gets no new ones).
+    pub blockd_dead_after_ms: u64,
+    /// How often block daemons are told to heartbeat.
+    pub blockd_heartbeat_ms: u64,
 }
 
 impl MetadConfig {
@@ -147,6 +173,13 @@ pub struct BlockdConfig {
     pub segment_bytes: u64,
     /// Puts are refused (NFS3ERR_NOSPC) when the data disk has less free space than this.
     pub min_free_bytes: u64,
+    /// QUIC address (`ip:port`) announced to metad for gateways and peers; empty = the
+    /// bound address (which must then not be a wildcard).
+    pub advertise: String,
+    /// Pause between anti-entropy re-replication passes, in ms; 0 turns the loop off.
+    pub repair_interval_ms: u64,
+    /// Most chunk copies a repair pass sends per second (0 = unlimited).
+    pub repair_max_copies_per_sec: u32,
     /// The S3 tier; off while `bucket` is empty.
     pub s3: S3Config,
 }
@@ -226,6 +259,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./tessera-data"),
             node_id: 1,
             roles: vec![Role::Metad],
+            metad_endpoints: Vec::new(),
+            tls: TlsConfig::default(),
             nfs: NfsConfig::default(),
             control: ListenConfig { bind: LOCALHOST, port: 7000 },
             metrics: ListenConfig { bind: LOCALHOST, port: 9090 },
@@ -248,6 +283,8 @@ impl Default for MetadConfig {
             join: Vec::new(),
             snapshot_logs: 10_000,
             keep_logs: 1_000,
+            blockd_dead_after_ms: 10_000,
+            blockd_heartbeat_ms: 2_000,
         }
     }
 }
@@ -265,6 +302,9 @@ impl Default for BlockdConfig {
             port: 0,
             segment_bytes: 64 << 20,
             min_free_bytes: 512 << 20,
+            advertise: String::new(),
+            repair_interval_ms: 60_000,
+            repair_max_copies_per_sec: 200,
             s3: S3Config::default(),
         }
     }
@@ -330,6 +370,19 @@ impl Config {
         if !(m.advertise.is_empty() || m.advertise.starts_with("http://") || m.advertise.starts_with("https://")) {
             return invalid("metad.advertise", "must be an http(s):// URL");
         }
+        if m.blockd_heartbeat_ms == 0 || m.blockd_heartbeat_ms >= m.blockd_dead_after_ms {
+            return invalid("metad.blockd_heartbeat_ms", "must be at least 1 and below metad.blockd_dead_after_ms");
+        }
+        if self.metad_endpoints.iter().any(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+            return invalid("metad_endpoints", "entries must be http(s):// URLs of metad members");
+        }
+        let needs_metad = self.roles.iter().any(|r| matches!(r, Role::Blockd | Role::Gateway));
+        if needs_metad && self.metad_endpoints.is_empty() && !self.roles.contains(&Role::Metad) {
+            return invalid("metad_endpoints", "a node without the metad role must name metad members to use");
+        }
+        if !self.blockd.advertise.is_empty() && self.blockd.advertise.parse::<SocketAddr>().is_err() {
+            return invalid("blockd.advertise", "must be an ip:port address");
+        }
         let g = &self.gateway;
         if !(64..=(1 << 20)).contains(&g.chunk_min_bytes) {
             return invalid("gateway.chunk_min_bytes", "must be within 64 B ..= 1 MiB");
@@ -363,8 +416,9 @@ impl Config {
         self.data_dir.join("blockd")
     }
 
+    /// `tls.dir`, or `<data_dir>/tls` when it is empty.
     pub fn tls_dir(&self) -> PathBuf {
-        self.data_dir.join("tls")
+        if self.tls.dir.as_os_str().is_empty() { self.data_dir.join("tls") } else { self.tls.dir.clone() }
     }
 }
 

@@ -10,7 +10,11 @@
 //! certificate is valid for. [`mtls_server_config`] accepts only clients whose chain
 //! verifies against the CA; [`peer_role`] reads the role back out of a verified peer chain
 //! so a server can authorize by role. [`DevPki`] keeps a self-signed CA and the dev node
-//! certificates under `<data_dir>/tls/` for `tessera dev`.
+//! certificates under `<data_dir>/tls/` for `tessera dev`; [`NodeTls`] is the same layout
+//! for a cluster node, written by `tessera issue-cert` from an operator's CA
+//! (`tessera init-ca`) and read by `tessera serve`. Clients verify a block daemon's
+//! certificate against the IP address they connect to, so a node certificate lists its
+//! addresses.
 //!
 //! Must never: trust a role read from a chain that the TLS handshake did not verify; write
 //! a private key with a mode other than 0600; panic on a malformed certificate.
@@ -18,7 +22,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+pub use rustls::pki_types::CertificateDer;
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 /// ALPN protocol of the QUIC chunk link.
@@ -273,7 +278,7 @@ pub fn issue(ca: &Ca, names: &[String], role: &Role) -> Result<Identity, TlsErro
 }
 
 /// The PKI of a single-process `tessera dev` node: the CA and one certificate per role,
-/// kept under one directory (`ca/`, `blockd/`, `gateway/`).
+/// kept under one directory in the layout of [`NodeTls`] (`ca/`, `blockd/`, `gateway/`).
 #[derive(Debug, Clone)]
 pub struct DevPki {
     pub ca_anchor: CertificateDer<'static>,
@@ -283,25 +288,91 @@ pub struct DevPki {
 
 impl DevPki {
     /// Loads the dev PKI from `tls_dir`, creating the CA and any missing node certificate.
-    /// Node certificates are valid for [`DEV_SERVER_NAME`], `localhost` and 127.0.0.1.
-    pub fn load_or_create(tls_dir: &Path) -> Result<DevPki, TlsError> {
+    /// Node certificates are valid for [`DEV_SERVER_NAME`], `localhost`, 127.0.0.1 and
+    /// `extra_names` (e.g. the block daemon's bind address, which clients verify); a stored
+    /// certificate for other names is replaced.
+    pub fn load_or_create(tls_dir: &Path, extra_names: &[String]) -> Result<DevPki, TlsError> {
         let ca = Ca::load_or_create(&tls_dir.join("ca"))?;
-        let names = vec![DEV_SERVER_NAME.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
+        let mut names = vec![DEV_SERVER_NAME.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
+        for n in extra_names {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
         let blockd_identity = load_or_issue(&ca, &tls_dir.join("blockd"), &names, &Role::Blockd)?;
         let gateway_identity = load_or_issue(&ca, &tls_dir.join("gateway"), &names, &Role::Gateway)?;
         Ok(DevPki { ca_anchor: ca.anchor(), blockd_identity, gateway_identity })
     }
 }
 
+/// A node's TLS directory, as `tessera issue-cert` writes it and `tessera serve` reads it:
+///
+/// ```text
+/// <dir>/ca/ca.der             the cluster CA certificate (DER; its key stays with the operator)
+/// <dir>/<role>/cert.der       this node's certificate for <role> (DER, issued by the CA)
+/// <dir>/<role>/key.der        its private key (PKCS#8 DER, mode 0600)
+/// <dir>/<role>/names          the names it was issued for, one per line
+/// ```
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    dir: std::path::PathBuf,
+}
+
+impl NodeTls {
+    pub fn new(dir: &Path) -> NodeTls {
+        NodeTls { dir: dir.to_path_buf() }
+    }
+
+    /// The cluster CA certificate every link verifies against.
+    pub fn ca_anchor(&self) -> Result<CertificateDer<'static>, TlsError> {
+        let dir = self.dir.join("ca");
+        Ok(CertificateDer::from(read_nonempty(&dir.join("ca.der"), &dir)?))
+    }
+
+    /// This node's identity for `role`: its certificate and key, chained to the CA.
+    pub fn identity(&self, role: &Role) -> Result<Identity, TlsError> {
+        let ca = self.ca_anchor()?;
+        let dir = self.dir.join(role.as_str());
+        let cert = read_nonempty(&dir.join("cert.der"), &dir)?;
+        let key = read_nonempty(&dir.join("key.der"), &dir)?;
+        let chain = vec![CertificateDer::from(cert), ca];
+        if peer_role(&chain)? != *role {
+            return Err(TlsError::Malformed(format!("{}: certificate is not for role {role}", dir.display())));
+        }
+        Ok(Identity { chain, key: PrivatePkcs8KeyDer::from(key) })
+    }
+
+    /// Issues a certificate for `role` valid for `names` from `ca` and writes it (and the
+    /// CA certificate) into this directory, replacing an older one for the same role.
+    pub fn issue(&self, ca: &Ca, role: &Role, names: &[String]) -> Result<Identity, TlsError> {
+        let ca_dir = self.dir.join("ca");
+        std::fs::create_dir_all(&ca_dir).map_err(io_err(&ca_dir))?;
+        let ca_path = ca_dir.join("ca.der");
+        std::fs::write(&ca_path, ca.cert.as_ref()).map_err(io_err(&ca_path))?;
+        let dir = self.dir.join(role.as_str());
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let id = ca.issue(names, role)?;
+        let key_path = dir.join("key.der");
+        let cert_path = dir.join("cert.der");
+        let names_path = dir.join("names");
+        write_private(&key_path, id.key.secret_pkcs8_der()).map_err(io_err(&key_path))?;
+        std::fs::write(&cert_path, id.chain[0].as_ref()).map_err(io_err(&cert_path))?;
+        std::fs::write(&names_path, names.join("\n")).map_err(io_err(&names_path))?;
+        Ok(id)
+    }
+}
+
 /// Loads `dir/cert.der` (leaf) + `dir/key.der`, issuing them from `ca` on first use. A
-/// stored leaf that was issued by another CA is replaced.
+/// stored leaf that was issued by another CA, or for other names, is replaced.
 fn load_or_issue(ca: &Ca, dir: &Path, names: &[String], role: &Role) -> Result<Identity, TlsError> {
     let cert_path = dir.join("cert.der");
     let key_path = dir.join("key.der");
     let issuer_path = dir.join("issuer.der");
+    let names_path = dir.join("names");
     if cert_path.exists() && key_path.exists() && issuer_path.exists() {
         let issuer = read_nonempty(&issuer_path, dir)?;
-        if issuer.as_slice() == ca.cert.as_ref() {
+        let stored_names = std::fs::read_to_string(&names_path).unwrap_or_default();
+        if issuer.as_slice() == ca.cert.as_ref() && stored_names == names.join("\n") {
             let cert = read_nonempty(&cert_path, dir)?;
             let key = read_nonempty(&key_path, dir)?;
             return Ok(Identity {
@@ -315,6 +386,7 @@ fn load_or_issue(ca: &Ca, dir: &Path, names: &[String], role: &Role) -> Result<I
     write_private(&key_path, id.key.secret_pkcs8_der()).map_err(io_err(&key_path))?;
     std::fs::write(&cert_path, id.chain[0].as_ref()).map_err(io_err(&cert_path))?;
     std::fs::write(&issuer_path, ca.cert.as_ref()).map_err(io_err(&issuer_path))?;
+    std::fs::write(&names_path, names.join("\n")).map_err(io_err(&names_path))?;
     Ok(id)
 }
 
@@ -414,8 +486,8 @@ mod tests {
     fn dev_pki_is_created_once_and_names_roles() {
         let dir = std::env::temp_dir().join(format!("tessera-pki-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let a = DevPki::load_or_create(&dir).expect("create");
-        let b = DevPki::load_or_create(&dir).expect("reload");
+        let a = DevPki::load_or_create(&dir, &[]).expect("create");
+        let b = DevPki::load_or_create(&dir, &[]).expect("reload");
         assert_eq!(a.ca_anchor, b.ca_anchor);
         assert_eq!(a.blockd_identity.chain, b.blockd_identity.chain);
         assert_eq!(peer_role(&b.blockd_identity.chain).expect("role"), Role::Blockd);
@@ -429,6 +501,40 @@ mod tests {
         assert_eq!(tool.chain[1], a.ca_anchor);
         assert_eq!(peer_role(&tool.chain).expect("role"), Role::Tool);
         assert!(!Role::Tool.may_put() && Role::Gateway.may_put() && Role::Blockd.may_put());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn dev_pki_reissues_for_new_names() {
+        let dir = std::env::temp_dir().join(format!("tessera-pki-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let a = DevPki::load_or_create(&dir, &[]).expect("create");
+        let b = DevPki::load_or_create(&dir, &["127.0.9.9".to_string()]).expect("new name");
+        assert_ne!(a.blockd_identity.chain[0], b.blockd_identity.chain[0], "reissued for the new name");
+        assert_eq!(a.ca_anchor, b.ca_anchor, "same CA");
+        let c = DevPki::load_or_create(&dir, &["127.0.9.9".to_string()]).expect("reload");
+        assert_eq!(b.blockd_identity.chain, c.blockd_identity.chain, "kept when the names are the same");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn node_tls_round_trip_and_role_check() {
+        let dir = std::env::temp_dir().join(format!("tessera-nodetls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = Ca::load_or_create(&dir.join("operator-ca")).expect("ca");
+        let node = NodeTls::new(&dir.join("node"));
+        assert!(node.identity(&Role::Blockd).is_err(), "nothing issued yet");
+        let issued = node.issue(&ca, &Role::Blockd, &["127.0.0.2".to_string()]).expect("issue");
+        let loaded = node.identity(&Role::Blockd).expect("load");
+        assert_eq!(issued.chain, loaded.chain);
+        assert_eq!(node.ca_anchor().expect("anchor"), ca.anchor());
+        assert!(node.identity(&Role::Gateway).is_err(), "no gateway certificate");
+        // A certificate moved to the wrong role's directory is refused.
+        std::fs::create_dir_all(dir.join("node/gateway")).expect("mkdir");
+        for f in ["cert.der", "key.der"] {
+            std::fs::copy(dir.join("node/blockd").join(f), dir.join("node/gateway").join(f)).expect("copy");
+        }
+        assert!(matches!(node.identity(&Role::Gateway), Err(TlsError::Malformed(_))));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -213,6 +213,52 @@ async fn share_replication_factor_round_trips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_creates_shares_and_sets_their_replication() {
+    use proto::pb::control_server::Control;
+    let dir = tempfile::tempdir().unwrap();
+    let m = single(dir.path(), Liveness::default()).await;
+    let control = metad::service::control::ControlService::new(m.clone());
+    let meta = MetaService::new(m.clone());
+    let create = |name: &str, path: &str, rf: Option<u32>| {
+        control.create_share(Request::new(pb::CreateShareRequest {
+            name: name.into(),
+            export_path: path.into(),
+            replication_factor: rf,
+        }))
+    };
+    let s = create("projects", "/projects", Some(1)).await.unwrap().into_inner();
+    assert_eq!((s.name.as_str(), s.export_path.as_str(), s.replication_factor), ("projects", "/projects", 1));
+    assert!(s.root.is_some(), "a new share has a root directory");
+    // Idempotent on the export path: the existing share is returned, the factor updated only when asked.
+    let again = create("other-name", "/projects", None).await.unwrap().into_inner();
+    assert_eq!((again.share_id, again.name.as_str(), again.replication_factor), (s.share_id, "projects", 1));
+    let set = control
+        .set_share_replication(Request::new(pb::SetShareReplicationRequest { export_path: "/projects".into(), replication_factor: 3 }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(set.replication_factor, 3);
+    let listed = meta.list_shares(Request::new(pb::ListSharesRequest {})).await.unwrap().into_inner().shares;
+    let mut paths: Vec<_> = listed.iter().map(|s| s.export_path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["/export", "/projects"]);
+
+    // Bad requests are refused and change nothing.
+    for (name, path) in [("x", "relative"), ("", "/empty-name"), ("x", &format!("/{}", "p".repeat(2000)))] {
+        let e = create(name, path, None).await.expect_err("refused");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name:?} {path:.20}: {e}");
+    }
+    let e = create("x", "/bad-rf", Some(99)).await.expect_err("factor over the maximum");
+    assert!(matches!(FsError::from_status(&e), FsError::Invalid(_)), "{e}");
+    let e = control
+        .set_share_replication(Request::new(pb::SetShareReplicationRequest { export_path: "/nope".into(), replication_factor: 1 }))
+        .await
+        .expect_err("unknown share");
+    assert!(matches!(FsError::from_status(&e), FsError::NotFound), "{e}");
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_carry_daemons_and_pack_locations() {
     let src = tempfile::tempdir().unwrap();
     {

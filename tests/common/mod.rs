@@ -5,6 +5,9 @@
 
 #![allow(dead_code)]
 
+pub mod chunks;
+pub mod cluster;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -120,26 +123,31 @@ impl Dev {
         format!("nfs://{}/export{sep}{path}?version=3&nfsport={p}&mountport={p}", self.ports.ip)
     }
 
-    /// Scrapes `/metrics` and returns the unlabelled samples by name.
+    /// Scrapes `/metrics` and returns the samples by name (labels included).
     pub fn metrics(&self) -> HashMap<String, f64> {
-        let mut s = TcpStream::connect((self.ports.ip, self.ports.metrics)).expect("connect to metrics");
-        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tessera\r\nConnection: close\r\n\r\n").expect("send");
-        let mut body = String::new();
-        s.read_to_string(&mut body).expect("read metrics");
-        let mut out = HashMap::new();
-        for line in body.lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            let mut parts = line.rsplitn(2, ' ');
-            let (Some(v), Some(name)) = (parts.next(), parts.next()) else { continue };
-            if let Ok(v) = v.parse::<f64>() {
-                out.insert(name.to_string(), v);
-            }
-        }
-        out
+        scrape(self.ports.ip, self.ports.metrics)
     }
+}
+
+/// Scrapes a Prometheus `/metrics` endpoint; samples by name (labels included).
+pub fn scrape(ip: std::net::Ipv4Addr, port: u16) -> HashMap<String, f64> {
+    let mut s = TcpStream::connect((ip, port)).expect("connect to metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tessera\r\nConnection: close\r\n\r\n").expect("send");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read metrics");
+    let mut out = HashMap::new();
+    for line in body.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.rsplitn(2, ' ');
+        let (Some(v), Some(name)) = (parts.next(), parts.next()) else { continue };
+        if let Ok(v) = v.parse::<f64>() {
+            out.insert(name.to_string(), v);
+        }
+    }
+    out
 }
 
 impl Drop for Dev {

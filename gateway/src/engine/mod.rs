@@ -133,9 +133,20 @@ impl EngineOptions {
         blockd_trust: Vec<CertificateDer<'static>>,
         cfg: &cluster::config::GatewayConfig,
     ) -> EngineOptions {
+        EngineOptions::for_cluster(vec![metad_endpoint], BlockdSource::Static(blockd_addr), blockd_trust, cfg)
+    }
+
+    /// Options from the node's gateway configuration for any metad endpoints and block
+    /// daemon source (`tessera serve`: every member's URL and `BlockdSource::FromMetad`).
+    pub fn for_cluster(
+        metad_endpoints: Vec<String>,
+        blockd: BlockdSource,
+        blockd_trust: Vec<CertificateDer<'static>>,
+        cfg: &cluster::config::GatewayConfig,
+    ) -> EngineOptions {
         EngineOptions {
-            metad_endpoints: vec![metad_endpoint],
-            blockd: BlockdSource::Static(blockd_addr),
+            metad_endpoints,
+            blockd,
             replication: ReplicationOptions::default(),
             blockd_trust,
             client_identity: None,

@@ -111,9 +111,11 @@ impl QuicChunks {
             }
         *slot = None;
         let unavailable = |e: &dyn std::fmt::Display| FsError::Unavailable(format!("block daemon {}: {e}", self.addr));
+        // A daemon is named by the IP address it is reached at, which its certificate lists.
+        let name = self.addr.ip().to_string();
         let connecting = self
             .endpoint
-            .connect_with(self.config.clone(), self.addr, cluster::tls::DEV_SERVER_NAME)
+            .connect_with(self.config.clone(), self.addr, &name)
             .map_err(|e| unavailable(&e))?;
         let conn = tokio::time::timeout(self.connect_timeout, connecting)
             .await

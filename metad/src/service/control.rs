@@ -1,7 +1,8 @@
 //! The `Control` service: node and cluster status, and membership changes, for operators.
 //!
-//! Owns: turning Raft metrics into `StatusReply`/`MembersReply`, and forwarding membership
-//! calls from a follower to the leader. The `Control` service is served on the control port
+//! Owns: turning Raft metrics into `StatusReply`/`MembersReply`, forwarding membership
+//! calls from a follower to the leader, and share creation / replication changes (Raft
+//! commands, which `Metad::write` forwards itself). The `Control` service is served on the control port
 //! *and* on metad's internal port (with `Meta` and `Raft`), so a follower reaches the leader's
 //! control API at the leader's advertised Raft address. A forwarded call carries the
 //! [`FORWARDED`] metadata key; a node that receives one and does not lead answers `NotLeader`
@@ -14,6 +15,8 @@ use proto::pb::control_client::ControlClient;
 use tonic::{Request, Response, Status};
 
 use crate::error::MetadError;
+use crate::service::meta::share_to_pb;
+use crate::validate;
 use crate::membership::MembersView;
 use crate::node::{FORWARD_DEADLINE, Metad};
 
@@ -129,4 +132,49 @@ impl pb::control_server::Control for ControlService {
             Err(e) => self.forward(forwarded, e, req, |mut c, r| async move { c.remove_node(r).await }).await,
         }
     }
+
+    async fn create_share(&self, request: Request<pb::CreateShareRequest>) -> Result<Response<pb::Share>, Status> {
+        let req = request.into_inner();
+        check_share_path(&req.export_path)?;
+        if req.name.is_empty() || req.name.len() > validate::MAX_NAME_LEN {
+            return Err(Status::invalid_argument(format!("share name must be 1..={} bytes", validate::MAX_NAME_LEN)));
+        }
+        self.metad.ensure_share(&req.name, &req.export_path).await.map_err(|e| e.to_status())?;
+        if let Some(rf) = req.replication_factor {
+            self.metad.set_share_replication(&req.export_path, rf).await.map_err(|e| e.to_status())?;
+        }
+        self.share(req.export_path).await
+    }
+
+    async fn set_share_replication(
+        &self,
+        request: Request<pb::SetShareReplicationRequest>,
+    ) -> Result<Response<pb::Share>, Status> {
+        let req = request.into_inner();
+        check_share_path(&req.export_path)?;
+        self.metad
+            .set_share_replication(&req.export_path, req.replication_factor)
+            .await
+            .map_err(|e| e.to_status())?;
+        self.share(req.export_path).await
+    }
+}
+
+impl ControlService {
+    /// The share at `path`, as the Meta service's GetShare answers it (linearizable read).
+    async fn share(&self, path: String) -> Result<Response<pb::Share>, Status> {
+        let share = self.metad.read(move |t| t.share_by_path(&path)).await.map_err(|e| e.to_status())?;
+        Ok(Response::new(share_to_pb(&share)))
+    }
+}
+
+/// An export path must be absolute and within the length limit.
+fn check_share_path(path: &str) -> Result<(), Status> {
+    if !path.starts_with('/') || path.len() > validate::MAX_SHARE_PATH_LEN {
+        return Err(Status::invalid_argument(format!(
+            "export path must start with '/' and be at most {} bytes",
+            validate::MAX_SHARE_PATH_LEN
+        )));
+    }
+    Ok(())
 }

@@ -47,7 +47,7 @@ fn unexpected(reply: &Reply) -> Status {
     FsError::Internal(format!("unexpected reply {reply:?}")).to_status()
 }
 
-fn share_to_pb(s: &crate::fsm::query::ShareOut) -> pb::Share {
+pub(crate) fn share_to_pb(s: &crate::fsm::query::ShareOut) -> pb::Share {
     pb::Share {
         share_id: s.share_id,
         name: s.rec.name.clone(),

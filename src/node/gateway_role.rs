@@ -1,0 +1,64 @@
+//! The gateway role of a node: the I/O engine and the NFS listener.
+//!
+//! Owns: building the engine from `gateway.*` keys (one static block daemon in `tessera
+//! dev`, the live daemons metad lists in `tessera serve`), serving NFSv3 + MOUNT, and the
+//! gateway-first half of shutdown (stop taking requests, then flush every buffered write).
+//! Must never: hold protocol or engine logic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use cluster::config::Config;
+use gateway::engine::{BlockdSource, Engine, EngineOptions};
+use cluster::tls::CertificateDer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub struct GatewayRole {
+    pub nfs_addr: SocketAddr,
+    engine: Arc<Engine>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl GatewayRole {
+    /// Connects the engine (lazily: metad and daemons are reached on first use) and binds
+    /// the NFS listener. `stop` stops the listener.
+    pub async fn start(
+        config: &Config,
+        metad_endpoints: Vec<String>,
+        blockd: BlockdSource,
+        ca: CertificateDer<'static>,
+        identity: cluster::tls::Identity,
+        stop: &cluster::Shutdown,
+    ) -> anyhow::Result<GatewayRole> {
+        anyhow::ensure!(!metad_endpoints.is_empty(), "no metad endpoint for the gateway");
+        let mut opts = EngineOptions::for_cluster(metad_endpoints, blockd, vec![ca], &config.gateway);
+        opts.client_identity = Some(identity);
+        let engine = Engine::connect(opts, stop.clone()).await.context("starting the gateway engine")?;
+        let listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port))
+            .await
+            .context("binding the NFS listener")?;
+        let nfs_addr = listener.local_addr()?;
+        let server = tokio::spawn(gateway::server::serve(
+            listener,
+            Arc::clone(&engine),
+            gateway::server::NfsServerOptions { max_record_bytes: config.nfs.max_record_bytes },
+            stop.clone(),
+        ));
+        Ok(GatewayRole { nfs_addr, engine, server })
+    }
+
+    /// After `stop` was cancelled: waits for the listener, then makes every buffered write
+    /// durable.
+    pub async fn stop(self) {
+        match self.server.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "NFS server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "NFS server task ended abnormally"),
+            Ok(Ok(())) => {}
+        }
+        if let Err(e) = self.engine.flush_all().await {
+            tracing::error!(error = %e, "flushing buffered writes at shutdown failed");
+        }
+    }
+}

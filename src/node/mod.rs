@@ -1,0 +1,168 @@
+//! Starts, connects and stops a node's roles.
+//!
+//! Owns the order of things: metad before the roles that need it, the block daemon before
+//! the gateway that writes to it; on SIGTERM the gateway stops taking requests and flushes
+//! every buffered write before the block daemon and metad shut down, so nothing
+//! acknowledged is lost on a clean stop.
+//!
+//! `tessera dev` (`run_dev`) runs all three roles on one node with its own CA
+//! (`cluster::tls::DevPki`) and one block daemon. `tessera serve` (`run_serve`) runs the
+//! roles a config names: metad bootstraps, joins (`metad.join`) or restarts a member;
+//! blockd and gateway use the cluster CA's certificates under `tls.dir` and the metad
+//! members of `metad_endpoints` (or the node's own metad); the gateway places chunks on the
+//! live block daemons metad lists.
+//!
+//! Must never: implement a role's logic. Roles in one process still talk over their real
+//! network links (gRPC to metad, QUIC to blockd), as the cluster does.
+
+mod blockd_role;
+mod gateway_role;
+mod metad_role;
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use cluster::Shutdown;
+use cluster::config::{Config, Role};
+use cluster::tls::{NodeTls, Role as CertRole};
+use gateway::engine::BlockdSource;
+
+use gateway_role::GatewayRole;
+use metad_role::MetadRole;
+
+/// Runs every role until SIGTERM/SIGINT.
+pub async fn run_dev(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    // The dev cluster's own CA and its blockd/gateway certificates (mutual TLS on the chunk
+    // link); the block daemon's certificate names the address the gateway dials.
+    let pki = cluster::tls::DevPki::load_or_create(&config.tls_dir(), &[config.blockd.bind.to_string()])?;
+    cluster::metrics::install_exporter(config.metrics.addr())?;
+
+    // Two shutdown phases: the gateway first (stop taking requests, flush), then the core.
+    let core_stop = Shutdown::new();
+    let gateway_stop = Shutdown::new();
+
+    let metad = MetadRole::start_dev(&config, &core_stop).await?;
+    let blockd = blockd_role::start(
+        &config,
+        pki.blockd_identity.clone(),
+        pki.ca_anchor.clone(),
+        vec![metad.advertise.clone()],
+        &core_stop,
+    )
+    .await?;
+    let gateway = GatewayRole::start(
+        &config,
+        vec![metad.advertise.clone()],
+        BlockdSource::Static(blockd.local_addr()),
+        pki.ca_anchor.clone(),
+        pki.gateway_identity.clone(),
+        &gateway_stop,
+    )
+    .await?;
+
+    print_banner(&config, gateway.nfs_addr, metad.control_addr);
+
+    let signal = cluster::shutdown::wait_for_signal().await?;
+    tracing::info!(signal, "stopping: gateway first, then blockd and metad");
+    gateway_stop.cancel();
+    gateway.stop().await;
+    core_stop.cancel();
+    blockd.wait().await.context("stopping blockd")?;
+    metad.stop().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn print_banner(config: &Config, nfs: SocketAddr, control: SocketAddr) {
+    let host = nfs.ip();
+    let port = nfs.port();
+    println!("Tessera dev is running (data in {}).", config.data_dir.display());
+    println!("  NFSv3 + MOUNT: {nfs}   export: /export");
+    println!("  control API:   {control}");
+    println!("  metrics:       http://{}/metrics", config.metrics.addr());
+    println!("Try it:");
+    println!("  nfs-ls 'nfs://{host}/export?version=3&nfsport={port}&mountport={port}'");
+    println!("  nfs-cp ./file 'nfs://{host}/export/file?version=3&nfsport={port}&mountport={port}'");
+    println!("  sudo mount -t nfs -o vers=3,port={port},mountport={port},tcp,nolock {host}:/export /mnt");
+    // One machine-readable line, for scripts and tests.
+    println!("TESSERA_READY nfs={nfs} control={control} metrics={}", config.metrics.addr());
+}
+
+/// Runs the roles `config.roles` names until SIGTERM/SIGINT, then stops them gateway first.
+pub async fn run_serve(config: Config) -> anyhow::Result<()> {
+    if config.roles.is_empty() {
+        anyhow::bail!("roles: no role to run (set roles = [\"metad\", \"blockd\", \"gateway\"] or a subset)");
+    }
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let tls = NodeTls::new(&config.tls_dir());
+    // Load every certificate first: a node missing one fails at once, naming the file.
+    let ca = if config.roles.iter().any(|r| *r != Role::Metad) {
+        Some(tls.ca_anchor().with_context(|| format!("tls.dir {}: run `tessera issue-cert`", config.tls_dir().display()))?)
+    } else {
+        None
+    };
+    let identity = |role: CertRole| {
+        tls.identity(&role)
+            .with_context(|| format!("tls.dir {}: no usable {role} certificate (run `tessera issue-cert --role {role}`)", config.tls_dir().display()))
+    };
+    let blockd_identity = config.roles.contains(&Role::Blockd).then(|| identity(CertRole::Blockd)).transpose()?;
+    let gateway_identity = config.roles.contains(&Role::Gateway).then(|| identity(CertRole::Gateway)).transpose()?;
+    cluster::metrics::install_exporter(config.metrics.addr())?;
+
+    let core_stop = Shutdown::new();
+    let gateway_stop = Shutdown::new();
+    let mut ready = vec![format!("node={}", config.node_id)];
+
+    let metad = if config.roles.contains(&Role::Metad) {
+        let m = MetadRole::start_member(&config, &core_stop).await?;
+        ready.push(format!("metad={} advertise={} control={}", m.internal_addr, m.advertise, m.control_addr));
+        Some(m)
+    } else {
+        None
+    };
+    let metad_endpoints = match (&metad, config.metad_endpoints.is_empty()) {
+        (_, false) => config.metad_endpoints.clone(),
+        (Some(m), true) => vec![m.advertise.clone()],
+        (None, true) => anyhow::bail!("metad_endpoints: a node without the metad role must name metad members"),
+    };
+    let blockd = match (blockd_identity, &ca) {
+        (Some(id), Some(ca)) => {
+            let b = blockd_role::start(&config, id, ca.clone(), metad_endpoints.clone(), &core_stop).await?;
+            ready.push(format!("blockd={} blockd_id={}", b.local_addr(), b.id()));
+            Some(b)
+        }
+        _ => None,
+    };
+    let gateway = match (gateway_identity, &ca) {
+        (Some(id), Some(ca)) => {
+            let g = GatewayRole::start(&config, metad_endpoints, BlockdSource::FromMetad, ca.clone(), id, &gateway_stop)
+                .await?;
+            ready.push(format!("nfs={}", g.nfs_addr));
+            Some(g)
+        }
+        _ => None,
+    };
+    ready.push(format!("metrics={}", config.metrics.addr()));
+    let roles: Vec<String> = config.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();
+    println!("Tessera node {} is serving {} (data in {}).", config.node_id, roles.join(", "), config.data_dir.display());
+    println!("TESSERA_READY {}", ready.join(" "));
+
+    let signal = cluster::shutdown::wait_for_signal().await?;
+    tracing::info!(signal, "stopping: gateway first, then blockd and metad");
+    gateway_stop.cancel();
+    if let Some(g) = gateway {
+        g.stop().await;
+    }
+    core_stop.cancel();
+    if let Some(b) = blockd {
+        b.wait().await.context("stopping blockd")?;
+    }
+    if let Some(m) = metad {
+        m.stop().await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
