@@ -99,11 +99,8 @@ impl Blockd {
             min_free_bytes: opts.min_free_bytes,
         };
         // The S3 tier asks metad who is live and where chunks are, when metad is configured.
-        let metad = if opts.metad_endpoints.is_empty() {
-            None
-        } else {
-            Some(heartbeat::Metad::new(&opts.metad_endpoints)?)
-        };
+        let metad =
+            if opts.metad_endpoints.is_empty() { None } else { Some(heartbeat::Metad::new(&opts.metad_endpoints)?) };
         let directory = metad.clone().map(|m| Arc::new(m) as Arc<dyn s3::Directory>);
         let store = Arc::new(
             tokio::task::spawn_blocking(move || Store::open_with_directory(store_opts, s3, directory)).await??,

@@ -222,10 +222,7 @@ async fn chunks_of_a_dead_primary_are_uploaded_as_leftovers_and_then_evicted() {
     let ids = [a.id(), b.id(), c_id];
     let chunks: Vec<Vec<u8>> = (0..CHUNKS).map(chunk).collect();
     let sealed = &chunks[..SEALED];
-    let of_c = sealed
-        .iter()
-        .filter(|c| cluster::placement::replicas(&hash_of(c), &ids, 1) == [c_id])
-        .count();
+    let of_c = sealed.iter().filter(|c| cluster::placement::replicas(&hash_of(c), &ids, 1) == [c_id]).count();
     assert!(of_c > 0 && of_c < SEALED, "C is the primary of some chunks: {of_c}");
 
     let gateway = client(&ca.anchor(), Some(&issue(&ca, Role::Gateway)));

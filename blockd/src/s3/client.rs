@@ -141,11 +141,7 @@ impl PackBucket {
 
     /// Reads and checks the footer of pack `key`: two ranged GETs (trailer, then entries).
     /// With the object's size known (from a listing), the trailer must describe exactly it.
-    pub async fn read_footer(
-        &self,
-        key: &str,
-        size: Option<u64>,
-    ) -> Result<(pack::Trailer, Vec<PackEntry>), S3Error> {
+    pub async fn read_footer(&self, key: &str, size: Option<u64>) -> Result<(pack::Trailer, Vec<PackEntry>), S3Error> {
         let bad = |source| S3Error::Pack { key: key.into(), source };
         if size.is_some_and(|s| s < TRAILER_LEN as u64) {
             return Err(bad(pack::PackError::Short));

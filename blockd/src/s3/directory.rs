@@ -38,10 +38,8 @@ pub(crate) trait Directory: Send + Sync + 'static {
     /// Records where chunks are (at most [`MAX_RECORD_BATCH`]).
     fn record_packs(&self, locations: Vec<(ChunkHash, PackLoc)>) -> BoxFuture<'_, Result<(), DirectoryError>>;
     /// The known locations of `hashes` (at most [`MAX_LOCATE_BATCH`]); unknown ones are left out.
-    fn locate_chunks(
-        &self,
-        hashes: Vec<ChunkHash>,
-    ) -> BoxFuture<'_, Result<Vec<(ChunkHash, PackLoc)>, DirectoryError>>;
+    fn locate_chunks(&self, hashes: Vec<ChunkHash>)
+    -> BoxFuture<'_, Result<Vec<(ChunkHash, PackLoc)>, DirectoryError>>;
 }
 
 impl Directory for Metad {

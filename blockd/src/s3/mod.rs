@@ -416,7 +416,11 @@ impl Tier {
                     None => {
                         let dir = directory.ok_or(TierError::NotLocated { hash })?;
                         let found = dir.locate_chunks(vec![hash]).await?;
-                        found.into_iter().find(|(h, _)| *h == hash).map(|(_, at)| at).ok_or(TierError::NotLocated { hash })?
+                        found
+                            .into_iter()
+                            .find(|(h, _)| *h == hash)
+                            .map(|(_, at)| at)
+                            .ok_or(TierError::NotLocated { hash })?
                     }
                 };
                 if at.len != loc.len {
@@ -551,7 +555,8 @@ impl Tier {
                     pending += size;
                     backlog += 1;
                     let due = self.retry.lock().unwrap_or_else(|e| e.into_inner()).get(&id).is_none_or(|r| r.at <= now);
-                    if ready && due && !in_flight.contains(&id) && in_flight.len() < self.opts.upload_concurrency.max(1) {
+                    if ready && due && !in_flight.contains(&id) && in_flight.len() < self.opts.upload_concurrency.max(1)
+                    {
                         in_flight.insert(id);
                         let held = Held { tier: self.clone(), done: done.clone() };
                         jobs.spawn(async move {
@@ -604,7 +609,8 @@ impl Tier {
                 retry.insert(id, Retry { at: Instant::now() + self.opts.locate_interval, backoff });
             }
             Err(e) => {
-                let backoff = retry.get(&id).map_or(self.opts.min_backoff, |r| (r.backoff * 2).min(self.opts.max_backoff));
+                let backoff =
+                    retry.get(&id).map_or(self.opts.min_backoff, |r| (r.backoff * 2).min(self.opts.max_backoff));
                 tracing::warn!(segment = id, error = %e, retry_in = ?backoff, "S3 tier: segment step failed");
                 retry.insert(id, Retry { at: Instant::now() + backoff, backoff });
             }
@@ -636,9 +642,8 @@ impl Tier {
     async fn pack_own(self: &Arc<Tier>, id: u32, end: u64) -> Result<(), BlockdError> {
         let live = self.live_set().await?;
         let tier = self.clone();
-        let (built, elsewhere) = tokio::task::spawn_blocking(move || tier.build_own(id, end, &live))
-            .await
-            .map_err(BlockdError::Task)??;
+        let (built, elsewhere) =
+            tokio::task::spawn_blocking(move || tier.build_own(id, end, &live)).await.map_err(BlockdError::Task)??;
         let rows = match built {
             Some(built) => {
                 if !self.until_durable(id, &built, false).await {
@@ -801,9 +806,8 @@ impl Tier {
             return Ok(());
         }
         let tier = self.clone();
-        let built = tokio::task::spawn_blocking(move || tier.build_leftover(id, &pick))
-            .await
-            .map_err(BlockdError::Task)??;
+        let built =
+            tokio::task::spawn_blocking(move || tier.build_leftover(id, &pick)).await.map_err(BlockdError::Task)??;
         let rows = match built {
             Some(built) => {
                 if !self.until_durable(id, &built, true).await {
@@ -893,13 +897,17 @@ impl Tier {
         }
         let restored = rows.len() as u64;
         let tier = self.clone();
-        let states = tokio::task::spawn_blocking(move || tier.restore(rows, manifests))
-            .await
-            .map_err(BlockdError::Task)??;
+        let states =
+            tokio::task::spawn_blocking(move || tier.restore(rows, manifests)).await.map_err(BlockdError::Task)??;
         self.counters.restored_locations.fetch_add(restored, Ordering::Relaxed);
         let evicted = states.values().filter(|s| **s == SegTier::Evicted).count() as u64;
         self.counters.evicted_segments.fetch_add(evicted, Ordering::Relaxed);
-        tracing::info!(packs = listed.len(), locations = restored, evicted, "rebuilt the S3 tier's bookkeeping from pack footers");
+        tracing::info!(
+            packs = listed.len(),
+            locations = restored,
+            evicted,
+            "rebuilt the S3 tier's bookkeeping from pack footers"
+        );
         *self.segs.write().unwrap_or_else(|e| e.into_inner()) = states;
         Ok(())
     }

@@ -145,7 +145,15 @@ fn check64(entries: &[u8], trailer_head: &[u8]) -> [u8; 8] {
     out
 }
 
-fn encode_trailer(version: u16, flags: u16, segment: u32, count: u32, footer_len: u32, records_end: u64, entries: &[u8]) -> [u8; TRAILER_LEN] {
+fn encode_trailer(
+    version: u16,
+    flags: u16,
+    segment: u32,
+    count: u32,
+    footer_len: u32,
+    records_end: u64,
+    entries: &[u8],
+) -> [u8; TRAILER_LEN] {
     let mut t = [0u8; TRAILER_LEN];
     t[0..2].copy_from_slice(&version.to_be_bytes());
     t[2..4].copy_from_slice(&flags.to_be_bytes());
@@ -530,14 +538,15 @@ mod tests {
         let records = &pack[..t.records_end as usize];
         let good = pack[t.records_end as usize..t.records_end as usize + ENTRY_LEN].to_vec();
         assert!(parse(&with_entries(records, &good)).is_ok());
-        let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>)> = vec![
-            ("length past the records", Box::new(|e| e[48..52].copy_from_slice(&1000u32.to_be_bytes()))),
-            ("pack offset before a header", Box::new(|e| e[40..48].copy_from_slice(&3u64.to_be_bytes()))),
-            ("segment offset before the first record", Box::new(|e| e[32..40].copy_from_slice(&8u64.to_be_bytes()))),
-            ("segment offset overflowing", Box::new(|e| e[32..40].copy_from_slice(&u64::MAX.to_be_bytes()))),
-            ("unknown entry flag", Box::new(|e| e[52] = 3)),
-            ("reserved bytes", Box::new(|e| e[54] = 1)),
-            ("elsewhere entry with an offset", Box::new(|e| e[52] = 0)),
+        type Mutation = fn(&mut Vec<u8>);
+        let cases: Vec<(&str, Mutation)> = vec![
+            ("length past the records", |e| e[48..52].copy_from_slice(&1000u32.to_be_bytes())),
+            ("pack offset before a header", |e| e[40..48].copy_from_slice(&3u64.to_be_bytes())),
+            ("segment offset before the first record", |e| e[32..40].copy_from_slice(&8u64.to_be_bytes())),
+            ("segment offset overflowing", |e| e[32..40].copy_from_slice(&u64::MAX.to_be_bytes())),
+            ("unknown entry flag", |e| e[52] = 3),
+            ("reserved bytes", |e| e[54] = 1),
+            ("elsewhere entry with an offset", |e| e[52] = 0),
         ];
         for (what, mutate) in cases {
             let mut e = good.clone();

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use proto::chunk_frame::Status;
 
 use super::client::PackBucket;
-use super::test_server::S3Server;
 use super::state::SegTier;
+use super::test_server::S3Server;
 use super::{S3Options, pack};
 use crate::{BlockdError, Chunk, Store, StoreOptions};
 
@@ -79,16 +79,19 @@ async fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bo
     }
 }
 
-fn sealed_segments(store: &Store) -> usize {
-    store.shared().index.segments().expect("segments").values().filter(|s| s.sealed).count()
-}
-
 /// Waits until every sealed segment is located in S3 (uploaded, or evicted already).
 async fn wait_uploaded(store: &Store) {
     wait_until("uploads", Duration::from_secs(60), || {
         let states = store.tier().expect("tier").states();
-        let sealed: Vec<u32> =
-            store.shared().index.segments().expect("segments").into_iter().filter(|(_, s)| s.sealed).map(|(id, _)| id).collect();
+        let sealed: Vec<u32> = store
+            .shared()
+            .index
+            .segments()
+            .expect("segments")
+            .into_iter()
+            .filter(|(_, s)| s.sealed)
+            .map(|(id, _)| id)
+            .collect();
         let settled = sealed.iter().all(|id| matches!(states.get(id), Some(SegTier::Located | SegTier::Evicted)));
         settled && store.tier_stats().expect("tier").backlog_segments == 0
     })
@@ -254,7 +257,11 @@ async fn tampered_pack_bytes_are_never_served() {
     let c = &chunks[0];
     let loc = store.shared().index.lookup(c.hash()).expect("lookup").expect("indexed");
     assert!(store.tier().expect("tier").is_evicted(loc.segment));
-    let at = super::state::locate(store.shared().index.db(), &[*c.hash()]).expect("locate").pop().flatten().expect("located");
+    let at = super::state::locate(store.shared().index.db(), &[*c.hash()])
+        .expect("locate")
+        .pop()
+        .flatten()
+        .expect("located");
     assert_eq!(&get(&store, c).await.expect("verified read"), c.data());
     // Flip one byte of the chunk inside the stored object.
     let object = s3dir.path().join(BUCKET).join(&at.key);
