@@ -1,4 +1,5 @@
-//! Heartbeats to metad, the daemon's stable id, and the metad client shared with repair.
+//! Heartbeats to metad, the daemon's stable id, and the metad client shared with repair
+//! and the S3 tier.
 //!
 //! Owns: the daemon id file (`<data_dir>/daemon-id`, a decimal u64 chosen once), the list
 //! of metad endpoints ([`Metad`]: each call tries the endpoint that answered last, then
@@ -146,6 +147,24 @@ impl Metad {
 
     pub async fn list_block_daemons(&self) -> Result<pb::ListBlockDaemonsReply, HeartbeatError> {
         self.each(|mut c| async move { c.list_block_daemons(pb::ListBlockDaemonsRequest {}).await }).await
+    }
+
+    /// Records chunk pack locations (the S3 tier; at most 65536 per call).
+    pub async fn record_packs(&self, req: pb::RecordPacksRequest) -> Result<pb::RecordPacksReply, HeartbeatError> {
+        self.each(|mut c| {
+            let req = req.clone();
+            async move { c.record_packs(req).await }
+        })
+        .await
+    }
+
+    /// The known pack locations of chunks (the S3 tier; at most 4096 hashes per call).
+    pub async fn locate_chunks(&self, req: pb::LocateChunksRequest) -> Result<pb::LocateChunksReply, HeartbeatError> {
+        self.each(|mut c| {
+            let req = req.clone();
+            async move { c.locate_chunks(req).await }
+        })
+        .await
     }
 }
 

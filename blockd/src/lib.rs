@@ -4,9 +4,9 @@
 //! (`segment`, `format`), the hash index in the daemon's own redb file (`index`), start-up
 //! recovery (`recover`), group-committed puts (`writer`), hash-verified reads (`store`),
 //! offline/online verification (`verify`), the chunk protocol over QUIC (`server`) and the
-//! optional S3 tier (`s3`: sealed segments uploaded as packs, a bounded local tier,
-//! verified read-through of evicted chunks). Later: replication to peers, scrub and
-//! compaction.
+//! optional S3 tier (`s3`: each chunk uploaded in a pack by one replica, pack locations
+//! in metad, a bounded local tier, verified read-through of evicted chunks). Later:
+//! replication to peers, scrub and compaction.
 //!
 //! Must never: acknowledge a put before the chunk is fsynced and indexed; serve bytes that
 //! fail their hash check; allocate a length read from the network or disk before checking
@@ -98,7 +98,13 @@ impl Blockd {
             segment_bytes: opts.segment_bytes,
             min_free_bytes: opts.min_free_bytes,
         };
-        let store = Arc::new(tokio::task::spawn_blocking(move || Store::open_with_tier(store_opts, s3)).await??);
+        // The S3 tier asks metad who is live and where chunks are, when metad is configured.
+        let metad =
+            if opts.metad_endpoints.is_empty() { None } else { Some(heartbeat::Metad::new(&opts.metad_endpoints)?) };
+        let directory = metad.clone().map(|m| Arc::new(m) as Arc<dyn s3::Directory>);
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || Store::open_with_directory(store_opts, s3, directory)).await??,
+        );
         let endpoint = server::bind(&opts.identity, &opts.client_auth, opts.listen)?;
         let local_addr = endpoint.local_addr().map_err(|source| BlockdError::Bind { addr: opts.listen, source })?;
         tracing::info!(%local_addr, data_dir = %opts.data_dir.display(), "block daemon serving");
@@ -109,8 +115,7 @@ impl Blockd {
         let id = tokio::task::spawn_blocking(move || heartbeat::daemon_id(&dir)).await??;
         let background = tokio_util::task::TaskTracker::new();
         let mut repairer = None;
-        if !opts.metad_endpoints.is_empty() {
-            let metad = heartbeat::Metad::new(&opts.metad_endpoints)?;
+        if let Some(metad) = metad {
             let advertise = opts.advertise_addr.unwrap_or(local_addr);
             background.spawn(heartbeat::run(metad.clone(), id, advertise, store.clone(), shutdown.clone()));
             if let ClientAuth::Required(anchors) = &opts.client_auth {

@@ -27,7 +27,7 @@ use crate::error::BlockdError;
 use crate::format::MAX_CHUNK_LEN;
 use crate::index::{Index, Totals};
 use crate::recover;
-use crate::s3::{S3Options, Tier, TierStats};
+use crate::s3::{Directory, S3Options, Tier, TierStats};
 use crate::segment;
 use crate::writer::{PutRequest, Writer};
 
@@ -173,6 +173,16 @@ impl Store {
     /// [`Store::open`] with an optional S3 tier; with one, it must be called from within a
     /// tokio runtime (e.g. in `spawn_blocking`), which runs the tier's background task.
     pub fn open_with_tier(opts: StoreOptions, s3: Option<S3Options>) -> Result<Store, BlockdError> {
+        Store::open_with_directory(opts, s3, None)
+    }
+
+    /// [`Store::open_with_tier`] with the cluster's directory (metad): the tier then uploads
+    /// only the chunks this daemon is primary for and records pack locations there.
+    pub(crate) fn open_with_directory(
+        opts: StoreOptions,
+        s3: Option<S3Options>,
+        directory: Option<Arc<dyn Directory>>,
+    ) -> Result<Store, BlockdError> {
         let seg_dir = segment::segments_dir(&opts.data_dir);
         std::fs::create_dir_all(&seg_dir).map_err(BlockdError::io("creating", &seg_dir))?;
         let recovered = recover::open_index(&opts.data_dir, &seg_dir)?;
@@ -192,7 +202,7 @@ impl Store {
             .spawn(move || writer.run())
             .map_err(BlockdError::io("starting writer thread for", &opts.data_dir))?;
         let tier = match s3 {
-            Some(s3) => match Tier::start(shared.clone(), s3) {
+            Some(s3) => match Tier::start(shared.clone(), s3, directory) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     drop(tx);
@@ -309,6 +319,11 @@ impl Store {
     #[cfg(test)]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tier(&self) -> Option<&Arc<Tier>> {
+        self.tier.as_ref()
     }
 }
 

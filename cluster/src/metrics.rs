@@ -44,3 +44,23 @@ pub fn install_exporter(addr: SocketAddr) -> Result<(), MetricsError> {
         .install()
         .map_err(|e| MetricsError { addr, message: e.to_string() })
 }
+
+// The S3 tier of a block daemon (`blockd::s3`).
+/// Counter: packs uploaded to S3 (a segment's primary pack or a leftover pack).
+pub const S3_UPLOADED_PACKS: &str = "tessera_s3_uploaded_packs_total";
+/// Counter: bytes of packs uploaded to S3.
+pub const S3_UPLOADED_BYTES: &str = "tessera_s3_uploaded_bytes_total";
+/// Counter: failed pack upload attempts (PUT or RecordPacks), each retried.
+pub const S3_UPLOAD_FAILURES: &str = "tessera_s3_upload_failures_total";
+/// Counter: leftover packs uploaded (chunks whose primary did not upload them).
+pub const S3_LEFTOVER_PACKS: &str = "tessera_s3_leftover_packs_total";
+/// Gauge: sealed segments whose records are not all located in S3 yet.
+pub const S3_BACKLOG_SEGMENTS: &str = "tessera_s3_upload_backlog_segments";
+/// Gauge: bytes of those segments (not evictable; counted against the local bound).
+pub const S3_BACKLOG_BYTES: &str = "tessera_s3_upload_backlog_bytes";
+/// Gauge: bytes of local segment files.
+pub const S3_LOCAL_BYTES: &str = "tessera_s3_local_segment_bytes";
+/// Counter: segments evicted from local disk (their chunks stay in S3).
+pub const S3_EVICTED_SEGMENTS: &str = "tessera_s3_evicted_segments_total";
+/// Counter: chunk reads served from S3 (ranged GET, verified).
+pub const S3_REMOTE_READS: &str = "tessera_s3_remote_reads_total";

@@ -1,10 +1,12 @@
-//! The S3 client of the tier: put a pack, read a byte range of one, read its footer.
+//! The S3 client of the tier: put a pack, read a byte range of one, read its footer, list
+//! the packs under a prefix.
 //!
 //! Owns: the `aws_sdk_s3::Client` configuration (custom endpoint, path-style addressing,
 //! checksums only when required, static credentials, no SDK-level retries: the uploader
 //! retries with its own back-off and reads fail fast within `read_timeout`). Must never:
 //! trust a response's length (a body longer than the range asked for is refused while it
-//! streams in, before it is buffered), or wait on S3 without a deadline.
+//! streams in, before it is buffered; a listed object's size and key are checked before
+//! they are used), or wait on S3 without a deadline.
 
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub enum S3Error {
     Request { op: &'static str, key: String, message: String },
     #[error("S3 object {key} answered {found} bytes for a range of {expected}")]
     Length { key: String, found: u64, expected: u64 },
+    #[error("S3 listing of {prefix} is malformed: {what}")]
+    Listing { prefix: String, what: String },
     #[error("S3 object {key} has a bad pack footer: {source}")]
     Pack {
         key: String,
@@ -136,14 +140,77 @@ impl PackBucket {
     }
 
     /// Reads and checks the footer of pack `key`: two ranged GETs (trailer, then entries).
-    pub async fn read_footer(&self, key: &str) -> Result<(pack::Trailer, Vec<PackEntry>), S3Error> {
+    /// With the object's size known (from a listing), the trailer must describe exactly it.
+    pub async fn read_footer(&self, key: &str, size: Option<u64>) -> Result<(pack::Trailer, Vec<PackEntry>), S3Error> {
         let bad = |source| S3Error::Pack { key: key.into(), source };
+        if size.is_some_and(|s| s < TRAILER_LEN as u64) {
+            return Err(bad(pack::PackError::Short));
+        }
         let t = self.get_suffix(key, TRAILER_LEN as u64).await?;
         let trailer = pack::decode_trailer(&t).map_err(bad)?;
+        if let Some(found) = size
+            && found != trailer.pack_len()
+        {
+            return Err(bad(pack::PackError::ObjectLen { found, expected: trailer.pack_len() }));
+        }
         let (start, end) = trailer.entries_range();
         let entries = self.get_range(key, start, end - start).await?;
         let entries = pack::decode_entries(&trailer, &entries).map_err(bad)?;
         Ok((trailer, entries))
+    }
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Most objects one listing returns (a daemon writes tens of packs per GiB; this bounds
+/// memory against a runaway or hostile listing).
+pub const MAX_LISTED: usize = 10_000_000;
+/// Longest object key S3 allows.
+const MAX_KEY_LEN: usize = 1024;
+
+impl PackBucket {
+    /// Every object whose key starts with `prefix` (ListObjectsV2, page by page, each page
+    /// within the read timeout). Each key and size is checked before it is kept.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
+        let malformed = |what: String| S3Error::Listing { prefix: prefix.into(), what };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).max_keys(1000);
+            if let Some(t) = &token {
+                req = req.continuation_token(t);
+            }
+            let page = match tokio::time::timeout(self.read_timeout, req.send()).await {
+                Err(_) => return Err(S3Error::Timeout { op: "LIST", key: prefix.into(), after: self.read_timeout }),
+                Ok(Err(e)) => return Err(request_error("LIST", prefix, e)),
+                Ok(Ok(page)) => page,
+            };
+            for obj in page.contents() {
+                let key = obj.key().ok_or_else(|| malformed("an object without a key".into()))?;
+                if key.len() > MAX_KEY_LEN || !key.starts_with(prefix) {
+                    return Err(malformed(format!("key {key:?} outside the prefix or too long")));
+                }
+                let size = obj
+                    .size()
+                    .and_then(|s| u64::try_from(s).ok())
+                    .filter(|s| *s <= pack::MAX_PACK_LEN)
+                    .ok_or_else(|| malformed(format!("object {key} has no valid size")))?;
+                if out.len() >= MAX_LISTED {
+                    return Err(malformed(format!("more than {MAX_LISTED} objects")));
+                }
+                out.push(Listed { key: key.to_string(), size });
+            }
+            match (page.is_truncated(), page.next_continuation_token()) {
+                (Some(true), Some(next)) if token.as_deref() != Some(next) => token = Some(next.to_string()),
+                (Some(true), _) => return Err(malformed("a truncated page without a new continuation token".into())),
+                _ => return Ok(out),
+            }
+        }
     }
 }
 

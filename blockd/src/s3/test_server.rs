@@ -71,4 +71,3 @@ impl S3Server {
         self.addr
     }
 }
-

@@ -11,8 +11,9 @@ use bytes::Bytes;
 use proto::chunk_frame::Status;
 
 use super::client::PackBucket;
+use super::state::SegTier;
 use super::test_server::S3Server;
-use super::{S3Options, state};
+use super::{S3Options, pack};
 use crate::{BlockdError, Chunk, Store, StoreOptions};
 
 use super::test_server::{AK, BUCKET, SK};
@@ -78,18 +79,33 @@ async fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bo
     }
 }
 
-fn sealed_segments(store: &Store) -> usize {
-    store.shared().index.segments().expect("segments").values().filter(|s| s.sealed).count()
-}
-
-/// Waits until every sealed segment is uploaded.
+/// Waits until every sealed segment is located in S3 (uploaded, or evicted already).
 async fn wait_uploaded(store: &Store) {
     wait_until("uploads", Duration::from_secs(60), || {
-        let packs = state::load(store.shared().index.db()).expect("packs").len();
-        let stats = store.tier_stats().expect("tier");
-        packs == sealed_segments(store) && stats.backlog_segments == 0
+        let states = store.tier().expect("tier").states();
+        let sealed: Vec<u32> = store
+            .shared()
+            .index
+            .segments()
+            .expect("segments")
+            .into_iter()
+            .filter(|(_, s)| s.sealed)
+            .map(|(id, _)| id)
+            .collect();
+        let settled = sealed.iter().all(|id| matches!(states.get(id), Some(SegTier::Located | SegTier::Evicted)));
+        settled && store.tier_stats().expect("tier").backlog_segments == 0
     })
     .await;
+}
+
+/// Every pack under `prefix`, with its decoded footer.
+async fn packs(bucket: &PackBucket, prefix: &str) -> Vec<(String, pack::Trailer, Vec<pack::PackEntry>)> {
+    let mut out = Vec::new();
+    for o in bucket.list(&pack::key_prefix(prefix)).await.expect("list") {
+        let (t, e) = bucket.read_footer(&o.key, Some(o.size)).await.expect("footer");
+        out.push((o.key, t, e));
+    }
+    out
 }
 
 async fn put_range(store: &Arc<Store>, range: std::ops::Range<u32>) -> Vec<Chunk> {
@@ -115,19 +131,22 @@ async fn pack_round_trip_ranged_reads_verify() {
     let store = open(dir.path(), opts.clone()).await;
     let chunks = put_range(&store, 0..40).await; // 40 x 64 KiB over 1 MiB segments
     wait_uploaded(&store).await;
-    let packs = state::load(store.shared().index.db()).expect("packs");
-    assert!(packs.len() >= 2, "expected several sealed segments, got {}", packs.len());
     let bucket = PackBucket::new(&opts);
+    let packs = packs(&bucket, "daemon-1").await;
+    assert!(packs.len() >= 2, "expected several sealed segments, got {}", packs.len());
+    assert_eq!(packs.len() as u64, store.tier_stats().expect("tier").uploaded_packs);
     let mut seen = 0;
-    for (id, rec) in &packs {
-        assert!(rec.key.starts_with(&format!("packs/daemon-1/{id:08}-")), "key {}", rec.key);
-        let (trailer, entries) = bucket.read_footer(&rec.key).await.expect("footer");
-        assert_eq!((trailer.segment, trailer.pack_len()), (*id, rec.len));
-        for e in &entries {
-            let bytes = bucket.get_range(&rec.key, e.data_offset, u64::from(e.len)).await.expect("range");
+    for (key, trailer, entries) in &packs {
+        let id = trailer.segment;
+        assert!(key.starts_with(&format!("packs/daemon-1/{id:08}-p")), "key {key}");
+        assert_eq!((trailer.version, trailer.leftover), (pack::PACK_VERSION, false));
+        for e in entries {
+            // Without metad the daemon is primary for everything: every chunk is in its pack.
+            let off = e.pack_offset.expect("in this pack");
+            let bytes = bucket.get_range(key, off, u64::from(e.len)).await.expect("range");
             assert_eq!(blake3::hash(&bytes).as_bytes(), e.hash.as_bytes());
             let loc = store.shared().index.lookup(&e.hash).expect("lookup").expect("indexed");
-            assert_eq!((loc.segment, loc.data_offset, loc.len), (*id, e.data_offset, e.len));
+            assert_eq!((loc.segment, loc.data_offset, loc.len), (id, e.segment_offset, e.len));
             seen += 1;
         }
     }
@@ -237,17 +256,61 @@ async fn tampered_pack_bytes_are_never_served() {
     wait_until("eviction", Duration::from_secs(30), || store.tier_stats().expect("tier").evicted_segments > 0).await;
     let c = &chunks[0];
     let loc = store.shared().index.lookup(c.hash()).expect("lookup").expect("indexed");
-    let rec = state::load(store.shared().index.db()).expect("packs").remove(&loc.segment).expect("pack");
-    assert!(rec.evicted);
+    assert!(store.tier().expect("tier").is_evicted(loc.segment));
+    let at = super::state::locate(store.shared().index.db(), &[*c.hash()])
+        .expect("locate")
+        .pop()
+        .flatten()
+        .expect("located");
     assert_eq!(&get(&store, c).await.expect("verified read"), c.data());
     // Flip one byte of the chunk inside the stored object.
-    let object = s3dir.path().join(BUCKET).join(&rec.key);
+    let object = s3dir.path().join(BUCKET).join(&at.key);
     let mut bytes = std::fs::read(&object).expect("object file");
-    bytes[loc.data_offset as usize + 5] ^= 0x55;
+    bytes[at.offset as usize + 5] ^= 0x55;
     std::fs::write(&object, bytes).expect("tamper");
     let err = get(&store, c).await.expect_err("tampered bytes must be refused");
     assert!(matches!(err, BlockdError::Corrupt { .. }), "{err}");
     assert_eq!(err.status(), Status::Corrupt);
+    close(store).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_index_is_rebuilt_from_segments_and_pack_footers() {
+    cluster::tls::install_crypto_provider();
+    let (s3dir, dir) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let server = S3Server::start(s3dir.path(), "127.0.0.1:0".parse().expect("addr")).await;
+    let opts = s3_opts(server.addr, 2 * SEGMENT);
+    let store = open(dir.path(), opts.clone()).await;
+    let chunks = put_range(&store, 0..96).await; // 6 MiB over 1 MiB segments
+    wait_uploaded(&store).await;
+    wait_until("eviction", Duration::from_secs(30), || store.tier_stats().expect("tier").evicted_segments >= 3).await;
+    let before = store.tier_stats().expect("tier");
+    let stored = store.stats().chunks;
+    close(store).await;
+
+    // blockd.redb is lost; the evicted segments are header-only files.
+    std::fs::remove_file(crate::index::index_path(dir.path())).expect("remove index");
+    let store = open(dir.path(), opts.clone()).await;
+    assert!(store.stats().chunks < stored, "the segment scan alone cannot see evicted chunks");
+    wait_until("rebuild", Duration::from_secs(30), || store.tier_stats().expect("tier").ready).await;
+    let after = store.tier_stats().expect("tier");
+    assert_eq!(after.evicted_segments, before.evicted_segments, "{after:?}");
+    assert!(after.restored_locations as usize >= chunks.len() - 16, "{after:?}");
+    assert_eq!(store.stats().chunks, stored, "the index is whole again");
+    for c in &chunks {
+        assert_eq!(&get(&store, c).await.expect("get after rebuild"), c.data());
+    }
+    let stats = store.tier_stats().expect("tier");
+    assert!(stats.remote_reads > 0, "{stats:?}");
+    wait_uploaded(&store).await;
+    assert_eq!(store.tier_stats().expect("tier").uploaded_packs, 0, "nothing was uploaded again");
+    close(store).await;
+
+    // A restart with the rebuilt index needs no rebuild.
+    let store = open(dir.path(), opts).await;
+    assert!(store.tier_stats().expect("tier").ready);
+    assert_eq!(&get(&store, &chunks[0]).await.expect("get"), chunks[0].data());
     close(store).await;
     server.stop().await;
 }

@@ -1,5 +1,6 @@
 //! A fake metad for tests: answers Heartbeat and ListBlockDaemons from a shared table of
-//! daemons (tests decide who is live); every other call is unimplemented.
+//! daemons (tests decide who is live), and RecordPacks / LocateChunks from a table of pack
+//! locations (with metad's limits and checks); every other call is unimplemented.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,10 @@ pub struct State {
     pub rf: u32,
     /// Heartbeats received: (id, addr, chunks).
     pub heartbeats: Vec<(u64, String, u64)>,
+    /// hash -> its latest recorded pack location.
+    pub packs: BTreeMap<Vec<u8>, pb::PackLocation>,
+    /// RecordPacks calls answered.
+    pub record_calls: u64,
 }
 
 #[derive(Clone, Default)]
@@ -142,14 +147,34 @@ impl pb::meta_server::Meta for FakeMetad {
         Err(Status::unimplemented("fake metad"))
     }
 
-    async fn record_packs(&self, _: Request<pb::RecordPacksRequest>) -> Result<Response<pb::RecordPacksReply>, Status> {
-        Err(Status::unimplemented("fake metad"))
+    async fn record_packs(&self, r: Request<pb::RecordPacksRequest>) -> Result<Response<pb::RecordPacksReply>, Status> {
+        let r = r.into_inner();
+        if r.locations.len() > 65_536 {
+            return Err(Status::invalid_argument("too many pack locations"));
+        }
+        for l in &r.locations {
+            if l.hash.len() != 32 || l.pack.is_empty() || l.pack.len() > 1024 || l.length == 0 {
+                return Err(Status::invalid_argument("invalid pack location"));
+            }
+        }
+        let mut s = self.state.lock().expect("lock");
+        s.record_calls += 1;
+        for l in r.locations {
+            s.packs.insert(l.hash.clone(), l);
+        }
+        Ok(Response::new(pb::RecordPacksReply {}))
     }
 
     async fn locate_chunks(
         &self,
-        _: Request<pb::LocateChunksRequest>,
+        r: Request<pb::LocateChunksRequest>,
     ) -> Result<Response<pb::LocateChunksReply>, Status> {
-        Err(Status::unimplemented("fake metad"))
+        let r = r.into_inner();
+        if r.hashes.len() > 4096 {
+            return Err(Status::invalid_argument("too many hashes"));
+        }
+        let s = self.state.lock().expect("lock");
+        let locations = r.hashes.iter().filter_map(|h| s.packs.get(h).cloned()).collect();
+        Ok(Response::new(pb::LocateChunksReply { locations }))
     }
 }
