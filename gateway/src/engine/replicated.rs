@@ -88,6 +88,9 @@ pub struct ReplicationOptions {
     pub refresh_every: Duration,
     /// A put that cannot reach its full replica set by then fails with `Unavailable`.
     pub put_deadline: Duration,
+    /// One attempt on a replica set that has not answered by then is abandoned and retried
+    /// on a fresh view (a daemon killed mid-request answers nothing until QUIC times out).
+    pub attempt_timeout: Duration,
     /// First wait between put attempts (doubled each time, up to `max_backoff`).
     pub first_backoff: Duration,
     pub max_backoff: Duration,
@@ -98,6 +101,7 @@ impl Default for ReplicationOptions {
         ReplicationOptions {
             refresh_every: Duration::from_secs(3),
             put_deadline: Duration::from_secs(20),
+            attempt_timeout: Duration::from_secs(5),
             first_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
         }
@@ -253,7 +257,7 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
             let why = if want == 0 || set.len() < want {
                 format!("{} live block daemons for {want} replicas", view.live.len())
             } else {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = deadline.saturating_duration_since(Instant::now()).min(self.opts.attempt_timeout);
                 match tokio::time::timeout(left, self.put_on(&view, &set, hash, &data)).await {
                     Ok(Ok(())) => return Ok(()),
                     Ok(Err(Attempt::Fatal(e))) => return Err(e),

@@ -24,6 +24,8 @@ pub(in crate::engine) enum Mode {
     Full,
     /// Every connection is closed after serving one stream.
     OneStreamPerConnection,
+    /// Reads requests and never answers (a daemon frozen or killed mid-request).
+    Silent,
 }
 
 type Store = Arc<Mutex<HashMap<ChunkHash, Vec<u8>>>>;
@@ -70,6 +72,12 @@ async fn serve(mut send: quinn::SendStream, mut recv: quinn::RecvStream, store: 
     let Ok(header) = chunk_frame::decode_request_header(&head) else { return };
     let mut body = vec![0u8; header.body_len];
     if recv.read_exact(&mut body).await.is_err() {
+        return;
+    }
+    if mode == Mode::Silent {
+        // Hold the stream open without answering until the client gives up.
+        let _ = recv.read_to_end(0).await;
+        let _ = send.stopped().await;
         return;
     }
     let answer = match chunk_frame::decode_request_body(&header, &body) {

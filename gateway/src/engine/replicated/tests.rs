@@ -97,6 +97,7 @@ impl Cluster {
             // Refreshes in these tests happen only because of failures.
             refresh_every: Duration::from_secs(3600),
             put_deadline,
+            attempt_timeout: put_deadline,
             first_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(20),
         };
@@ -329,6 +330,25 @@ mod quic {
         store.put_replicated(hash, data.clone(), 3).await.expect("put on three daemons");
         assert_eq!(store.has_replicated(&[hash], 3).await.expect("has"), vec![true]);
         // The primary (id 1) answers bad bytes; the next replica's copy is served.
+        assert_eq!(store.get(hash).await.expect("get"), data);
+    }
+
+    #[tokio::test]
+    async fn a_silent_replica_is_abandoned_per_attempt_and_the_put_lands_on_a_fresh_view() {
+        let (mut store, _eps) = quic_cluster([Mode::Honest, Mode::Silent, Mode::Honest]).await;
+        store.opts.attempt_timeout = Duration::from_millis(300);
+        let (hash, data) = chunk_with_primary(2);
+        // The first view lists daemon 2 (the chunk's primary) as live; then metad declares it
+        // dead, which the engine learns on the refresh after the first attempt times out. rf 2
+        // over the two live daemons then succeeds, well within the put deadline (5 s),
+        // although daemon 2 never answers.
+        let _ = store.current_view().await.expect("first view");
+        let mut next = lock(&store.source.0.current).clone();
+        next.daemons[1].live = false;
+        *lock(&store.source.0.next) = Some(next);
+        let started = std::time::Instant::now();
+        store.put_replicated(hash, data.clone(), 2).await.expect("put lands on daemons 1 and 3");
+        assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
         assert_eq!(store.get(hash).await.expect("get"), data);
     }
 
