@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 pub use error::BlockdError;
 pub use heartbeat::daemon_id;
-pub use repair::{RepairOptions, RepairReport, Repairer, rendezvous};
+pub use repair::{RepairOptions, RepairReport, Repairer};
 pub use s3::{S3Options, TierError, TierStats};
 pub use server::{ClientAuth, FORBIDDEN_PUT, MAX_STREAMS_PER_CONNECTION, transport_config};
 pub use store::{Chunk, PutOutcome, Store, StoreOptions, StoreStats};
