@@ -83,6 +83,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
             metad_endpoints: vec![format!("http://{meta_addr}")],
             advertise_addr: None,
             repair: blockd::RepairOptions::default(),
+            scrub: blockd::ScrubOptions::default(),
         },
         s3_options(&config.blockd.s3, &config.blockd_dir())?,
         core_stop.clone(),

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use cluster::Shutdown;
 use proto::ChunkHash;
 use proto::chunk_frame::{self, HEADER_LEN, Request, Status};
@@ -31,7 +32,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::error::BlockdError;
 use crate::heartbeat::{HeartbeatError, Metad};
-use crate::store::Store;
+use crate::store::{Chunk, Store};
 
 /// Chunks read from the index per page of a pass.
 const PAGE: usize = 1024;
@@ -171,6 +172,12 @@ impl PeerClient {
     pub async fn put(&self, addr: SocketAddr, hash: ChunkHash, data: &[u8]) -> Result<(), RepairError> {
         self.call(addr, &Request::Put { hash, data }).await.map(|_| ())
     }
+
+    /// The peer's copy of `hash`, verified against the name (the peer verified it too).
+    pub async fn get(&self, addr: SocketAddr, hash: ChunkHash) -> Result<Chunk, RepairError> {
+        let body = self.call(addr, &Request::Get { hash }).await?;
+        Chunk::verified(hash, Bytes::from(body)).map_err(|e| RepairError::Peer { addr, reason: e.to_string() })
+    }
 }
 
 /// Runs repair passes for one daemon.
@@ -178,7 +185,7 @@ pub struct Repairer {
     id: u64,
     store: Arc<Store>,
     metad: Metad,
-    peers: PeerClient,
+    peers: Arc<PeerClient>,
     max_copies_per_sec: u32,
     /// One pass at a time.
     running: tokio::sync::Mutex<()>,
@@ -190,7 +197,7 @@ impl Repairer {
         id: u64,
         store: Arc<Store>,
         metad: Metad,
-        peers: PeerClient,
+        peers: Arc<PeerClient>,
         max_copies_per_sec: u32,
     ) -> Repairer {
         Repairer {

@@ -7,8 +7,13 @@
 //! arrive meanwhile queue up and form the next batch, so N concurrent puts cost far fewer
 //! than N fsyncs.
 //!
-//! Must never: answer a put before both fsyncs; write a chunk twice (a hash already indexed,
-//! or already appended in the same batch, is deduplicated); keep writing after a failed
+//! A rewrite (scrub's repair, or a put of a chunk whose stored copy is known corrupt or
+//! lost) is appended like a new chunk and re-points the hash's index entry in the same
+//! commit. The active segment is abandoned (sealed; the next record opens a new segment)
+//! once it is marked lost, so no put is acknowledged into a file that was deleted.
+//!
+//! Must never: answer a put before both fsyncs; write a chunk twice (a hash already indexed
+//! with a good copy, or already appended in the same batch, is deduplicated); keep writing after a failed
 //! fsync or index commit (the page cache state is then unknown, so the writer refuses all
 //! later puts until restart, whose recovery re-reads the segments).
 //!
@@ -40,6 +45,8 @@ const MAX_BATCH_BYTES: usize = 128 * 1024 * 1024;
 pub(crate) struct PutRequest {
     pub chunk: Chunk,
     pub reply: oneshot::Sender<Result<PutOutcome, BlockdError>>,
+    /// Append even if the hash is indexed, and re-point its entry (`Store::rewrite`).
+    pub rewrite: bool,
 }
 
 /// The fate of one put in a batch, decided before the fsync.
@@ -111,6 +118,7 @@ impl Writer {
         let mut fates = Vec::with_capacity(batch.len());
         let mut appended: HashSet<ChunkHash> = HashSet::new();
         let mut entries = Vec::new();
+        let mut repoint = Vec::new();
         let mut seg_updates: BTreeMap<u32, SegmentState> = BTreeMap::new();
         let mut to_sync: BTreeMap<u32, (Arc<std::fs::File>, PathBuf)> = BTreeMap::new();
         let mut space_checked: Option<Result<(), BlockdError>> = None;
@@ -121,15 +129,21 @@ impl Writer {
             } else {
                 match self.shared.index.lookup(&hash) {
                     Err(e) => Fate::Done(Err(e)),
-                    Ok(Some(_)) => Fate::Done(Ok(PutOutcome::Deduplicated)),
-                    Ok(None) => {
+                    Ok(Some(loc)) if !req.rewrite && !self.shared.known_bad(&hash, loc) => {
+                        Fate::Done(Ok(PutOutcome::Deduplicated))
+                    }
+                    Ok(existing) => {
                         let space = space_checked.get_or_insert_with(|| self.check_space());
                         match space {
                             Err(e) => Fate::Done(Err(clone_space_error(e))),
                             Ok(()) => match self.append(&req.chunk, &mut seg_updates, &mut to_sync) {
                                 Ok(loc) => {
                                     appended.insert(hash);
-                                    entries.push((hash, loc));
+                                    if existing.is_some() {
+                                        repoint.push((hash, loc));
+                                    } else {
+                                        entries.push((hash, loc));
+                                    }
                                     Fate::AfterCommit(PutOutcome::Stored)
                                 }
                                 Err(e) => Fate::Done(Err(e)),
@@ -141,11 +155,14 @@ impl Writer {
             fates.push(fate);
         }
 
-        let durable = if entries.is_empty() && seg_updates.is_empty() {
+        let durable = if entries.is_empty() && repoint.is_empty() && seg_updates.is_empty() {
             Ok(())
         } else {
-            self.make_durable(&entries, &seg_updates, &to_sync)
+            self.make_durable(&entries, &repoint, &seg_updates, &to_sync)
         };
+        if durable.is_ok() && !repoint.is_empty() {
+            self.shared.clear_bad(repoint.iter().map(|(h, _)| *h));
+        }
         let answers: Vec<Result<PutOutcome, BlockdError>> = fates
             .into_iter()
             .map(|fate| match fate {
@@ -173,6 +190,7 @@ impl Writer {
     fn make_durable(
         &mut self,
         entries: &[(ChunkHash, Location)],
+        repoint: &[(ChunkHash, Location)],
         seg_updates: &BTreeMap<u32, SegmentState>,
         to_sync: &BTreeMap<u32, (Arc<std::fs::File>, PathBuf)>,
     ) -> Result<(), String> {
@@ -186,7 +204,7 @@ impl Writer {
                 return Err(BlockdError::WriterFailed { cause: "test hook: index commit skipped".into() });
             }
             let updates: Vec<(u32, SegmentState)> = seg_updates.iter().map(|(id, s)| (*id, *s)).collect();
-            self.shared.index.commit(entries, &updates)
+            self.shared.index.commit(entries, repoint, &updates)
         })();
         match result {
             Ok(totals) => {
@@ -242,7 +260,9 @@ impl Writer {
         need: u64,
         seg_updates: &mut BTreeMap<u32, SegmentState>,
     ) -> Result<&mut Active, BlockdError> {
-        let fits = self.active.as_ref().is_some_and(|a| a.end + need <= a.capacity || a.end == FIRST_RECORD);
+        let fits = self.active.as_ref().is_some_and(|a| {
+            (a.end + need <= a.capacity || a.end == FIRST_RECORD) && !self.shared.is_lost(a.id)
+        });
         if !fits {
             if let Some(old) = self.active.take() {
                 // Its records (if any in this batch) are already in `to_sync`, so they are
