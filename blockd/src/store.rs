@@ -165,6 +165,8 @@ pub(crate) struct Shared {
     lost: RwLock<HashSet<u32>>,
     /// Chunks whose record failed its hash check, until rewritten.
     bad: Mutex<HashSet<ChunkHash>>,
+    /// The S3 tier, for the writer to leave evicted segments alone.
+    tier: std::sync::OnceLock<std::sync::Weak<Tier>>,
 }
 
 /// The content-addressed chunk store. Dropping it drains queued puts and stops the writer.
@@ -199,6 +201,7 @@ impl Store {
             readers: RwLock::new(HashMap::new()),
             lost: RwLock::new(HashSet::new()),
             bad: Mutex::new(HashSet::new()),
+            tier: std::sync::OnceLock::new(),
         });
         shared.counters.set_totals(shared.index.totals()?);
         let (tx, rx) = mpsc::channel(PUT_QUEUE);
@@ -209,7 +212,10 @@ impl Store {
             .map_err(BlockdError::io("starting writer thread for", &opts.data_dir))?;
         let tier = match s3 {
             Some(s3) => match Tier::start(shared.clone(), s3) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    let _ = shared.tier.set(Arc::downgrade(&t));
+                    Some(t)
+                }
                 Err(e) => {
                     drop(tx);
                     let _ = handle.join();
@@ -416,6 +422,11 @@ impl Shared {
         if self.lost.write().unwrap_or_else(|e| e.into_inner()).insert(id) {
             tracing::warn!(segment = id, "segment marked lost: its chunks are reported missing until rewritten");
         }
+    }
+
+    /// Whether segment `id` was evicted to S3 (its file holds only the header).
+    pub(crate) fn is_evicted(&self, id: u32) -> bool {
+        self.tier.get().and_then(std::sync::Weak::upgrade).is_some_and(|t| t.is_evicted(id))
     }
 
     pub(crate) fn is_lost(&self, id: u32) -> bool {

@@ -9,7 +9,8 @@
 //!
 //! A rewrite (scrub's repair, or a put of a chunk whose stored copy is known corrupt or
 //! lost) is appended like a new chunk and re-points the hash's index entry in the same
-//! commit. The active segment is abandoned (sealed; the next record opens a new segment)
+//! commit; after that commit the old record, if its file is still whole, is healed in place
+//! with its original bytes (`Writer::heal`), so the segment verifies clean again. The active segment is abandoned (sealed; the next record opens a new segment)
 //! once it is marked lost, so no put is acknowledged into a file that was deleted.
 //!
 //! Must never: answer a put before both fsyncs; write a chunk twice (a hash already indexed
@@ -22,6 +23,7 @@
 //! times the batch size, which is the design's intent.
 
 use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -119,10 +121,12 @@ impl Writer {
         let mut appended: HashSet<ChunkHash> = HashSet::new();
         let mut entries = Vec::new();
         let mut repoint = Vec::new();
+        // (request index, old location) of re-pointed chunks whose old record to heal.
+        let mut heal = Vec::new();
         let mut seg_updates: BTreeMap<u32, SegmentState> = BTreeMap::new();
         let mut to_sync: BTreeMap<u32, (Arc<std::fs::File>, PathBuf)> = BTreeMap::new();
         let mut space_checked: Option<Result<(), BlockdError>> = None;
-        for req in &batch {
+        for (i, req) in batch.iter().enumerate() {
             let hash = *req.chunk.hash();
             let fate = if appended.contains(&hash) {
                 Fate::AfterCommit(PutOutcome::Deduplicated)
@@ -139,8 +143,9 @@ impl Writer {
                             Ok(()) => match self.append(&req.chunk, &mut seg_updates, &mut to_sync) {
                                 Ok(loc) => {
                                     appended.insert(hash);
-                                    if existing.is_some() {
+                                    if let Some(old) = existing {
                                         repoint.push((hash, loc));
+                                        heal.push((i, old));
                                     } else {
                                         entries.push((hash, loc));
                                     }
@@ -162,6 +167,9 @@ impl Writer {
         };
         if durable.is_ok() && !repoint.is_empty() {
             self.shared.clear_bad(repoint.iter().map(|(h, _)| *h));
+            for (i, old) in heal {
+                self.heal(&batch[i].chunk, old);
+            }
         }
         let answers: Vec<Result<PutOutcome, BlockdError>> = fates
             .into_iter()
@@ -217,6 +225,49 @@ impl Writer {
                 self.failed = Some(cause.clone());
                 Err(cause)
             }
+        }
+    }
+
+    /// Writes the original bytes of a re-pointed chunk's old record back in place (its
+    /// header is a function of name and length, its data are the verified bytes), so the
+    /// segment file verifies clean and the records after a damaged header are scannable
+    /// again. Only the exact record the index named is touched, and only if its header is
+    /// damaged or names this chunk; never in a lost segment (gone or cut short) or one
+    /// evicted to S3. Best effort: the index already points at the new copy, so a failure
+    /// only leaves unreferenced garbage. Known race: should the S3 tier evict the segment
+    /// between the checks and the write, the write extends the header-only file again; the
+    /// tier reads that segment from S3 regardless, and the next start truncates it back.
+    fn heal(&self, chunk: &Chunk, old: Location) {
+        if self.shared.is_lost(old.segment) || self.shared.is_evicted(old.segment) {
+            return;
+        }
+        let path = segment::segment_path(&self.shared.seg_dir, old.segment);
+        let healed = (|| -> Result<bool, BlockdError> {
+            let Some(at) = old.data_offset.checked_sub(format::RECORD_HEADER_LEN as u64) else { return Ok(false) };
+            let file = segment::open(&path, old.segment, true)?;
+            let len = file.metadata().map_err(BlockdError::io("inspecting", &path))?.len();
+            if len < old.data_offset + u64::from(old.len) || old.len as usize != chunk.data().len() {
+                return Ok(false);
+            }
+            let mut h = [0u8; format::RECORD_HEADER_LEN];
+            file.read_exact_at(&mut h, at).map_err(BlockdError::io("reading", &path))?;
+            match format::decode_record_header(&h) {
+                Ok(found) if found.hash != *chunk.hash() || found.len != old.len => return Ok(false),
+                Err(format::RecordHeaderError::Version(_)) => return Ok(false),
+                _ => {}
+            }
+            if self.shared.is_evicted(old.segment) {
+                return Ok(false);
+            }
+            let header = format::encode_record_header(chunk.hash(), old.len);
+            segment::write_record(&file, &path, at, &header, chunk.data())?;
+            file.sync_data().map_err(BlockdError::io("syncing", &path))?;
+            Ok(true)
+        })();
+        match healed {
+            Ok(true) => tracing::info!(segment = old.segment, offset = old.data_offset, hash = %chunk.hash(), "healed a damaged record in place"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(segment = old.segment, error = %e, "could not heal a damaged record in place"),
         }
     }
 
