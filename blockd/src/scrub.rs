@@ -17,7 +17,9 @@
 //! daemon's certificate, hash-verified, the chunk's replica set first), else from the S3
 //! pack of the chunk's segment if one was uploaded — and writes it back with
 //! [`Store::rewrite`] (a new record, fsynced, the index entry re-pointed). With no good copy
-//! anywhere the chunk is *unrepairable* for this pass; it stays marked bad.
+//! anywhere the chunk is *unrepairable* for this pass; it stays marked bad. A lost segment
+//! that was sealed when the pass began and whose chunks were all rewritten is retired: an
+//! empty header-only segment again, so the next start and the S3 tier find nothing amiss.
 //!
 //! Known-bad copies and HAS (the decision): a chunk whose copy is known corrupt or lost is
 //! reported as not held by HAS, and a PUT of it rewrites it instead of being deduplicated
@@ -204,6 +206,9 @@ impl Scrubber {
         let mut segments: HashMap<u32, Health> = HashMap::new();
         let mut states = Arc::new(self.blocking(|s| s.segment_states()).await?);
         let mut peers: PeerList = None;
+        // Lost segments met this pass -> their chunks not repaired.
+        let mut lost: HashMap<u32, u64> = HashMap::new();
+        let sealed_at_start: Vec<u32> = states.iter().filter(|(_, s)| s.sealed).map(|(id, _)| *id).collect();
         let mut after: Option<ChunkHash> = None;
         loop {
             let cursor = after;
@@ -230,6 +235,9 @@ impl Scrubber {
                         .await
                         .map_err(BlockdError::Task)??;
                 if let Some((id, h)) = health {
+                    if matches!(h, Health::Lost) {
+                        lost.insert(id, 0);
+                    }
                     segments.insert(id, h);
                 }
                 let bad = match verdict {
@@ -263,7 +271,21 @@ impl Scrubber {
                 } else {
                     report.unrepairable += 1;
                     metrics::counter!(names::SCRUB_UNREPAIRABLE).increment(1);
+                    if let Some(n) = lost.get_mut(&bad.segment) {
+                        *n += 1;
+                    }
                 }
+            }
+        }
+        // A lost segment that was sealed when the pass began and whose every chunk was
+        // rewritten holds nothing any more (entries only leave a sealed segment, and the
+        // pass met every entry that existed when it began): retire it.
+        for (id, unrepaired) in lost {
+            if unrepaired == 0
+                && sealed_at_start.contains(&id)
+                && let Err(e) = self.blocking(move |s| s.retire_lost_segment(id)).await
+            {
+                tracing::warn!(segment = id, error = %e, "could not retire a lost segment");
             }
         }
         let c = &self.counters;

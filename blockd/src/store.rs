@@ -348,6 +348,30 @@ impl Store {
         self.tier.as_ref().is_some_and(|t| t.is_evicted(id))
     }
 
+    /// Retires lost segment `id` once no index entry points into it any more (scrub
+    /// rewrote all its chunks): a header-only file takes its place if it is gone, and its
+    /// indexed end becomes the first record, so it is an empty, sealed segment again (no
+    /// longer lost; the S3 tier packs it as empty). The caller must know the segment was
+    /// sealed before its entries were counted (nothing is appended to a sealed segment).
+    /// A file that exists but cannot be opened as segment `id` is left as it is. Blocking.
+    pub(crate) fn retire_lost_segment(&self, id: u32) -> Result<(), BlockdError> {
+        let shared = &self.shared;
+        let path = segment::segment_path(&shared.seg_dir, id);
+        match segment::open(&path, id, false) {
+            Ok(_) => {}
+            Err(BlockdError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                segment::create(&shared.seg_dir, id, segment::FIRST_RECORD)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let empty = crate::index::SegmentState { end: segment::FIRST_RECORD, sealed: true };
+        shared.index.commit(&[], &[], &[(id, empty)])?;
+        shared.lost.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        shared.forget_reader(id);
+        tracing::info!(segment = id, "lost segment retired: all its chunks were rewritten elsewhere");
+        Ok(())
+    }
+
     /// The one call site through which scrub reads a good copy from S3: `None` when the
     /// chunk's segment has no uploaded pack, else the tier's verified ranged read. Blocking.
     pub(crate) fn read_from_pack(&self, hash: &ChunkHash, loc: Location) -> Option<Result<Bytes, BlockdError>> {

@@ -196,6 +196,8 @@ async fn a_segment_deleted_while_running_is_found_and_refilled() {
     assert_eq!(r.checked, u64::from(CHUNKS));
     assert_clean(t.dir(0), u64::from(CHUNKS));
     assert_serves_all(&a, &t.chunks).await;
+    // Emptied, the segment was retired: an empty header-only file in its place.
+    assert_eq!(std::fs::metadata(&seg).expect("segment 1 recreated").len(), 32);
     // Puts still work.
     let extra = content(1000);
     assert_eq!(put(&a, &extra).await, Status::Ok);
