@@ -175,7 +175,9 @@ enum Health {
 
 /// The state of one chunk copy.
 enum Verdict {
-    Good { bytes: u64 },
+    Good {
+        bytes: u64,
+    },
     Corrupt(Location),
     Missing(Location),
     /// Evicted, or no longer indexed: nothing to check.
@@ -202,7 +204,8 @@ impl Scrubber {
     pub async fn pass(&self) -> Result<ScrubReport, ScrubError> {
         let _one = self.running.lock().await;
         let mut report = ScrubReport::default();
-        let mut bucket = (self.max_bytes_per_sec > 0).then(|| TokenBucket::new(self.max_bytes_per_sec, self.clock.now()));
+        let mut bucket =
+            (self.max_bytes_per_sec > 0).then(|| TokenBucket::new(self.max_bytes_per_sec, self.clock.now()));
         let mut segments: HashMap<u32, Health> = HashMap::new();
         let mut states = Arc::new(self.blocking(|s| s.segment_states()).await?);
         let mut peers: PeerList = None;
@@ -230,10 +233,9 @@ impl Scrubber {
                     states = Arc::new(self.blocking(|s| s.segment_states()).await?);
                 }
                 let (store, known, st) = (self.store.clone(), segments.get(&loc.segment).cloned(), states.clone());
-                let (verdict, health) =
-                    tokio::task::spawn_blocking(move || check_chunk(&store, &hash, known, &st))
-                        .await
-                        .map_err(BlockdError::Task)??;
+                let (verdict, health) = tokio::task::spawn_blocking(move || check_chunk(&store, &hash, known, &st))
+                    .await
+                    .map_err(BlockdError::Task)??;
                 if let Some((id, h)) = health {
                     if matches!(h, Health::Lost) {
                         lost.insert(id, 0);
@@ -254,7 +256,8 @@ impl Scrubber {
                         metrics::counter!(names::SCRUB_CHECKED).increment(1);
                         metrics::counter!(names::SCRUB_CORRUPT).increment(1);
                         self.store.shared().mark_bad(hash);
-                        tracing::error!(%hash, segment = loc.segment, offset = loc.data_offset, "scrub found a corrupt chunk copy");
+                        let (segment, offset) = (loc.segment, loc.data_offset);
+                        tracing::error!(%hash, segment, offset, "scrub found a corrupt chunk copy");
                         loc
                     }
                     Verdict::Missing(loc) => {
@@ -387,7 +390,6 @@ impl Scrubber {
         }
     }
 }
-
 
 /// Checks one chunk's copy. `known` is its segment's health if this pass already looked;
 /// otherwise it is found (and returned, to be remembered). Blocking.
@@ -560,7 +562,8 @@ mod tests {
             store.put(chunk).await.expect("put");
         }
         let pass = |rate| {
-            let mut s = Scrubber::new(1, store.clone(), None, &ScrubOptions { interval: None, max_bytes_per_sec: rate });
+            let mut s =
+                Scrubber::new(1, store.clone(), None, &ScrubOptions { interval: None, max_bytes_per_sec: rate });
             let t0 = Instant::now();
             s.clock = Clock::Virtual(std::sync::Mutex::new(t0));
             async move {

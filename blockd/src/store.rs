@@ -239,7 +239,12 @@ impl Store {
             let path = segment::segment_path(&self.shared.seg_dir, id);
             let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if len < state.end {
-                tracing::error!(segment = id, len, indexed_end = state.end, "segment file is shorter than its index; its chunks are lost until scrub repairs them");
+                tracing::error!(
+                    segment = id,
+                    len,
+                    indexed_end = state.end,
+                    "segment file is shorter than its index; its chunks are lost until scrub repairs them"
+                );
                 self.shared.mark_lost(id);
             }
         }
@@ -339,7 +344,9 @@ impl Store {
     }
 
     /// Every segment's indexed end and seal (for scrub). Blocking.
-    pub(crate) fn segment_states(&self) -> Result<std::collections::BTreeMap<u32, crate::index::SegmentState>, BlockdError> {
+    pub(crate) fn segment_states(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u32, crate::index::SegmentState>, BlockdError> {
         self.shared.index.segments()
     }
 

@@ -9,14 +9,15 @@
 //!
 //! A rewrite (scrub's repair, or a put of a chunk whose stored copy is known corrupt or
 //! lost) is appended like a new chunk and re-points the hash's index entry in the same
-//! commit; after that commit the old record, if its file is still whole, is healed in place
-//! with its original bytes (`Writer::heal`), so the segment verifies clean again. The active segment is abandoned (sealed; the next record opens a new segment)
-//! once it is marked lost, so no put is acknowledged into a file that was deleted.
+//! commit; after that commit, and before the answers, the old record is healed in place
+//! with its original bytes if its file is still whole (`Writer::heal`), so the segment
+//! verifies clean again. The active segment is abandoned (sealed; the next record opens a
+//! new segment) once it is marked lost, so no put is acknowledged into a deleted file.
 //!
 //! Must never: answer a put before both fsyncs; write a chunk twice (a hash already indexed
-//! with a good copy, or already appended in the same batch, is deduplicated); keep writing after a failed
-//! fsync or index commit (the page cache state is then unknown, so the writer refuses all
-//! later puts until restart, whose recovery re-reads the segments).
+//! with a good copy, or already appended in the same batch, is deduplicated); keep writing
+//! after a failed fsync or index commit (the page cache state is then unknown, so the
+//! writer refuses all later puts until restart, whose recovery re-reads the segments).
 //!
 //! One thread keeps this simple and lock-free; its cost is that appends of the next batch
 //! wait for the current fsync. Sequential throughput is bounded by the disk's fsync rate
@@ -265,7 +266,10 @@ impl Writer {
             Ok(true)
         })();
         match healed {
-            Ok(true) => tracing::info!(segment = old.segment, offset = old.data_offset, hash = %chunk.hash(), "healed a damaged record in place"),
+            Ok(true) => {
+                let (segment, offset) = (old.segment, old.data_offset);
+                tracing::info!(segment, offset, hash = %chunk.hash(), "healed a damaged record in place")
+            }
             Ok(false) => {}
             Err(e) => tracing::warn!(segment = old.segment, error = %e, "could not heal a damaged record in place"),
         }
@@ -311,9 +315,10 @@ impl Writer {
         need: u64,
         seg_updates: &mut BTreeMap<u32, SegmentState>,
     ) -> Result<&mut Active, BlockdError> {
-        let fits = self.active.as_ref().is_some_and(|a| {
-            (a.end + need <= a.capacity || a.end == FIRST_RECORD) && !self.shared.is_lost(a.id)
-        });
+        let fits = self
+            .active
+            .as_ref()
+            .is_some_and(|a| (a.end + need <= a.capacity || a.end == FIRST_RECORD) && !self.shared.is_lost(a.id));
         if !fits {
             if let Some(old) = self.active.take() {
                 // Its records (if any in this batch) are already in `to_sync`, so they are

@@ -176,12 +176,8 @@ async fn a_segment_deleted_while_running_is_found_and_refilled() {
     let t = Three::start().await;
     let a = t.conn(0).await;
     let seg = segment_path(t.dir(0), 1);
-    let lost: Vec<ChunkHash> = scan_records(t.dir(0))
-        .expect("scan")
-        .into_iter()
-        .filter(|r| r.segment == seg)
-        .map(|r| r.hash)
-        .collect();
+    let lost: Vec<ChunkHash> =
+        scan_records(t.dir(0)).expect("scan").into_iter().filter(|r| r.segment == seg).map(|r| r.hash).collect();
     assert!(lost.len() > 10, "segment 1 holds {} records", lost.len());
     // Read one first, so the store caches a handle that outlives the unlink.
     assert_eq!(get(&a, lost[0]).await.0, Status::Ok);
@@ -211,12 +207,8 @@ async fn a_segment_deleted_while_running_is_found_and_refilled() {
 async fn a_segment_deleted_while_down_does_not_stop_the_start_and_is_refilled() {
     let mut t = Three::start().await;
     let seg = segment_path(t.dir(0), 2);
-    let lost: Vec<ChunkHash> = scan_records(t.dir(0))
-        .expect("scan")
-        .into_iter()
-        .filter(|r| r.segment == seg)
-        .map(|r| r.hash)
-        .collect();
+    let lost: Vec<ChunkHash> =
+        scan_records(t.dir(0)).expect("scan").into_iter().filter(|r| r.segment == seg).map(|r| r.hash).collect();
     assert!(lost.len() > 10);
     let (a, a_stop) = t.daemons.remove(0);
     let id = a.id();
