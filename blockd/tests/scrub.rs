@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use blockd::s3::test_server::{AK, BUCKET, S3Server, SK};
-use blockd::{Blockd, RecordLocation, S3Options, ScrubReport, scan_records, verify_store};
+use blockd::{Blockd, RecordLocation, S3Options, ScrubOptions, ScrubReport, scan_records, verify_store};
 use cluster::Shutdown;
 use cluster::tls::{Ca, Role};
 use common::fake_metad::FakeMetad;
@@ -39,8 +39,13 @@ fn all_chunks() -> Vec<Vec<u8>> {
 }
 
 async fn daemon(ca: &Ca, dir: &Path, metad: &str) -> (Blockd, Shutdown) {
+    daemon_scrubbing(ca, dir, metad, ScrubOptions { interval: None, max_bytes_per_sec: 0 }).await
+}
+
+async fn daemon_scrubbing(ca: &Ca, dir: &Path, metad: &str, scrub: ScrubOptions) -> (Blockd, Shutdown) {
     let mut opts = options(ca, dir);
     opts.metad_endpoints = vec![metad.to_string()];
+    opts.scrub = scrub;
     start(opts).await
 }
 
@@ -57,14 +62,20 @@ struct Three {
 
 impl Three {
     async fn start() -> Three {
+        Three::start_with(ScrubOptions { interval: None, max_bytes_per_sec: 0 }).await
+    }
+
+    /// With `scrub` as the first daemon's (A's) scrub options.
+    async fn start_with(scrub: ScrubOptions) -> Three {
         let ca = Ca::generate().expect("ca");
         let fake = FakeMetad::default();
         fake.state.lock().expect("lock").rf = 3;
         let url = fake.serve().await;
         let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
         let mut daemons = Vec::new();
-        for d in &dirs {
-            let (b, s) = daemon(&ca, d.path(), &url).await;
+        for (i, d) in dirs.iter().enumerate() {
+            let opts = if i == 0 { scrub.clone() } else { ScrubOptions { interval: None, max_bytes_per_sec: 0 } };
+            let (b, s) = daemon_scrubbing(&ca, d.path(), &url, opts).await;
             fake.set(b.id(), b.local_addr(), true);
             daemons.push((b, s));
         }
@@ -282,6 +293,26 @@ async fn a_chunk_corrupt_everywhere_is_unrepairable_and_nothing_else_changes() {
     // Once a good copy exists again (a gateway re-writes it), a PUT heals it at once.
     assert_eq!(put(&a, &t.chunks[3]).await, Status::Ok);
     assert_eq!(get(&a, h).await, (Status::Ok, t.chunks[3].clone()));
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn the_background_loop_repairs_without_being_asked() {
+    let t = Three::start_with(ScrubOptions { interval: Some(Duration::from_millis(50)), max_bytes_per_sec: 0 }).await;
+    let h = hash_of(&t.chunks[11]);
+    flip(&record_of(t.dir(0), &h));
+    let a = t.conn(0).await;
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = get(&a, h).await;
+        if status == Status::Ok {
+            assert!(body == t.chunks[11]);
+            break;
+        }
+        assert_eq!(status, Status::Corrupt);
+        assert!(Instant::now() < end, "no background scrub pass repaired the chunk");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     t.stop().await;
 }
 
