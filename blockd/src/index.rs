@@ -123,6 +123,21 @@ impl Index {
         hashes.iter().map(|h| Ok(table.get(h.as_bytes()).map_err(index_err)?.is_some())).collect()
     }
 
+    /// Where each of `hashes` is stored, in one read transaction.
+    pub fn locate_many(&self, hashes: &[ChunkHash]) -> Result<Vec<Option<Location>>, BlockdError> {
+        let txn = self.db.begin_read().map_err(index_err)?;
+        let table = txn.open_table(CHUNKS).map_err(index_err)?;
+        hashes
+            .iter()
+            .map(|h| {
+                Ok(table.get(h.as_bytes()).map_err(index_err)?.map(|v| {
+                    let (segment, data_offset, len) = v.value();
+                    Location { segment, data_offset, len }
+                }))
+            })
+            .collect()
+    }
+
     /// Up to `limit` stored hashes in ascending order, starting after `after` (from the
     /// first when `None`). For paged background passes (repair, scrub).
     pub fn hashes_after(&self, after: Option<&ChunkHash>, limit: usize) -> Result<Vec<ChunkHash>, BlockdError> {
@@ -161,12 +176,17 @@ impl Index {
         Ok(Totals { chunks: get(KEY_CHUNKS)?, bytes: get(KEY_BYTES)? })
     }
 
-    /// Commits new entries and segment states in one fsynced transaction. An entry whose
-    /// hash is already indexed is skipped (the first copy stays authoritative). Returns the
-    /// new totals.
+    /// Commits new entries, re-pointed entries and segment states in one fsynced
+    /// transaction. A new entry whose hash is already indexed is skipped (the first copy
+    /// stays authoritative). A `repoint` entry replaces the hash's location (a rewritten
+    /// copy of a corrupt or lost record): the totals count distinct chunks and their content
+    /// bytes, so a re-pointed chunk is not counted again; the old record's bytes become
+    /// garbage that no entry references (reclaimed by compaction, not counted anywhere).
+    /// Returns the new totals.
     pub fn commit(
         &self,
         entries: &[(ChunkHash, Location)],
+        repoint: &[(ChunkHash, Location)],
         segments: &[(u32, SegmentState)],
     ) -> Result<Totals, BlockdError> {
         let txn = self.begin()?;
@@ -185,6 +205,21 @@ impl Index {
                 chunks.insert(hash.as_bytes(), (loc.segment, loc.data_offset, loc.len)).map_err(index_err)?;
                 totals.chunks += 1;
                 totals.bytes += u64::from(loc.len);
+            }
+            for (hash, loc) in repoint {
+                let old = chunks
+                    .insert(hash.as_bytes(), (loc.segment, loc.data_offset, loc.len))
+                    .map_err(index_err)?
+                    .map(|v| v.value().2);
+                match old {
+                    // Same name, same content: only the location changes (exact even if
+                    // the old entry's length was damaged).
+                    Some(old_len) => totals.bytes = totals.bytes - u64::from(old_len) + u64::from(loc.len),
+                    None => {
+                        totals.chunks += 1;
+                        totals.bytes += u64::from(loc.len);
+                    }
+                }
             }
             for (id, state) in segments {
                 segs.insert(*id, (state.end, state.sealed)).map_err(index_err)?;
@@ -220,12 +255,13 @@ mod tests {
         let t = index
             .commit(
                 &[(h(1), loc), (h(2), Location { len: 5, ..loc })],
+                &[],
                 &[(1, SegmentState { end: 200, sealed: false })],
             )
             .expect("commit");
         assert_eq!(t, Totals { chunks: 2, bytes: 15 });
         // A duplicate entry is not counted twice and does not move the chunk.
-        let t = index.commit(&[(h(1), Location { segment: 9, ..loc })], &[]).expect("commit");
+        let t = index.commit(&[(h(1), Location { segment: 9, ..loc })], &[], &[]).expect("commit");
         assert_eq!(t, Totals { chunks: 2, bytes: 15 });
         assert_eq!(index.lookup(&h(1)).expect("lookup"), Some(loc));
         assert_eq!(index.contains_many(&[h(2), h(3)]).expect("has"), vec![true, false]);
@@ -233,6 +269,17 @@ mod tests {
         let index = Index::open(&path).expect("reopen");
         assert_eq!(index.totals().expect("totals"), Totals { chunks: 2, bytes: 15 });
         assert_eq!(index.segments().expect("segs").get(&1), Some(&SegmentState { end: 200, sealed: false }));
+        // A re-pointed entry moves the chunk without counting it again.
+        let moved = Location { segment: 2, data_offset: 4000, len: 10 };
+        let t = index.commit(&[], &[(h(1), moved)], &[]).expect("repoint");
+        assert_eq!(t, Totals { chunks: 2, bytes: 15 });
+        assert_eq!(index.lookup(&h(1)).expect("lookup"), Some(moved));
+        assert_eq!(index.locate_many(&[h(1), h(3)]).expect("locate"), vec![Some(moved), None]);
+        // Re-pointing a hash not indexed yet adds it.
+        let t = index.commit(&[], &[(h(3), Location { len: 7, ..moved })], &[]).expect("repoint new");
+        assert_eq!(t, Totals { chunks: 3, bytes: 22 });
+        let t = index.commit(&[], &[(h(3), moved)], &[]).expect("repoint back");
+        assert_eq!(t, Totals { chunks: 3, bytes: 25 });
     }
 
     #[test]

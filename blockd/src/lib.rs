@@ -5,8 +5,9 @@
 //! recovery (`recover`), group-committed puts (`writer`), hash-verified reads (`store`),
 //! offline/online verification (`verify`), the chunk protocol over QUIC (`server`) and the
 //! optional S3 tier (`s3`: each chunk uploaded in a pack by one replica, pack locations
-//! in metad, a bounded local tier, verified read-through of evicted chunks). Later:
-//! replication to peers, scrub and compaction.
+//! in metad, a bounded local tier, verified read-through of evicted chunks), anti-entropy
+//! re-replication to peers (`repair`) and scrub (`scrub`: re-verifies local copies and
+//! rewrites a corrupt or missing one from a peer or S3). Later: compaction.
 //!
 //! Must never: acknowledge a put before the chunk is fsynced and indexed; serve bytes that
 //! fail their hash check; allocate a length read from the network or disk before checking
@@ -22,6 +23,7 @@ mod index;
 mod recover;
 pub mod repair;
 pub mod s3;
+pub mod scrub;
 mod segment;
 mod server;
 mod store;
@@ -37,8 +39,9 @@ use std::sync::Arc;
 
 pub use error::BlockdError;
 pub use heartbeat::daemon_id;
-pub use repair::{RepairOptions, RepairReport, Repairer, rendezvous};
+pub use repair::{RepairOptions, RepairReport, Repairer};
 pub use s3::{S3Options, TierError, TierStats};
+pub use scrub::{ScrubError, ScrubOptions, ScrubReport, Scrubber};
 pub use server::{ClientAuth, FORBIDDEN_PUT, MAX_STREAMS_PER_CONNECTION, transport_config};
 pub use store::{Chunk, PutOutcome, Store, StoreOptions, StoreStats};
 pub use verify::{RecordLocation, VerifyReport, scan_records, verify_store};
@@ -68,6 +71,9 @@ pub struct BlockdOptions {
     pub advertise_addr: Option<SocketAddr>,
     /// Anti-entropy re-replication (needs metad endpoints and [`ClientAuth::Required`]).
     pub repair: RepairOptions,
+    /// Scrub of local copies. Always available; it fetches good copies from peers only with
+    /// metad endpoints and [`ClientAuth::Required`], and from S3 with a tier.
+    pub scrub: ScrubOptions,
 }
 
 /// A running block daemon.
@@ -77,6 +83,7 @@ pub struct Blockd {
     server: tokio::task::JoinHandle<()>,
     id: u64,
     repairer: Option<Arc<Repairer>>,
+    scrubber: Arc<Scrubber>,
     background: tokio_util::task::TaskTracker,
 }
 
@@ -115,22 +122,34 @@ impl Blockd {
         let id = tokio::task::spawn_blocking(move || heartbeat::daemon_id(&dir)).await??;
         let background = tokio_util::task::TaskTracker::new();
         let mut repairer = None;
+        let mut scrub_peers = None;
         if let Some(metad) = metad {
             let advertise = opts.advertise_addr.unwrap_or(local_addr);
             background.spawn(heartbeat::run(metad.clone(), id, advertise, store.clone(), shutdown.clone()));
             if let ClientAuth::Required(anchors) = &opts.client_auth {
-                let peers = repair::PeerClient::new(&opts.identity, anchors).map_err(Box::new)?;
-                let r = Arc::new(Repairer::new(id, store.clone(), metad, peers, opts.repair.max_copies_per_sec));
+                let peers = Arc::new(repair::PeerClient::new(&opts.identity, anchors).map_err(Box::new)?);
+                let r = Arc::new(Repairer::new(
+                    id,
+                    store.clone(),
+                    metad.clone(),
+                    peers.clone(),
+                    opts.repair.max_copies_per_sec,
+                ));
                 if let Some(interval) = opts.repair.interval {
                     background.spawn(repair::run(r.clone(), interval, shutdown.clone()));
                 }
                 repairer = Some(r);
+                scrub_peers = Some(scrub::Peers { metad, client: peers });
             } else {
-                tracing::warn!("repair is off: it needs mutual TLS (a client certificate for peers)");
+                tracing::warn!("repair is off, and scrub repairs from S3 only: peers need mutual TLS");
             }
         }
+        let scrubber = Arc::new(Scrubber::new(id, store.clone(), scrub_peers, &opts.scrub));
+        if let Some(interval) = opts.scrub.interval {
+            background.spawn(scrub::run(scrubber.clone(), interval, shutdown.clone()));
+        }
         background.close();
-        Ok(Blockd { local_addr, store, server, id, repairer, background })
+        Ok(Blockd { local_addr, store, server, id, repairer, scrubber, background })
     }
 
     /// The daemon's stable id (kept in its data dir).
@@ -144,6 +163,11 @@ impl Blockd {
             Some(r) => Some(r.pass().await),
             None => None,
         }
+    }
+
+    /// Runs one scrub pass now (waiting for a pass under way to finish first).
+    pub async fn scrub_pass(&self) -> Result<ScrubReport, ScrubError> {
+        self.scrubber.pass().await
     }
 
     /// The bound QUIC address.

@@ -15,6 +15,11 @@
 //! hash and keeps scanning. Known limit: a damaged record *header* ends the scan of its
 //! segment in both cases (the next record's position is unknown), so records after it
 //! are not indexed by a rebuild; `verify_store` shows the same boundary.
+//!
+//! A segment the index lists but whose file is gone (deleted while the daemon was down)
+//! does not stop the start: it is recreated as a sealed, header-only file and its index
+//! entries are kept, so the store reports those chunks as lost (not held) and scrub
+//! fetches them back (see `scrub`).
 
 use std::fs::File;
 use std::ops::ControlFlow;
@@ -60,14 +65,30 @@ pub(crate) fn open_index(data_dir: &Path, seg_dir: &Path) -> Result<Recovered, B
 /// Scans every unsealed segment from its indexed end, indexes the intact records found,
 /// zeroes a torn tail, seals all but the newest segment, and commits that in one go.
 fn reconcile(index: Index, seg_dir: &Path) -> Result<Recovered, BlockdError> {
-    let states = index.segments()?;
-    let files = segment::list(seg_dir)?;
-    if let Some(id) = states.keys().find(|id| !files.iter().any(|(f, _)| f == *id)) {
-        return Err(BlockdError::SegmentMissing { id: *id });
+    let mut states = index.segments()?;
+    let mut updates = Vec::new();
+    let listed = segment::list(seg_dir)?;
+    for (id, state) in states.iter_mut() {
+        if listed.iter().any(|(f, _)| f == id) {
+            continue;
+        }
+        // Deleted while the daemon was down. Start anyway and serve everything else; the
+        // index keeps the segment's entries so scrub knows what to fetch back, and the
+        // store treats them as lost (the file is shorter than its indexed end). A
+        // header-only file takes its place, sealed, so nothing appends to it, its id is
+        // never reused, and the S3 tier finds the file an evicted segment would have.
+        tracing::error!(
+            segment = *id,
+            indexed_end = state.end,
+            "segment file is missing; its chunks are lost until scrub repairs them"
+        );
+        segment::create(seg_dir, *id, FIRST_RECORD)?;
+        state.sealed = true;
+        updates.push((*id, *state));
     }
+    let files = if updates.is_empty() { listed } else { segment::list(seg_dir)? };
     let last_id = files.last().map(|(id, _)| *id);
     let mut entries = Vec::new();
-    let mut updates = Vec::new();
     let mut active = None;
     for (id, path) in files {
         let state = states.get(&id).copied();
@@ -127,7 +148,7 @@ fn reconcile(index: Index, seg_dir: &Path) -> Result<Recovered, BlockdError> {
         }
     }
     if !entries.is_empty() || !updates.is_empty() {
-        index.commit(&entries, &updates)?;
+        index.commit(&entries, &[], &updates)?;
     }
     let next_id = last_id.map_or(1, |id| id.saturating_add(1));
     Ok(Recovered { index, active, next_id })

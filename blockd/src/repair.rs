@@ -1,17 +1,18 @@
 //! Anti-entropy re-replication: every chunk this daemon holds ends up on its replica set.
 //!
-//! Owns: the replica-set function ([`rendezvous`], isolated so it can be swapped for the
-//! cluster-wide placement), the repair pass ([`Repairer::pass`]), its background loop and
-//! its progress counters, and the QUIC client a daemon uses to talk to its peers (it
-//! presents the daemon's own `blockd` certificate, which the peers' servers allow to PUT).
+//! Owns: the repair pass ([`Repairer::pass`]), its background loop and its progress
+//! counters, and the QUIC client a daemon uses to talk to its peers (it presents the
+//! daemon's own `blockd` certificate, which the peers' servers allow to PUT; scrub uses it
+//! too, to GET good copies).
 //!
 //! A pass lists the live daemons and the default replication factor from metad, then pages
 //! through the local index. For each chunk it computes the replica set over the live
-//! daemons, asks the other members which of them hold it (HAS, batched per peer), and if
-//! this daemon is the first member of the set that holds it (or no member holds it and
-//! this daemon does) copies it to every member that lacks it, at most
-//! `max_copies_per_sec`. A peer that cannot be reached is skipped for the pass: nothing is
-//! decided from a missing answer.
+//! daemons with `cluster::placement::replicas` (the one function gateways place chunks
+//! with, so repair copies to the daemons readers will ask), asks the other members which
+//! of them hold it (HAS, batched per peer), and if this daemon is the first member of the
+//! set that holds it (or no member holds it and this daemon does) copies it to every
+//! member that lacks it, at most `max_copies_per_sec`. A peer that cannot be reached is
+//! skipped for the pass: nothing is decided from a missing answer.
 //!
 //! Must never: delete or overwrite anything (it only adds copies); send bytes that did not
 //! pass the local hash check (`Store::get` verifies); block the data path (one pass at a
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use cluster::Shutdown;
 use proto::ChunkHash;
 use proto::chunk_frame::{self, HEADER_LEN, Request, Status};
@@ -30,7 +32,7 @@ use rustls::pki_types::CertificateDer;
 
 use crate::error::BlockdError;
 use crate::heartbeat::{HeartbeatError, Metad};
-use crate::store::Store;
+use crate::store::{Chunk, Store};
 
 /// Chunks read from the index per page of a pass.
 const PAGE: usize = 1024;
@@ -85,22 +87,6 @@ pub struct RepairCounters {
     pub checked: AtomicU64,
     pub copied: AtomicU64,
     pub skipped: AtomicU64,
-}
-
-/// The replica set of `hash` among `ids`: the `rf` ids with the highest BLAKE3(hash ||
-/// id little-endian) score, highest first. Fewer when there are fewer ids.
-pub fn rendezvous(hash: &ChunkHash, ids: &[u64], rf: usize) -> Vec<u64> {
-    let mut scored: Vec<([u8; 32], u64)> = ids
-        .iter()
-        .map(|id| {
-            let mut h = blake3::Hasher::new();
-            h.update(hash.as_bytes());
-            h.update(&id.to_le_bytes());
-            (*h.finalize().as_bytes(), *id)
-        })
-        .collect();
-    scored.sort_unstable_by(|a, b| b.cmp(a));
-    scored.into_iter().take(rf).map(|(_, id)| id).collect()
 }
 
 /// A QUIC client to peer daemons, presenting this daemon's certificate.
@@ -186,6 +172,12 @@ impl PeerClient {
     pub async fn put(&self, addr: SocketAddr, hash: ChunkHash, data: &[u8]) -> Result<(), RepairError> {
         self.call(addr, &Request::Put { hash, data }).await.map(|_| ())
     }
+
+    /// The peer's copy of `hash`, verified against the name (the peer verified it too).
+    pub async fn get(&self, addr: SocketAddr, hash: ChunkHash) -> Result<Chunk, RepairError> {
+        let body = self.call(addr, &Request::Get { hash }).await?;
+        Chunk::verified(hash, Bytes::from(body)).map_err(|e| RepairError::Peer { addr, reason: e.to_string() })
+    }
 }
 
 /// Runs repair passes for one daemon.
@@ -193,7 +185,7 @@ pub struct Repairer {
     id: u64,
     store: Arc<Store>,
     metad: Metad,
-    peers: PeerClient,
+    peers: Arc<PeerClient>,
     max_copies_per_sec: u32,
     /// One pass at a time.
     running: tokio::sync::Mutex<()>,
@@ -205,7 +197,7 @@ impl Repairer {
         id: u64,
         store: Arc<Store>,
         metad: Metad,
-        peers: PeerClient,
+        peers: Arc<PeerClient>,
         max_copies_per_sec: u32,
     ) -> Repairer {
         Repairer {
@@ -253,7 +245,7 @@ impl Repairer {
                 .map_err(BlockdError::Task)??;
             let Some(last) = page.last() else { break };
             after = Some(*last);
-            let sets: Vec<Vec<u64>> = page.iter().map(|h| rendezvous(h, &ids, rf)).collect();
+            let sets: Vec<Vec<u64>> = page.iter().map(|h| cluster::placement::replicas(h, &ids, rf)).collect();
 
             // Ask every other member about the chunks of its sets, one batch per peer.
             let mut asks: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -346,27 +338,5 @@ pub(crate) async fn run(repairer: Arc<Repairer>, interval: Duration, shutdown: S
             Ok(r) => tracing::info!(checked = r.checked, copied = r.copied, skipped = r.skipped, "repair pass done"),
             Err(e) => tracing::warn!(error = %e, "repair pass failed"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rendezvous_is_stable_and_minimally_disrupted() {
-        let ids = [1u64, 2, 3, 4, 5];
-        let h = ChunkHash(*blake3::hash(b"x").as_bytes());
-        let set = rendezvous(&h, &ids, 3);
-        assert_eq!(set.len(), 3);
-        assert_eq!(set, rendezvous(&h, &[5, 4, 3, 2, 1], 3), "order of ids must not matter");
-        // Removing a non-member leaves the set unchanged; removing a member keeps the others.
-        let outsider = ids.iter().copied().find(|i| !set.contains(i)).expect("outsider");
-        let without: Vec<u64> = ids.iter().copied().filter(|i| *i != outsider).collect();
-        assert_eq!(rendezvous(&h, &without, 3), set);
-        let without: Vec<u64> = ids.iter().copied().filter(|i| *i != set[0]).collect();
-        let next = rendezvous(&h, &without, 3);
-        assert_eq!(&next[..2], &set[1..]);
-        assert_eq!(rendezvous(&h, &[7], 3), vec![7]);
     }
 }

@@ -3,8 +3,10 @@
 //! Owns: the files under `<data_dir>/segments/` and every byte written to them. A segment
 //! is append-only: a record is written once at the tail and never rewritten, except that
 //! recovery zeroes the header of an unacknowledged torn record at the tail so later scans
-//! stop there. Must never: fsync on its own initiative (the store decides when, to group
-//! commits), interpret the index, or allocate a length read from disk before
+//! stop there, and the writer heals a damaged record whose chunk was rewritten elsewhere by
+//! writing its original bytes back (the same header and verified data, see `writer.rs`).
+//! Must never: fsync on its own initiative (the store decides when, to group commits),
+//! interpret the index, or allocate a length read from disk before
 //! [`format::decode_record_header`] has checked it.
 //!
 //! A record is written data first, then header: a concurrent reader (a live `verify`)

@@ -7,11 +7,21 @@
 //! being synced. Gets and has read the committed index only: a chunk is visible once it is
 //! durable.
 //!
+//! Known-bad copies: a chunk whose record failed its hash check (on a read or a scrub) is
+//! remembered as *bad*, and a segment whose file is gone, shorter than its indexed end (and
+//! not evicted to S3) or unusable is remembered as *lost* (found at open and by scrub).
+//! [`Store::has`] answers false for such a chunk, so a gateway's flush or a peer's repair
+//! sends it again instead of counting on a copy that cannot be read; a put of it is not
+//! deduplicated but rewritten (appended anew, index re-pointed), as [`Store::rewrite`]
+//! does for scrub. The marks are in memory: after a restart a lost segment is found again
+//! from its file length, a corrupt record on its next read or scrub.
+//!
 //! Must never: return chunk bytes whose BLAKE3 hash does not match their name (a mismatch
-//! is counted, logged and answered with [`BlockdError::Corrupt`]); acknowledge a put before
-//! its bytes and index entry are fsynced.
+//! is counted, logged and answered with [`BlockdError::Corrupt`]); read a chunk of a lost
+//! segment through a handle cached before the loss (it is dropped); acknowledge a put
+//! before its bytes and index entry are fsynced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -25,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::BlockdError;
 use crate::format::MAX_CHUNK_LEN;
-use crate::index::{Index, Totals};
+use crate::index::{Index, Location, Totals};
 use crate::recover;
 use crate::s3::{Directory, S3Options, Tier, TierStats};
 use crate::segment;
@@ -151,6 +161,12 @@ pub(crate) struct Shared {
     pub counters: Counters,
     pub hooks: Hooks,
     readers: RwLock<HashMap<u32, Arc<File>>>,
+    /// Segments whose file is gone, short or unusable (not evicted): their chunks are lost.
+    lost: RwLock<HashSet<u32>>,
+    /// Chunks whose record failed its hash check, until rewritten.
+    bad: Mutex<HashSet<ChunkHash>>,
+    /// The S3 tier, for the writer to leave evicted segments alone.
+    tier: std::sync::OnceLock<std::sync::Weak<Tier>>,
 }
 
 /// The content-addressed chunk store. Dropping it drains queued puts and stops the writer.
@@ -193,6 +209,9 @@ impl Store {
             counters: Counters::default(),
             hooks: Hooks::default(),
             readers: RwLock::new(HashMap::new()),
+            lost: RwLock::new(HashSet::new()),
+            bad: Mutex::new(HashSet::new()),
+            tier: std::sync::OnceLock::new(),
         });
         shared.counters.set_totals(shared.index.totals()?);
         let (tx, rx) = mpsc::channel(PUT_QUEUE);
@@ -203,7 +222,10 @@ impl Store {
             .map_err(BlockdError::io("starting writer thread for", &opts.data_dir))?;
         let tier = match s3 {
             Some(s3) => match Tier::start(shared.clone(), s3, directory) {
-                Ok(t) => Some(t),
+                Ok(t) => {
+                    let _ = shared.tier.set(Arc::downgrade(&t));
+                    Some(t)
+                }
                 Err(e) => {
                     drop(tx);
                     let _ = handle.join();
@@ -212,18 +234,56 @@ impl Store {
             },
             None => None,
         };
-        Ok(Store { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), tier })
+        let store = Store { shared, tx: Mutex::new(Some(tx)), writer: Mutex::new(Some(handle)), tier };
+        store.find_lost_segments()?;
+        Ok(store)
     }
 
-    /// Stores a chunk; resolves once it is fsynced and indexed (or was already stored).
+    /// Marks every segment whose file is shorter than its indexed end (and not evicted to
+    /// S3) as lost: recovery recreated a deleted one header-only. Blocking.
+    fn find_lost_segments(&self) -> Result<(), BlockdError> {
+        for (id, state) in self.shared.index.segments()? {
+            if self.is_evicted(id) {
+                continue;
+            }
+            let path = segment::segment_path(&self.shared.seg_dir, id);
+            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if len < state.end {
+                tracing::error!(
+                    segment = id,
+                    len,
+                    indexed_end = state.end,
+                    "segment file is shorter than its index; its chunks are lost until scrub repairs them"
+                );
+                self.shared.mark_lost(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a chunk; resolves once it is fsynced and indexed (or was already stored). A
+    /// chunk whose stored copy is known bad or lost is written again (see the module docs).
     pub async fn put(&self, chunk: Chunk) -> Result<PutOutcome, BlockdError> {
+        self.submit(chunk, false).await
+    }
+
+    /// Writes `chunk` as a new record even though its hash is indexed, and re-points the
+    /// index entry to it once the record is fsynced (one index commit, totals unchanged: the
+    /// old record becomes unreferenced garbage). Scrub's repair of a corrupt or lost copy;
+    /// the bytes are known to match the name (a [`Chunk`] is verified or hashed on
+    /// creation). Resolves once durable.
+    pub async fn rewrite(&self, chunk: Chunk) -> Result<(), BlockdError> {
+        self.submit(chunk, true).await.map(|_| ())
+    }
+
+    async fn submit(&self, chunk: Chunk, rewrite: bool) -> Result<PutOutcome, BlockdError> {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone().ok_or(BlockdError::Closed)?;
         if let Some(tier) = &self.tier {
             // Back-pressure while the local tier is full of data not yet in S3.
             tier.admit(chunk.data().len()).await?;
         }
         let (reply, rx) = oneshot::channel();
-        tx.send(PutRequest { chunk, reply }).await.map_err(|_| BlockdError::Closed)?;
+        tx.send(PutRequest { chunk, reply, rewrite }).await.map_err(|_| BlockdError::Closed)?;
         self.shared.counters.submitted.fetch_add(1, Ordering::Relaxed);
         let outcome = rx.await.map_err(|_| BlockdError::Closed)?;
         if let Some(tier) = &self.tier {
@@ -248,6 +308,9 @@ impl Store {
         {
             return tier.read_blocking(hash, loc);
         }
+        if self.shared.is_lost(loc.segment) {
+            return Err(BlockdError::SegmentMissing { id: loc.segment });
+        }
         let mut buf = vec![0u8; len];
         let local = self.shared.reader(loc.segment).and_then(|file| {
             file.read_exact_at(&mut buf, loc.data_offset)
@@ -257,10 +320,16 @@ impl Store {
             // Evicted while this read was under way?
             return match &self.tier {
                 Some(tier) if tier.is_evicted(loc.segment) => tier.read_blocking(hash, loc),
-                _ => Err(e),
+                _ => {
+                    if let BlockdError::SegmentMissing { id } = e {
+                        self.shared.mark_lost(id);
+                    }
+                    Err(e)
+                }
             };
         }
         if blake3::hash(&buf).as_bytes() != hash.as_bytes() {
+            self.shared.mark_bad(*hash);
             self.shared.counters.corrupt.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(names::CHUNKS_CORRUPT).increment(1);
             tracing::error!(%hash, segment = loc.segment, offset = loc.data_offset, "stored chunk failed its hash check");
@@ -269,9 +338,63 @@ impl Store {
         Ok(Bytes::from(buf))
     }
 
-    /// Which of `hashes` are stored. Blocking (one index read transaction).
+    /// Which of `hashes` are stored, not counting a copy known to be corrupt or lost.
+    /// Blocking (one index read transaction).
     pub fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, BlockdError> {
-        self.shared.index.contains_many(hashes)
+        if !self.shared.any_known_bad() {
+            return self.shared.index.contains_many(hashes);
+        }
+        let found = self.shared.index.locate_many(hashes)?;
+        Ok(hashes.iter().zip(found).map(|(h, loc)| loc.is_some_and(|loc| !self.shared.known_bad(h, loc))).collect())
+    }
+
+    /// Where `hash` is stored, if indexed (for scrub). Blocking.
+    pub(crate) fn locate(&self, hash: &ChunkHash) -> Result<Option<Location>, BlockdError> {
+        self.shared.index.lookup(hash)
+    }
+
+    /// Every segment's indexed end and seal (for scrub). Blocking.
+    pub(crate) fn segment_states(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u32, crate::index::SegmentState>, BlockdError> {
+        self.shared.index.segments()
+    }
+
+    /// Whether segment `id` was evicted to S3 (its file holds only the header).
+    pub(crate) fn is_evicted(&self, id: u32) -> bool {
+        self.tier.as_ref().is_some_and(|t| t.is_evicted(id))
+    }
+
+    /// Retires lost segment `id` once no index entry points into it any more (scrub
+    /// rewrote all its chunks): a header-only file takes its place if it is gone, and its
+    /// indexed end becomes the first record, so it is an empty, sealed segment again (no
+    /// longer lost; the S3 tier packs it as empty). The caller must know the segment was
+    /// sealed before its entries were counted (nothing is appended to a sealed segment).
+    /// A file that exists but cannot be opened as segment `id` is left as it is. Blocking.
+    pub(crate) fn retire_lost_segment(&self, id: u32) -> Result<(), BlockdError> {
+        let shared = &self.shared;
+        let path = segment::segment_path(&shared.seg_dir, id);
+        match segment::open(&path, id, false) {
+            Ok(_) => {}
+            Err(BlockdError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                segment::create(&shared.seg_dir, id, segment::FIRST_RECORD)?;
+            }
+            Err(e) => return Err(e),
+        }
+        let empty = crate::index::SegmentState { end: segment::FIRST_RECORD, sealed: true };
+        shared.index.commit(&[], &[], &[(id, empty)])?;
+        shared.lost.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        shared.forget_reader(id);
+        tracing::info!(segment = id, "lost segment retired: all its chunks were rewritten elsewhere");
+        Ok(())
+    }
+
+    /// The one call site through which scrub reads a good copy from S3: `None` without a
+    /// tier, else the tier's verified ranged read (located in this daemon's packs or by
+    /// metad; an error when S3 does not hold the chunk). Blocking.
+    pub(crate) fn read_from_pack(&self, hash: &ChunkHash, loc: Location) -> Option<Result<Bytes, BlockdError>> {
+        let tier = self.tier.as_ref()?;
+        Some(tier.read_blocking(hash, loc))
     }
 
     /// Up to `limit` stored hashes in ascending order after `after` (from the first when
@@ -316,7 +439,6 @@ impl Store {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
     }
@@ -334,9 +456,54 @@ impl Drop for Store {
 }
 
 impl Shared {
-    /// Drops the cached read handle of segment `id` (after the S3 tier truncated it).
+    /// Drops the cached read handle of segment `id` (after the S3 tier truncated it, or
+    /// its file was found gone: the handle may still reach the unlinked inode).
     pub(crate) fn forget_reader(&self, id: u32) {
         self.readers.write().unwrap_or_else(|e| e.into_inner()).remove(&id);
+    }
+
+    /// Records that segment `id`'s file is gone or unusable: its chunks are not held.
+    pub(crate) fn mark_lost(&self, id: u32) {
+        self.forget_reader(id);
+        if self.lost.write().unwrap_or_else(|e| e.into_inner()).insert(id) {
+            tracing::warn!(segment = id, "segment marked lost: its chunks are reported missing until rewritten");
+        }
+    }
+
+    /// Whether segment `id` was evicted to S3 (its file holds only the header).
+    pub(crate) fn is_evicted(&self, id: u32) -> bool {
+        self.tier.get().and_then(std::sync::Weak::upgrade).is_some_and(|t| t.is_evicted(id))
+    }
+
+    pub(crate) fn is_lost(&self, id: u32) -> bool {
+        self.lost.read().unwrap_or_else(|e| e.into_inner()).contains(&id)
+    }
+
+    /// Records that `hash`'s stored record failed its hash check.
+    pub(crate) fn mark_bad(&self, hash: ChunkHash) {
+        self.bad.lock().unwrap_or_else(|e| e.into_inner()).insert(hash);
+    }
+
+    /// Forgets the bad marks of chunks that were just rewritten.
+    pub(crate) fn clear_bad(&self, hashes: impl Iterator<Item = ChunkHash>) {
+        let mut bad = self.bad.lock().unwrap_or_else(|e| e.into_inner());
+        if bad.is_empty() {
+            return;
+        }
+        for h in hashes {
+            bad.remove(&h);
+        }
+    }
+
+    fn any_known_bad(&self) -> bool {
+        !self.lost.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+            || !self.bad.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Whether the copy of `hash` at `loc` is known to be corrupt or lost: not to be
+    /// counted as held, and to be rewritten by a put.
+    pub(crate) fn known_bad(&self, hash: &ChunkHash, loc: Location) -> bool {
+        self.is_lost(loc.segment) || self.bad.lock().unwrap_or_else(|e| e.into_inner()).contains(hash)
     }
 
     /// A read-only handle on segment `id`, opened (and its header checked) on first use.

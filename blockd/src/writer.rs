@@ -7,16 +7,24 @@
 //! arrive meanwhile queue up and form the next batch, so N concurrent puts cost far fewer
 //! than N fsyncs.
 //!
-//! Must never: answer a put before both fsyncs; write a chunk twice (a hash already indexed,
-//! or already appended in the same batch, is deduplicated); keep writing after a failed
-//! fsync or index commit (the page cache state is then unknown, so the writer refuses all
-//! later puts until restart, whose recovery re-reads the segments).
+//! A rewrite (scrub's repair, or a put of a chunk whose stored copy is known corrupt or
+//! lost) is appended like a new chunk and re-points the hash's index entry in the same
+//! commit; after that commit, and before the answers, the old record is healed in place
+//! with its original bytes if its file is still whole (`Writer::heal`), so the segment
+//! verifies clean again. The active segment is abandoned (sealed; the next record opens a
+//! new segment) once it is marked lost, so no put is acknowledged into a deleted file.
+//!
+//! Must never: answer a put before both fsyncs; write a chunk twice (a hash already indexed
+//! with a good copy, or already appended in the same batch, is deduplicated); keep writing
+//! after a failed fsync or index commit (the page cache state is then unknown, so the
+//! writer refuses all later puts until restart, whose recovery re-reads the segments).
 //!
 //! One thread keeps this simple and lock-free; its cost is that appends of the next batch
 //! wait for the current fsync. Sequential throughput is bounded by the disk's fsync rate
 //! times the batch size, which is the design's intent.
 
 use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -40,6 +48,8 @@ const MAX_BATCH_BYTES: usize = 128 * 1024 * 1024;
 pub(crate) struct PutRequest {
     pub chunk: Chunk,
     pub reply: oneshot::Sender<Result<PutOutcome, BlockdError>>,
+    /// Append even if the hash is indexed, and re-point its entry (`Store::rewrite`).
+    pub rewrite: bool,
 }
 
 /// The fate of one put in a batch, decided before the fsync.
@@ -111,25 +121,35 @@ impl Writer {
         let mut fates = Vec::with_capacity(batch.len());
         let mut appended: HashSet<ChunkHash> = HashSet::new();
         let mut entries = Vec::new();
+        let mut repoint = Vec::new();
+        // (request index, old location) of re-pointed chunks whose old record to heal.
+        let mut heal = Vec::new();
         let mut seg_updates: BTreeMap<u32, SegmentState> = BTreeMap::new();
         let mut to_sync: BTreeMap<u32, (Arc<std::fs::File>, PathBuf)> = BTreeMap::new();
         let mut space_checked: Option<Result<(), BlockdError>> = None;
-        for req in &batch {
+        for (i, req) in batch.iter().enumerate() {
             let hash = *req.chunk.hash();
             let fate = if appended.contains(&hash) {
                 Fate::AfterCommit(PutOutcome::Deduplicated)
             } else {
                 match self.shared.index.lookup(&hash) {
                     Err(e) => Fate::Done(Err(e)),
-                    Ok(Some(_)) => Fate::Done(Ok(PutOutcome::Deduplicated)),
-                    Ok(None) => {
+                    Ok(Some(loc)) if !req.rewrite && !self.shared.known_bad(&hash, loc) => {
+                        Fate::Done(Ok(PutOutcome::Deduplicated))
+                    }
+                    Ok(existing) => {
                         let space = space_checked.get_or_insert_with(|| self.check_space());
                         match space {
                             Err(e) => Fate::Done(Err(clone_space_error(e))),
                             Ok(()) => match self.append(&req.chunk, &mut seg_updates, &mut to_sync) {
                                 Ok(loc) => {
                                     appended.insert(hash);
-                                    entries.push((hash, loc));
+                                    if let Some(old) = existing {
+                                        repoint.push((hash, loc));
+                                        heal.push((i, old));
+                                    } else {
+                                        entries.push((hash, loc));
+                                    }
                                     Fate::AfterCommit(PutOutcome::Stored)
                                 }
                                 Err(e) => Fate::Done(Err(e)),
@@ -141,11 +161,17 @@ impl Writer {
             fates.push(fate);
         }
 
-        let durable = if entries.is_empty() && seg_updates.is_empty() {
+        let durable = if entries.is_empty() && repoint.is_empty() && seg_updates.is_empty() {
             Ok(())
         } else {
-            self.make_durable(&entries, &seg_updates, &to_sync)
+            self.make_durable(&entries, &repoint, &seg_updates, &to_sync)
         };
+        if durable.is_ok() && !repoint.is_empty() {
+            self.shared.clear_bad(repoint.iter().map(|(h, _)| *h));
+            for (i, old) in heal {
+                self.heal(&batch[i].chunk, old);
+            }
+        }
         let answers: Vec<Result<PutOutcome, BlockdError>> = fates
             .into_iter()
             .map(|fate| match fate {
@@ -173,6 +199,7 @@ impl Writer {
     fn make_durable(
         &mut self,
         entries: &[(ChunkHash, Location)],
+        repoint: &[(ChunkHash, Location)],
         seg_updates: &BTreeMap<u32, SegmentState>,
         to_sync: &BTreeMap<u32, (Arc<std::fs::File>, PathBuf)>,
     ) -> Result<(), String> {
@@ -186,7 +213,7 @@ impl Writer {
                 return Err(BlockdError::WriterFailed { cause: "test hook: index commit skipped".into() });
             }
             let updates: Vec<(u32, SegmentState)> = seg_updates.iter().map(|(id, s)| (*id, *s)).collect();
-            self.shared.index.commit(entries, &updates)
+            self.shared.index.commit(entries, repoint, &updates)
         })();
         match result {
             Ok(totals) => {
@@ -199,6 +226,52 @@ impl Writer {
                 self.failed = Some(cause.clone());
                 Err(cause)
             }
+        }
+    }
+
+    /// Writes the original bytes of a re-pointed chunk's old record back in place (its
+    /// header is a function of name and length, its data are the verified bytes), so the
+    /// segment file verifies clean and the records after a damaged header are scannable
+    /// again. Only the exact record the index named is touched, and only if its header is
+    /// damaged or names this chunk; never in a lost segment (gone or cut short) or one
+    /// evicted to S3. Best effort: the index already points at the new copy, so a failure
+    /// only leaves unreferenced garbage. Known race: should the S3 tier evict the segment
+    /// between the checks and the write, the write extends the header-only file again; the
+    /// tier reads that segment from S3 regardless, and the next start truncates it back.
+    fn heal(&self, chunk: &Chunk, old: Location) {
+        if self.shared.is_lost(old.segment) || self.shared.is_evicted(old.segment) {
+            return;
+        }
+        let path = segment::segment_path(&self.shared.seg_dir, old.segment);
+        let healed = (|| -> Result<bool, BlockdError> {
+            let Some(at) = old.data_offset.checked_sub(format::RECORD_HEADER_LEN as u64) else { return Ok(false) };
+            let file = segment::open(&path, old.segment, true)?;
+            let len = file.metadata().map_err(BlockdError::io("inspecting", &path))?.len();
+            if len < old.data_offset + u64::from(old.len) || old.len as usize != chunk.data().len() {
+                return Ok(false);
+            }
+            let mut h = [0u8; format::RECORD_HEADER_LEN];
+            file.read_exact_at(&mut h, at).map_err(BlockdError::io("reading", &path))?;
+            match format::decode_record_header(&h) {
+                Ok(found) if found.hash != *chunk.hash() || found.len != old.len => return Ok(false),
+                Err(format::RecordHeaderError::Version(_)) => return Ok(false),
+                _ => {}
+            }
+            if self.shared.is_evicted(old.segment) {
+                return Ok(false);
+            }
+            let header = format::encode_record_header(chunk.hash(), old.len);
+            segment::write_record(&file, &path, at, &header, chunk.data())?;
+            file.sync_data().map_err(BlockdError::io("syncing", &path))?;
+            Ok(true)
+        })();
+        match healed {
+            Ok(true) => {
+                let (segment, offset) = (old.segment, old.data_offset);
+                tracing::info!(segment, offset, hash = %chunk.hash(), "healed a damaged record in place")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(segment = old.segment, error = %e, "could not heal a damaged record in place"),
         }
     }
 
@@ -242,7 +315,10 @@ impl Writer {
         need: u64,
         seg_updates: &mut BTreeMap<u32, SegmentState>,
     ) -> Result<&mut Active, BlockdError> {
-        let fits = self.active.as_ref().is_some_and(|a| a.end + need <= a.capacity || a.end == FIRST_RECORD);
+        let fits = self
+            .active
+            .as_ref()
+            .is_some_and(|a| (a.end + need <= a.capacity || a.end == FIRST_RECORD) && !self.shared.is_lost(a.id));
         if !fits {
             if let Some(old) = self.active.take() {
                 // Its records (if any in this batch) are already in `to_sync`, so they are

@@ -43,6 +43,7 @@ async fn start() -> Harness {
         metad_endpoints: Vec::new(),
         advertise_addr: None,
         repair: blockd::RepairOptions::default(),
+        scrub: blockd::ScrubOptions::default(),
     };
     let blockd = Blockd::start(opts, shutdown.clone()).await.expect("start blockd");
     let tls = cluster::tls::client_config(std::slice::from_ref(&anchor), CHUNK_ALPN).expect("client tls");

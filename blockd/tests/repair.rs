@@ -5,7 +5,8 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 
-use blockd::{Blockd, rendezvous};
+use blockd::Blockd;
+use cluster::placement::replicas;
 use cluster::tls::{Ca, Role};
 use common::fake_metad::FakeMetad;
 use common::*;
@@ -69,7 +70,7 @@ async fn chunks_reach_their_replica_set_and_only_changed_sets_are_copied() {
     assert_eq!(first.checked, 40);
     assert_eq!(first.skipped, 0);
     let old_ids = [a.id(), b.id(), c.id()];
-    let old_sets: Vec<Vec<u64>> = hashes.iter().map(|h| rendezvous(h, &old_ids, 2)).collect();
+    let old_sets: Vec<Vec<u64>> = hashes.iter().map(|h| replicas(h, &old_ids, 2)).collect();
     // A is in some sets and not in others; it copied to every member but itself.
     let expected_first: u64 = old_sets.iter().map(|s| s.iter().filter(|m| **m != a.id()).count() as u64).sum();
     assert_eq!(first.copied, expected_first);
@@ -84,7 +85,7 @@ async fn chunks_reach_their_replica_set_and_only_changed_sets_are_copied() {
     let (d, d_stop) = daemon(&ca, dirs[3].path(), &url).await;
     fake.set(d.id(), d.local_addr(), true);
     let new_ids = [a.id(), b.id(), d.id()];
-    let new_sets: Vec<Vec<u64>> = hashes.iter().map(|h| rendezvous(h, &new_ids, 2)).collect();
+    let new_sets: Vec<Vec<u64>> = hashes.iter().map(|h| replicas(h, &new_ids, 2)).collect();
     let changed = old_sets.iter().zip(&new_sets).filter(|(o, n)| o != n).count();
     assert!(changed > 0 && changed < hashes.len(), "the test data must move some chunks, not all");
     // What must be copied: each new-set member lacking the chunk. (A still holds every

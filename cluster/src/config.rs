@@ -180,6 +180,11 @@ pub struct BlockdConfig {
     pub repair_interval_ms: u64,
     /// Most chunk copies a repair pass sends per second (0 = unlimited).
     pub repair_max_copies_per_sec: u32,
+    /// Pause between scrub passes (re-verify every local chunk, rewrite bad copies), in ms;
+    /// 0 turns the loop off.
+    pub scrub_interval_ms: u64,
+    /// Bytes per second a scrub pass reads and rewrites at most (0 = unlimited).
+    pub scrub_max_bytes_per_sec: u64,
     /// The S3 tier; off while `bucket` is empty.
     pub s3: S3Config,
 }
@@ -305,6 +310,8 @@ impl Default for BlockdConfig {
             advertise: String::new(),
             repair_interval_ms: 60_000,
             repair_max_copies_per_sec: 200,
+            scrub_interval_ms: 24 * 3600 * 1000,
+            scrub_max_bytes_per_sec: 64 << 20,
             s3: S3Config::default(),
         }
     }

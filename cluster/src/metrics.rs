@@ -64,3 +64,15 @@ pub const S3_LOCAL_BYTES: &str = "tessera_s3_local_segment_bytes";
 pub const S3_EVICTED_SEGMENTS: &str = "tessera_s3_evicted_segments_total";
 /// Counter: chunk reads served from S3 (ranged GET, verified).
 pub const S3_REMOTE_READS: &str = "tessera_s3_remote_reads_total";
+
+// Scrub of a block daemon (`blockd::scrub`).
+/// Counter: chunk copies a block daemon's scrub checked (read and re-hashed, or found lost).
+pub const SCRUB_CHECKED: &str = "tessera_scrub_checked_chunks_total";
+/// Counter: chunk copies scrub found corrupt (record header or BLAKE3 hash wrong, unreadable).
+pub const SCRUB_CORRUPT: &str = "tessera_scrub_corrupt_total";
+/// Counter: chunk copies scrub found missing (their segment file deleted or cut short).
+pub const SCRUB_MISSING: &str = "tessera_scrub_missing_total";
+/// Counter: corrupt or missing copies scrub rewrote from a peer's or the S3 tier's good copy.
+pub const SCRUB_REPAIRED: &str = "tessera_scrub_repaired_total";
+/// Counter: corrupt or missing copies scrub found no good copy of (no peer, no pack).
+pub const SCRUB_UNREPAIRABLE: &str = "tessera_scrub_unrepairable_total";

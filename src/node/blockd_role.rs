@@ -39,6 +39,10 @@ pub async fn start(
         metad_endpoints,
         advertise_addr,
         repair,
+        scrub: blockd::ScrubOptions {
+            interval: (b.scrub_interval_ms > 0).then(|| Duration::from_millis(b.scrub_interval_ms)),
+            max_bytes_per_sec: b.scrub_max_bytes_per_sec,
+        },
     };
     blockd::Blockd::start_with_tier(opts, s3_options(&b.s3, &config.blockd_dir())?, stop.clone())
         .await

@@ -943,7 +943,7 @@ impl Tier {
             seg_updates.push((id, SegmentState { end, sealed: true }));
             states.insert(id, SegTier::Evicted);
         }
-        let totals = index.commit(&entries, &seg_updates)?;
+        let totals = index.commit(&entries, &[], &seg_updates)?;
         self.shared.counters.set_totals(totals);
         let list: Vec<(u32, SegTier)> = states.iter().map(|(k, v)| (*k, *v)).collect();
         state::commit(index.db(), &rows, &list, true)?;

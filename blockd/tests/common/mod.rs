@@ -40,6 +40,7 @@ pub fn options(ca: &Ca, dir: &std::path::Path) -> BlockdOptions {
         metad_endpoints: Vec::new(),
         advertise_addr: None,
         repair: blockd::RepairOptions { interval: None, max_copies_per_sec: 0 },
+        scrub: blockd::ScrubOptions { interval: None, max_bytes_per_sec: 0 },
     }
 }
 
