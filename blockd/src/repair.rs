@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cluster::Shutdown;
+use cluster::metrics as names;
 use proto::ChunkHash;
 use proto::chunk_frame::{self, HEADER_LEN, Request, Status};
 use rustls::pki_types::CertificateDer;
@@ -265,7 +266,12 @@ impl Repairer {
                             held.insert((*i, *member), f);
                         }
                     }
-                    Err(e) => tracing::warn!(peer = %addr, error = %e, "repair could not ask a peer"),
+                    Err(e) => {
+                        // Down or stuck: leave it out for the rest of the pass (its chunks
+                        // are skipped, not waited on), it is asked again next pass.
+                        tracing::warn!(peer = %addr, error = %e, "repair could not ask a peer; skipping it this pass");
+                        addrs.remove(member);
+                    }
                 }
             }
 
@@ -303,10 +309,11 @@ impl Repairer {
                     match self.peers.put(addr, *hash, &data).await {
                         Ok(()) => {
                             report.copied += 1;
-                            metrics::counter!("tessera_repair_copies_total").increment(1);
+                            metrics::counter!(names::REPAIR_COPIES).increment(1);
                         }
                         Err(e) => {
-                            tracing::warn!(%hash, peer = %addr, error = %e, "repair copy failed");
+                            tracing::warn!(%hash, peer = %addr, error = %e, "repair copy failed; skipping the peer this pass");
+                            addrs.remove(&m);
                             report.skipped += 1;
                         }
                     }
@@ -318,7 +325,8 @@ impl Repairer {
         c.checked.fetch_add(report.checked, Ordering::Relaxed);
         c.copied.fetch_add(report.copied, Ordering::Relaxed);
         c.skipped.fetch_add(report.skipped, Ordering::Relaxed);
-        metrics::counter!("tessera_repair_chunks_checked_total").increment(report.checked);
+        metrics::counter!(names::REPAIR_CHECKED).increment(report.checked);
+        metrics::gauge!(names::REPAIR_UNCONFIRMED).set(report.skipped as f64);
         Ok(report)
     }
 }

@@ -212,6 +212,13 @@ pub struct S3Config {
     pub upload_concurrency: u32,
     /// A read of a chunk that exists only in S3 fails (NFS3ERR_IO) after this long.
     pub read_timeout_ms: u64,
+    /// How often a sealed segment whose chunks are not all located in S3 is checked again.
+    pub locate_interval_ms: u64,
+    /// A chunk still not in S3 this long after its segment was packed is uploaded by its
+    /// current primary (its first primary died or lacked it).
+    pub leftover_grace_ms: u64,
+    /// A chunk still not in S3 after this long is uploaded by any daemon holding it.
+    pub orphan_grace_ms: u64,
 }
 
 impl Default for S3Config {
@@ -226,6 +233,9 @@ impl Default for S3Config {
             local_bound_bytes: 2 << 30,
             upload_concurrency: 4,
             read_timeout_ms: 5000,
+            locate_interval_ms: 5_000,
+            leftover_grace_ms: 120_000,
+            orphan_grace_ms: 1_800_000,
         }
     }
 }
@@ -408,6 +418,10 @@ impl Config {
         }
         if self.nfs.max_record_bytes < 64 * 1024 {
             return invalid("nfs.max_record_bytes", "must be at least 64 KiB");
+        }
+        let s3 = &self.blockd.s3;
+        if s3.locate_interval_ms == 0 || s3.leftover_grace_ms > s3.orphan_grace_ms {
+            return invalid("blockd.s3.leftover_grace_ms", "locate_interval_ms must be positive and leftover_grace_ms <= orphan_grace_ms");
         }
         if self.blockd.segment_bytes < u64::from(g.chunk_max_bytes) * 2 {
             return invalid("blockd.segment_bytes", "must hold at least two maximum-size chunks");

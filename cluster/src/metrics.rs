@@ -76,3 +76,13 @@ pub const SCRUB_MISSING: &str = "tessera_scrub_missing_total";
 pub const SCRUB_REPAIRED: &str = "tessera_scrub_repaired_total";
 /// Counter: corrupt or missing copies scrub found no good copy of (no peer, no pack).
 pub const SCRUB_UNREPAIRABLE: &str = "tessera_scrub_unrepairable_total";
+
+// Anti-entropy re-replication of a block daemon (`blockd::repair`).
+/// Counter: chunk copies repair sent to replica-set members that lacked them.
+pub const REPAIR_COPIES: &str = "tessera_repair_copies_total";
+/// Counter: local chunks whose replica set a repair pass checked.
+pub const REPAIR_CHECKED: &str = "tessera_repair_chunks_checked_total";
+/// Gauge: chunks whose full replica set the last repair pass could not confirm or complete
+/// (a member unreachable, a copy failed, the local copy unreadable); 0 once every chunk this
+/// daemon leads is on all its replicas.
+pub const REPAIR_UNCONFIRMED: &str = "tessera_repair_unconfirmed_chunks";

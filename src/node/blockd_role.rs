@@ -65,5 +65,8 @@ fn s3_options(s3: &cluster::config::S3Config, blockd_dir: &std::path::Path) -> a
     o.local_bound_bytes = s3.local_bound_bytes;
     o.upload_concurrency = (s3.upload_concurrency as usize).max(1);
     o.read_timeout = Duration::from_millis(s3.read_timeout_ms);
+    o.locate_interval = Duration::from_millis(s3.locate_interval_ms);
+    o.leftover_grace = Duration::from_millis(s3.leftover_grace_ms);
+    o.orphan_grace = Duration::from_millis(s3.orphan_grace_ms);
     Ok(Some(o))
 }
