@@ -4,7 +4,8 @@
 //!
 //! What users rely on: a block daemon killed with SIGKILL in the middle of a large write
 //! loses nothing that was acknowledged, and once it is declared dead every chunk is back at
-//! its replication factor on the survivors.
+//! its replication factor on the survivors; a corrupt or deleted copy on one daemon is never
+//! served, and scrub puts it back.
 
 mod common;
 
@@ -12,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use common::chunks::ChunkProbe;
 use common::cluster::Cluster;
@@ -181,5 +183,83 @@ fn killing_a_block_daemon_mid_write_loses_nothing_and_chunks_return_to_three_rep
     assert!(short.is_empty(), "{} of {} chunks have fewer than 3 copies: {short:?}", short.len(), chunks.len());
     for i in std::iter::once(front).chain(survivors.iter().copied()) {
         assert!(cluster.panics(i).is_empty(), "node {} panicked: {:?}", i + 1, cluster.panics(i));
+    }
+}
+
+#[test]
+fn a_flipped_byte_and_a_deleted_segment_read_correctly_and_scrub_repairs_both() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::new(tmp.path());
+    cluster.common_env = fast();
+    cluster.common_env.push(("TESSERA_BLOCKD__SEGMENT_BYTES".into(), (4 * MIB).to_string()));
+    let front = cluster.add_node(&["metad", "gateway"]);
+    let daemons: Vec<usize> = (0..3).map(|_| cluster.add_node(&["blockd"])).collect();
+    cluster.start_all();
+    let rt = runtime();
+    let url = cluster.metad_urls()[0].clone();
+    cluster.wait_until("three block daemons are live", Duration::from_secs(30), || live_daemons(&rt, &url).len() == 3);
+
+    let content = random_bytes(32 * MIB, 7);
+    let local = tmp.path().join("f.bin");
+    std::fs::write(&local, &content).expect("write local file");
+    nfs_cp(local.to_str().expect("utf-8"), &cluster.nfs_url(front, "/export", "f"));
+    cluster.wait_until("the gateway flushed everything", Duration::from_secs(60), || {
+        cluster.metric(front, "tessera_gateway_dirty_bytes") == 0.0
+    });
+
+    // With daemon X stopped: flip one byte of a chunk in one segment, delete another segment.
+    let x = daemons[0];
+    cluster.stop(x);
+    let dir = cluster.blockd_dir(x);
+    let records = blockd::scan_records(&dir).expect("scan");
+    let before: HashSet<ChunkHash> = records.iter().map(|r| r.hash).collect();
+    let mut by_segment: HashMap<PathBuf, Vec<&blockd::RecordLocation>> = HashMap::new();
+    for r in &records {
+        by_segment.entry(r.segment.clone()).or_default().push(r);
+    }
+    let mut segments: Vec<_> = by_segment.into_iter().filter(|(_, rs)| rs.len() >= 2).collect();
+    segments.sort_by_key(|(p, _)| p.clone());
+    assert!(segments.len() >= 3, "several full segments ({})", segments.len());
+    let flipped = segments[0].1[1];
+    let (deleted, deleted_records) = (&segments[1].0, segments[1].1.len());
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().read(true).write(true).open(&flipped.segment).expect("open segment");
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, flipped.data_offset + 100).expect("read");
+        f.write_all_at(&[b[0] ^ 0x5a], flipped.data_offset + 100).expect("flip");
+    }
+    std::fs::remove_file(deleted).expect("delete a segment");
+    assert_eq!(blockd::verify_store(&dir).expect("verify").corrupt.len(), 1, "the flipped record is seen as corrupt");
+
+    // X restarts with a short scrub interval; clients read correct bytes meanwhile (the
+    // gateway, restarted so its cache is empty, falls back to the other replicas).
+    cluster.nodes[x].env.push(("TESSERA_BLOCKD__SCRUB_INTERVAL_MS".into(), "1000".into()));
+    cluster.start(x);
+    cluster.stop(front);
+    cluster.start(front);
+    let back = nfs_cat(&cluster.nfs_url(front, "/export", "f"))
+        .unwrap_or_else(|e| panic!("nfs-cat: {e}; warnings:\n{}", cluster.warnings()));
+    assert!(back == content, "the file reads back identical with a corrupt and a missing copy on one daemon");
+
+    let want = (1 + deleted_records) as f64;
+    cluster.wait_until("scrub repaired the flipped chunk and the deleted segment", Duration::from_secs(60), || {
+        cluster.metric(x, "tessera_scrub_repaired_total") >= want
+    });
+    println!(
+        "scrub on node{}: {} corrupt, {} missing, {} repaired",
+        x + 1,
+        cluster.metric(x, "tessera_scrub_corrupt_total"),
+        cluster.metric(x, "tessera_scrub_missing_total"),
+        cluster.metric(x, "tessera_scrub_repaired_total")
+    );
+    cluster.stop(x);
+    let report = blockd::verify_store(&dir).expect("verify after scrub");
+    assert!(report.corrupt.is_empty(), "verify finds nothing corrupt after scrub: {:?}", report.corrupt);
+    let after: HashSet<ChunkHash> = blockd::scan_records(&dir).expect("scan").into_iter().map(|r| r.hash).collect();
+    let lost: Vec<_> = before.difference(&after).collect();
+    assert!(lost.is_empty(), "{} chunks the daemon held are not back on its disk", lost.len());
+    for i in [front, daemons[1], daemons[2]] {
+        assert!(cluster.panics(i).is_empty(), "node {} panicked", i + 1);
     }
 }

@@ -184,8 +184,8 @@ enum Verdict {
     Skipped,
 }
 
-/// The live peers of this pass (listed once, on the first repair).
-type PeerList = Option<Vec<(u64, SocketAddr)>>;
+/// The peers of this pass (listed once, on the first repair): id, address, judged live.
+type PeerList = Option<Vec<(u64, SocketAddr, bool)>>;
 
 impl Scrubber {
     pub(crate) fn new(id: u64, store: Arc<Store>, peers: Option<Peers>, opts: &ScrubOptions) -> Scrubber {
@@ -354,9 +354,14 @@ impl Scrubber {
                 *peers = Some(self.live_peers(p).await);
             }
             let list = peers.as_deref().unwrap_or_default();
-            let ids: Vec<u64> = list.iter().map(|(id, _)| *id).collect();
-            for id in cluster::placement::replicas(&hash, &ids, ids.len()) {
-                let Some((_, addr)) = list.iter().find(|(i, _)| *i == id) else { continue };
+            // Live peers in rendezvous order, then those metad lists but does not judge
+            // live (a copy is verified, so asking a daemon metad missed costs only time).
+            let ids = |live: bool| -> Vec<u64> { list.iter().filter(|p| p.2 == live).map(|p| p.0).collect() };
+            let (live, others) = (ids(true), ids(false));
+            let mut order = cluster::placement::replicas(&hash, &live, live.len());
+            order.extend(cluster::placement::replicas(&hash, &others, others.len()));
+            for id in order {
+                let Some((_, addr, _)) = list.iter().find(|(i, _, _)| *i == id) else { continue };
                 match p.client.get(*addr, hash).await {
                     Ok(chunk) => return Some(chunk),
                     Err(e) => tracing::debug!(%hash, peer = %addr, error = %e, "no good copy from this peer"),
@@ -374,14 +379,15 @@ impl Scrubber {
         }
     }
 
-    /// The live daemons other than this one, from metad (none if metad cannot answer).
-    async fn live_peers(&self, p: &Peers) -> Vec<(u64, SocketAddr)> {
+    /// The daemons other than this one, from metad, with whether metad judges them live
+    /// (none if metad cannot answer).
+    async fn live_peers(&self, p: &Peers) -> Vec<(u64, SocketAddr, bool)> {
         match p.metad.list_block_daemons().await {
             Ok(list) => list
                 .daemons
                 .iter()
-                .filter(|d| d.live && d.id != self.id)
-                .filter_map(|d| d.addr.parse().ok().map(|a| (d.id, a)))
+                .filter(|d| d.id != self.id)
+                .filter_map(|d| d.addr.parse().ok().map(|a| (d.id, a, d.live)))
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, "scrub could not list the block daemons; repairing from S3 only this pass");

@@ -7,11 +7,12 @@
 //! and reused while the daemon keeps its address), and the replication rules:
 //! - put: HAS on the whole replica set, PUT to every replica lacking the chunk, in
 //!   parallel; `Ok` only when all `rf` replicas hold it durably (invariant 3). A failed
-//!   replica refreshes the view and the put is retried on the new replica set, with
-//!   backoff, until `put_deadline`; then `FsError::Unavailable` (NFS3ERR_JUKEBOX: the
+//!   replica (or an attempt unanswered after `attempt_timeout`) refreshes the view and the
+//!   put is retried on the new replica set, with backoff, until `put_deadline`; then `FsError::Unavailable` (NFS3ERR_JUKEBOX: the
 //!   client retries). `NoSpace` from any replica is `FsError::NoSpace` at once.
 //! - get: the replicas in rendezvous order, then every other live daemon (placement may
-//!   have changed since the chunk was written); an answer is taken only if its BLAKE3 hash
+//!   have changed since the chunk was written), then the daemons metad lists as not live
+//!   (a daemon whose heartbeats metad missed, e.g. across a metad restart); an answer is taken only if its BLAKE3 hash
 //!   matches; corrupt, missing or unreachable moves to the next; none left is `FsError::Io`.
 //! - has: true only if every replica of the set holds the chunk, so the write path's
 //!   dedup never skips a missing replica; a replica that cannot answer counts as lacking.
@@ -116,6 +117,10 @@ struct View {
     generation: u64,
     /// Live daemons' ids.
     live: Vec<u64>,
+    /// Daemons metad lists but does not judge live (silent for a while, or metad itself just
+    /// restarted): never placed on, but asked for a chunk when no live daemon can serve it.
+    others: Vec<u64>,
+    /// Addresses of both.
     addrs: HashMap<u64, String>,
     default_rf: usize,
     fetched: Instant,
@@ -124,17 +129,18 @@ struct View {
 impl View {
     fn from_reply(reply: pb::ListBlockDaemonsReply, generation: u64) -> View {
         let mut live = Vec::new();
+        let mut others = Vec::new();
         let mut addrs = HashMap::new();
         for d in reply.daemons {
-            if d.live && !d.addr.is_empty() && addrs.insert(d.id, d.addr).is_none() {
-                live.push(d.id);
+            if !d.addr.is_empty() && addrs.insert(d.id, d.addr).is_none() {
+                if d.live { live.push(d.id) } else { others.push(d.id) }
             }
         }
         let default_rf = match reply.default_replication_factor {
             0 => placement::default_rf(live.len()),
             n => n as usize,
         };
-        View { generation, live, addrs, default_rf, fetched: Instant::now() }
+        View { generation, live, others, addrs, default_rf, fetched: Instant::now() }
     }
 
     /// The copies wanted for a share's `rf` (0 = the cluster default).
@@ -354,7 +360,10 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
     /// comment).
     pub async fn get_any(&self, hash: ChunkHash) -> Result<Bytes, FsError> {
         let view = self.current_view().await.map_err(|e| FsError::Io(format!("chunk {hash}: {e}")))?;
-        let order = placement::replicas(&hash, &view.live, view.live.len());
+        // Live daemons in rendezvous order, then (last resort: the bytes are verified, so
+        // asking costs only time) the ones metad does not currently judge live.
+        let mut order = placement::replicas(&hash, &view.live, view.live.len());
+        order.extend(placement::replicas(&hash, &view.others, view.others.len()));
         let mut errors = Vec::new();
         let mut unreachable = false;
         for id in order {

@@ -239,6 +239,21 @@ async fn has_is_false_unless_every_replica_holds_the_chunk() {
     assert_eq!(c.store.has_replicated(&[hash], 3).await.expect("has"), vec![false]);
 }
 
+#[tokio::test]
+async fn get_asks_daemons_not_judged_live_when_no_live_one_can_serve() {
+    let ids = [1, 2, 3];
+    let c = Cluster::new(&ids, 3);
+    let (hash, data) = chunk(9);
+    // Only daemon 3 holds the chunk, and metad does not currently judge it live.
+    c.daemon(3).put(hash, data.clone()).await.expect("seed");
+    *lock(&c.membership.0.current) = listing(&ids, &[3], 3);
+    assert_eq!(c.store.get(hash).await.expect("served by the daemon listed as not live"), data);
+    // Never placed on it: a put with rf 2 lands on the two live daemons only.
+    let (other, other_data) = chunk(10);
+    c.store.put_replicated(other, other_data, 2).await.expect("put");
+    assert_eq!(c.holders(&other), vec![1, 2]);
+}
+
 /// The engine over a replicated store of in-memory daemons.
 mod engine {
     use super::*;
