@@ -493,12 +493,33 @@ async fn lagging_follower_catches_up_from_a_snapshot() {
 }
 
 #[test]
-fn serve_refuses_roles_it_does_not_run_yet() {
+fn serve_explains_what_a_role_is_missing() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("gw.toml");
-    std::fs::write(&config, format!("data_dir = {:?}\nroles = [\"gateway\"]\n", dir.path().join("data"))).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(["serve", "--config"]).arg(&config).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("roles") && err.contains("Gateway"), "{err}");
+    let serve = |toml: String| {
+        let config = dir.path().join("node.toml");
+        std::fs::write(&config, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(["serve", "--config"]).arg(&config).output().unwrap();
+        assert!(!out.status.success(), "serve must refuse");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let data = dir.path().join("data");
+    // A gateway without metad on the node must be told where metad is.
+    let err = serve(format!("data_dir = {data:?}\nroles = [\"gateway\"]\n"));
+    assert!(err.contains("metad_endpoints"), "{err}");
+    // A block daemon without its certificate names the file and the command that makes it.
+    let err = serve(format!(
+        "data_dir = {data:?}\nroles = [\"blockd\"]\nmetad_endpoints = [\"http://127.0.0.1:1\"]\n"
+    ));
+    assert!(err.contains("tls.dir") && err.contains("issue-cert"), "{err}");
+    // tessera init-ca refuses to replace a CA; issue-cert refuses a directory without one.
+    let ca = dir.path().join("ca");
+    let tessera = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().unwrap();
+    assert!(tessera(&["init-ca", "--dir", ca.to_str().unwrap()]).status.success());
+    let again = tessera(&["init-ca", "--dir", ca.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already holds a CA"));
+    let out = dir.path().join("tls");
+    let no_ca = tessera(&["issue-cert", "--ca", "/nonexistent", "--role", "blockd", "--name", "127.0.0.1", "--out", out.to_str().unwrap()]);
+    assert!(!no_ca.status.success() && String::from_utf8_lossy(&no_ca.stderr).contains("init-ca"));
+    let bad_role = tessera(&["issue-cert", "--ca", ca.to_str().unwrap(), "--role", "king", "--name", "x", "--out", out.to_str().unwrap()]);
+    assert!(!bad_role.status.success());
 }
