@@ -23,6 +23,8 @@ use crate::{mount, nfs3};
 pub struct CallContext {
     pub xid: u32,
     pub cred: Credentials,
+    /// The client's address (the TCP peer); `None` when not known (in-process tests).
+    pub client: Option<std::net::SocketAddr>,
 }
 
 /// How a program handled a call.
@@ -37,9 +39,14 @@ pub enum ProcOutcome {
     SystemErr,
 }
 
-/// Decodes `record` as an RPC call, runs it against `vfs` and returns the encoded reply
-/// (without record marking), or `None` if the record gets no reply.
+/// [`handle_call`] for a caller whose address is not known.
 pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<Encoded> {
+    handle_call(vfs, record, None).await
+}
+
+/// Decodes `record` as an RPC call from `client`, runs it against `vfs` and returns the
+/// encoded reply (without record marking), or `None` if the record gets no reply.
+pub async fn handle_call<V: Vfs>(vfs: &V, record: Bytes, client: Option<std::net::SocketAddr>) -> Option<Encoded> {
     let header = match message::decode_call(&record) {
         Ok(h) => h,
         Err(rejection) => {
@@ -52,7 +59,7 @@ pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<Encoded> {
         message::write_accepted(&mut w, header.xid, AcceptStat::GarbageArgs);
         return Some(w.finish());
     };
-    let ctx = CallContext { xid: header.xid, cred: header.cred };
+    let ctx = CallContext { xid: header.xid, cred: header.cred, client };
     let (name, supported) = match header.prog {
         nfs3::PROGRAM => (nfs3::proc_name(header.proc_num), header.vers == nfs3::VERSION),
         mount::PROGRAM => (mount::proc_name(header.proc_num), header.vers == mount::VERSION),

@@ -14,5 +14,5 @@ pub mod message;
 pub mod record;
 
 pub use auth::Credentials;
-pub use dispatch::{CallContext, ProcOutcome, handle_record};
+pub use dispatch::{CallContext, ProcOutcome, handle_call, handle_record};
 pub use error::ProtocolError;

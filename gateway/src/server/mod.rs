@@ -19,7 +19,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::rpc::{handle_record, record};
+use crate::rpc::{handle_call, record};
 use crate::vfs::Vfs;
 use crate::xdr::Encoded;
 
@@ -83,11 +83,12 @@ pub async fn serve<V: Vfs>(
 
 async fn connection<V: Vfs>(stream: TcpStream, vfs: Arc<V>, opts: NfsServerOptions, shutdown: Shutdown) -> io::Result<()> {
     stream.set_nodelay(true)?;
+    let peer = stream.peer_addr().ok();
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Encoded>(MAX_IN_FLIGHT);
     let closed = shutdown.child_token();
     let writer_task = tokio::spawn(write_replies(writer, rx, closed.clone()));
-    let read_result = read_calls(reader, vfs, opts, tx, closed.clone()).await;
+    let read_result = read_calls(reader, peer, vfs, opts, tx, closed.clone()).await;
     // The reader is done; the writer drains the replies of calls still running, then ends
     // when the last of them drops its sender.
     let write_result = writer_task.await.unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -97,6 +98,7 @@ async fn connection<V: Vfs>(stream: TcpStream, vfs: Arc<V>, opts: NfsServerOptio
 
 async fn read_calls<V: Vfs>(
     mut reader: OwnedReadHalf,
+    peer: Option<std::net::SocketAddr>,
     vfs: Arc<V>,
     opts: NfsServerOptions,
     tx: mpsc::Sender<Encoded>,
@@ -112,7 +114,7 @@ async fn read_calls<V: Vfs>(
             };
             let (vfs, tx) = (vfs.clone(), tx.clone());
             tokio::spawn(async move {
-                if let Some(reply) = handle_record(&*vfs, rec).await {
+                if let Some(reply) = handle_call(&*vfs, rec, peer).await {
                     let _ = tx.send(reply).await;
                 }
                 drop(permit);
