@@ -142,6 +142,7 @@ fn handles_and_readdir_cookies_from_one_gateway_work_on_the_other() {
             }
         }
         assert!(pages >= 4, "the listing took several pages ({pages})");
+        assert_eq!(&seen[..2], &[".".to_string(), "..".to_string()], "\".\" and \"..\" come first");
         let listed: BTreeSet<String> = seen.iter().filter(|n| *n != "." && *n != "..").cloned().collect();
         assert_eq!(listed.len(), seen.iter().filter(|n| *n != "." && *n != "..").count(), "no entry listed twice");
         assert_eq!(listed, want, "pages alternating between gateways list every entry once");

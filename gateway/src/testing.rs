@@ -259,8 +259,13 @@ impl Vfs for MemVfs {
         let mut s = self.lock();
         s.seen(cred);
         let d = s.dir(dir)?;
-        let ino = d.children.get(name).ok_or(FsError::NotFound)?;
-        let attr = s.nodes.get(ino).ok_or(FsError::NotFound)?.attr;
+        let ino = match name {
+            b"." => dir.ino,
+            // The directory holding this one (the root is its own parent).
+            b".." => s.nodes.iter().find(|(_, n)| n.children.values().any(|c| *c == dir.ino)).map_or(dir.ino, |(i, _)| *i),
+            _ => *d.children.get(name).ok_or(FsError::NotFound)?,
+        };
+        let attr = s.nodes.get(&ino).ok_or(FsError::NotFound)?.attr;
         Ok(pb::LookupReply { attr: Some(attr), dir: Some(d.attr) })
     }
 
@@ -335,11 +340,14 @@ impl Vfs for MemVfs {
             return Err(FsError::BadCookie);
         }
         let d = s.dir(dir)?;
-        let skip = usize::try_from(cookie).map_err(|_| FsError::Invalid("cookie".into()))?;
+        // Cookies as metad gives them: entry i has cookie FIRST_ENTRY_COOKIE + i (1 and 2 are
+        // "." and "..", which the NFS layer lists).
+        let first = crate::nfs3::readdir::FIRST_ENTRY_COOKIE;
+        let skip = usize::try_from((cookie + 1).saturating_sub(first)).map_err(|_| FsError::Invalid("cookie".into()))?;
         let mut entries = Vec::new();
         for (i, (name, ino)) in d.children.iter().enumerate().skip(skip).take(max_entries as usize) {
             let attr = s.nodes.get(ino).map(|n| n.attr);
-            entries.push(pb::DirEntry { name: name.clone(), cookie: i as u64 + 1, attr });
+            entries.push(pb::DirEntry { name: name.clone(), cookie: i as u64 + first, attr });
         }
         let eof = skip + entries.len() >= d.children.len();
         Ok(pb::ReadDirReply { entries, eof, dir: Some(d.attr), cookie_verifier: COOKIE_VERIFIER })

@@ -9,7 +9,7 @@
 pub mod args;
 mod namespace;
 mod procs;
-mod readdir;
+pub(crate) mod readdir;
 pub mod status;
 pub mod types;
 

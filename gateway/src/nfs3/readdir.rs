@@ -4,7 +4,10 @@
 //! the client's `count` (READDIR) or `maxcount` / `dircount` (READDIRPLUS; `dircount`
 //! counts fileid + name + cookie only, and 0 means "no separate limit"). Cookies and the
 //! cookie verifier come from the `Vfs` (cookie 0 = start). `eof` is set only when the
-//! `Vfs` said eof and every entry it returned fitted. "." and ".." are not synthesized.
+//! `Vfs` said eof and every entry it returned fitted. "." (cookie 1) and ".." (cookie 2)
+//! are listed first, as clients and tools expect: metad's directory slots start at 3
+//! ([`FIRST_ENTRY_COOKIE`]), so these two cookies never name a real entry and a listing
+//! resumed after either continues with metad's first entry. ".." of a share root is the root.
 //!
 //! Must never: send a reply larger than the client asked for, or claim eof early. The
 //! client's cookie verifier is passed through, not checked here (metad owns cookie
@@ -25,6 +28,11 @@ use crate::xdr::{XdrWriter, opaque_size};
 const FIXED_SIZE: usize = 4 + POST_OP_ATTR_SIZE + 8 + 4 + 4;
 /// Smallest READDIR entry (value_follows + fileid + 1..4-byte name + cookie).
 const MIN_ENTRY: usize = 4 + 8 + 8 + 8;
+/// Cookie of ".", then of ".."; metad's first directory slot is [`FIRST_ENTRY_COOKIE`].
+const DOT_COOKIE: u64 = 1;
+const DOTDOT_COOKIE: u64 = 2;
+/// The first cookie metad gives a directory entry (`metad::model::FIRST_SLOT`).
+pub const FIRST_ENTRY_COOKIE: u64 = 3;
 /// Most entries asked of the Vfs in one call.
 const MAX_ENTRIES: usize = 4096;
 
@@ -53,8 +61,22 @@ pub async fn readdir<V: Vfs>(
     let min_entry = MIN_ENTRY + if plus { plus_part_size(None) } else { 0 };
     let max_entries = (max.saturating_sub(FIXED_SIZE) / min_entry).clamp(1, MAX_ENTRIES) as u32;
     let verifier = u64::from_be_bytes(a.verifier);
-    let r: Result<pb::ReadDirReply, FsError> =
-        async { vfs.readdir(&ctx.cred.cred(), a.fh?, a.cookie, verifier, max_entries).await }.await;
+    let cred = ctx.cred.cred();
+    let r: Result<pb::ReadDirReply, FsError> = async {
+        let dir = a.fh?;
+        let mut reply = vfs.readdir(&cred, dir, a.cookie, verifier, max_entries).await?;
+        if a.cookie < DOTDOT_COOKIE {
+            let parent = vfs.lookup(&cred, dir, b"..").await?.attr;
+            let mut dots = Vec::with_capacity(2);
+            if a.cookie < DOT_COOKIE {
+                dots.push(pb::DirEntry { name: b".".to_vec(), cookie: DOT_COOKIE, attr: reply.dir.clone() });
+            }
+            dots.push(pb::DirEntry { name: b"..".to_vec(), cookie: DOTDOT_COOKIE, attr: parent });
+            reply.entries.splice(0..0, dots);
+        }
+        Ok(reply)
+    }
+    .await;
     let reply = match r {
         Ok(reply) => reply,
         Err(e) => return Ok(fail(w, &e, no_attr)),

@@ -412,7 +412,13 @@ async fn mkdir_remove_rmdir() {
 }
 
 /// Reads the whole root with READDIR(PLUS) pages of at most `count` bytes.
+/// Every name (without "." and "..") and the number of calls it took.
 async fn list(vfs: &MemVfs, plus: bool, count: u32) -> (Vec<Vec<u8>>, usize) {
+    let (names, calls) = list_all(vfs, plus, count).await;
+    (names.into_iter().filter(|n| n != b"." && n != b"..").collect(), calls)
+}
+
+async fn list_all(vfs: &MemVfs, plus: bool, count: u32) -> (Vec<Vec<u8>>, usize) {
     let (mut names, mut cookie, mut calls) = (Vec::new(), 0u64, 0);
     loop {
         calls += 1;
@@ -460,6 +466,10 @@ async fn readdir_pages_within_count() {
     }
     let (names, calls) = list(&vfs, false, 4096).await;
     assert_eq!((names.clone(), calls), (expected.clone(), 1));
+    let (all, _) = list_all(&vfs, false, 4096).await;
+    assert_eq!(&all[..2], &[b".".to_vec(), b"..".to_vec()], "\".\" and \"..\" come first");
+    let (all, _) = list_all(&vfs, true, 300).await;
+    assert_eq!(&all[..2], &[b".".to_vec(), b"..".to_vec()], "also in READDIRPLUS pages, resumed after each");
     let (names, calls) = list(&vfs, false, 200).await;
     assert_eq!(names, expected);
     assert!(calls > 4, "small count pages ({calls} calls)");
