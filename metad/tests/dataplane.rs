@@ -213,6 +213,31 @@ async fn share_replication_factor_round_trips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_stat_reports_live_capacity_divided_by_the_replication_factor() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = single(dir.path(), Liveness::default()).await;
+    let svc = MetaService::new(m.clone());
+    let root = svc
+        .get_share(Request::new(pb::GetShareRequest { export_path: "/export".into() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .root
+        .and_then(|a| a.node);
+    let stat = || svc.fs_stat(Request::new(pb::FsStatRequest { node: root }));
+    assert_eq!(stat().await.unwrap().into_inner().capacity_bytes, 0, "no daemon yet: unknown");
+    for id in 1..=3 {
+        svc.heartbeat(Request::new(beat(id, &format!("127.0.0.1:{}", 7000 + id), 100 << 30))).await.unwrap();
+    }
+    let s = stat().await.unwrap().into_inner();
+    assert_eq!((s.capacity_bytes, s.free_bytes), (1 << 40, 100 << 30), "3 x (1 TiB, 100 GiB) at the default rf 3");
+    m.set_share_replication("/export", 1).await.unwrap();
+    let s = stat().await.unwrap().into_inner();
+    assert_eq!((s.capacity_bytes, s.free_bytes), (3 << 40, 300 << 30), "rf 1: every byte counts");
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_creates_shares_and_sets_their_replication() {
     use proto::pb::control_server::Control;
     let dir = tempfile::tempdir().unwrap();

@@ -303,7 +303,7 @@ impl MetaApi for FakeMeta {
 
     async fn fs_stat(&self, _node: pb::NodeRef) -> Result<pb::FsStatReply, FsError> {
         let st = lock(&self.0.state);
-        Ok(pb::FsStatReply { files: st.inodes.len() as u64, bytes_used: st.inodes.values().map(|i| i.attr.used).sum() })
+        Ok(pb::FsStatReply { files: st.inodes.len() as u64, bytes_used: st.inodes.values().map(|i| i.attr.used).sum(), ..Default::default() })
     }
 
     async fn symlink(&self, req: pb::SymlinkRequest) -> Result<pb::CreateReply, FsError> {

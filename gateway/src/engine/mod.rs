@@ -27,8 +27,9 @@
 //! COMMIT, SETATTR), `flush` (one file's flush), `read` (READ and chunk fetching), `cache`,
 //! `chunker`, `verifier`, `background` (idle/pressure flusher, `flush_all`), `vfs_impl`.
 //!
-//! Simplifications, documented: one CommitExtents per contiguous dirty span (not one per file); FSSTAT capacity is an
-//! estimate (`fsstat` in `vfs_impl`); attributes in WRITE replies may come from a cache of
+//! Simplifications, documented: one CommitExtents per contiguous dirty span (not one per file); FSSTAT capacity is the live
+//! block daemons' as of their last heartbeats, divided by the share's replication factor
+//! (`fsstat` in `vfs_impl`); attributes in WRITE replies may come from a cache of
 //! metad's last answer for this file no older than `files::ATTR_TTL` (size extended over the
 //! buffer; mtime/change move only when a flush commits). Each file keeps its last committed
 //! chunk (`FileInner::tail`, at most one chunk, outside the write budget) so a sequential

@@ -203,9 +203,16 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
 
     async fn fsstat(&self, node: FileHandle) -> Result<FsStat, FsError> {
         let s = self.meta.fs_stat(node.into()).await?;
+        // The cluster's capacity as metad knows it from block daemon heartbeats; before any
+        // daemon has reported, an assumed capacity (clients refuse a zero-sized filesystem).
+        let (total_bytes, free_bytes) = if s.capacity_bytes > 0 {
+            (s.capacity_bytes, s.free_bytes.min(s.capacity_bytes))
+        } else {
+            (ASSUMED_CAPACITY_BYTES, ASSUMED_CAPACITY_BYTES.saturating_sub(s.bytes_used))
+        };
         Ok(FsStat {
-            total_bytes: ASSUMED_CAPACITY_BYTES,
-            free_bytes: ASSUMED_CAPACITY_BYTES.saturating_sub(s.bytes_used),
+            total_bytes,
+            free_bytes,
             total_files: s.files.saturating_add(ASSUMED_FREE_FILES),
             free_files: ASSUMED_FREE_FILES,
         })

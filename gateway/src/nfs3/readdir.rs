@@ -33,6 +33,7 @@ const DOT_COOKIE: u64 = 1;
 const DOTDOT_COOKIE: u64 = 2;
 /// The first cookie metad gives a directory entry (`metad::model::FIRST_SLOT`).
 pub const FIRST_ENTRY_COOKIE: u64 = 3;
+const _: () = assert!(DOT_COOKIE < DOTDOT_COOKIE && DOTDOT_COOKIE < FIRST_ENTRY_COOKIE);
 /// Most entries asked of the Vfs in one call.
 const MAX_ENTRIES: usize = 4096;
 

@@ -189,14 +189,15 @@ impl ReadTables {
         Ok((perm::access_mask(cred, &attr.inode, mask), attr))
     }
 
-    /// (files, bytes used) of the share the handle lives in.
-    pub fn fs_stat(&self, key: &NodeKey) -> Result<(u64, u64)> {
+    /// (files, bytes used, replication factor — 0 for the cluster default) of the share the
+    /// handle lives in.
+    pub fn fs_stat(&self, key: &NodeKey) -> Result<(u64, u64, u32)> {
         let attr = self.get_attr(key)?;
         let share = access::get_share(&self.shares, attr.inode.share_id)?.ok_or_else(|| MetadError::Corrupt {
             what: "share",
             reason: format!("share {} missing", attr.inode.share_id),
         })?;
-        Ok((share.files, share.bytes_used))
+        Ok((share.files, share.bytes_used, share.replication_factor))
     }
 
     fn share_out(&self, share_id: u64, rec: ShareRec) -> Result<ShareOut> {

@@ -273,8 +273,20 @@ impl pb::meta_server::Meta for MetaService {
 
     async fn fs_stat(&self, request: Request<pb::FsStatRequest>) -> Result<Response<pb::FsStatReply>, Status> {
         let node = convert::node_key(request.get_ref().node.as_ref()).map_err(fs)?;
-        let (files, bytes_used) = self.metad.read(move |t| t.fs_stat(&node)).await.map_err(status)?;
-        Ok(Response::new(pb::FsStatReply { files, bytes_used }))
+        let ((files, bytes_used, share_rf), daemons) =
+            self.metad.read(move |t| Ok((t.fs_stat(&node)?, t.block_daemons()?))).await.map_err(status)?;
+        // Capacity: the live block daemons' raw bytes, divided by the copies each chunk takes.
+        let now = convert::now_ms();
+        let dead_after_ms = duration_ms(self.metad.liveness().dead_after);
+        let live: Vec<pb::BlockDaemon> =
+            daemons.into_iter().map(|(id, d)| daemon_to_pb(id, d, now, dead_after_ms)).filter(|d| d.live).collect();
+        let rf = match share_rf {
+            0 => cluster::placement::default_rf(live.len()),
+            n => n as usize,
+        } as u64;
+        let capacity_bytes = live.iter().map(|d| d.capacity_bytes).fold(0u64, u64::saturating_add) / rf.max(1);
+        let free_bytes = live.iter().map(|d| d.free_bytes).fold(0u64, u64::saturating_add) / rf.max(1);
+        Ok(Response::new(pb::FsStatReply { files, bytes_used, capacity_bytes, free_bytes }))
     }
 
     async fn symlink(&self, request: Request<pb::SymlinkRequest>) -> Result<Response<pb::CreateReply>, Status> {
