@@ -1,15 +1,18 @@
 //! An embedded portmapper (RFC 1833 §3: program 100000, version 2), sans-IO.
 //!
 //! Owns: answering NULL, GETPORT and DUMP from a fixed table — NFS 100003 v3 and MOUNT
-//! 100005 v3 on TCP at the NFS port, and the portmapper itself on TCP at its own port —
-//! so `mount -t nfs host:/export /mnt` finds both programs without `port=`/`mountport=`.
-//! Nothing is served over UDP: GETPORT for UDP (or any unknown mapping) answers port 0,
-//! which clients take as "not registered" and then try TCP. SET and UNSET answer `false`
+//! 100005 v3 on TCP at the NFS port, and the portmapper itself on TCP and UDP at its own
+//! port — so `mount -t nfs host:/export /mnt` finds both programs without
+//! `port=`/`mountport=`. The portmapper answers over UDP too because libtirpc (`rpcinfo`)
+//! and `mount.nfs` may ask it over UDP first; an ICMP "port unreachable" would end their
+//! search, a port-0 answer makes them try TCP. NFS and MOUNT are not served over UDP:
+//! GETPORT for UDP (or any unknown mapping) answers port 0, "not registered". SET and UNSET answer `false`
 //! (nobody may register here), CALLIT (an amplification vector) is PROC_UNAVAIL. Other
 //! versions (rpcbind 3 and 4) get PROG_MISMATCH 2..2, upon which clients fall back to
 //! version 2.
 //!
 //! Must never: keep state between calls, or touch a socket (that is `server::portmap`).
+//! A record is a TCP record (record marking removed) or a whole UDP datagram.
 
 use crate::rpc::message::{self, AcceptStat};
 use crate::xdr::{Encoded, XdrReader, XdrWriter};
@@ -44,14 +47,16 @@ pub struct Portmap {
 }
 
 impl Portmap {
-    /// NFS and MOUNT v3 on TCP `nfs_port`, and the portmapper itself on TCP `own_port`.
+    /// NFS and MOUNT v3 on TCP `nfs_port`, and the portmapper itself on TCP and UDP
+    /// `own_port`.
     pub fn new(nfs_port: u16, own_port: u16) -> Portmap {
-        let tcp = |prog, vers, port: u16| Mapping { prog, vers, prot: IPPROTO_TCP, port: u32::from(port) };
+        let map = |prog, vers, prot, port: u16| Mapping { prog, vers, prot, port: u32::from(port) };
         Portmap {
             mappings: vec![
-                tcp(PROGRAM, VERSION, own_port),
-                tcp(nfs3::PROGRAM, nfs3::VERSION, nfs_port),
-                tcp(mount::PROGRAM, mount::VERSION, nfs_port),
+                map(PROGRAM, VERSION, IPPROTO_TCP, own_port),
+                map(PROGRAM, VERSION, IPPROTO_UDP, own_port),
+                map(nfs3::PROGRAM, nfs3::VERSION, IPPROTO_TCP, nfs_port),
+                map(mount::PROGRAM, mount::VERSION, IPPROTO_TCP, nfs_port),
             ],
         }
     }
@@ -60,9 +65,13 @@ impl Portmap {
         &self.mappings
     }
 
-    /// The port of `prog` version `vers` over `prot`, 0 if not served.
+    /// The port of `prog` over `prot`, 0 if not served. Like rpcbind's portmapper, the
+    /// version only chooses among several mappings of the program (exact match first):
+    /// `rpcinfo` asks with version 0 and then learns the versions from PROG_MISMATCH.
     pub fn getport(&self, prog: u32, vers: u32, prot: u32) -> u32 {
-        self.mappings.iter().find(|m| (m.prog, m.vers, m.prot) == (prog, vers, prot)).map_or(0, |m| m.port)
+        let mut of_prog = self.mappings.iter().filter(|m| (m.prog, m.prot) == (prog, prot));
+        let first = of_prog.clone().next();
+        of_prog.find(|m| m.vers == vers).or(first).map_or(0, |m| m.port)
     }
 
     /// Answers one RPC record (without record marking); `None` if it gets no reply.
@@ -157,9 +166,12 @@ mod tests {
         check(&call(2, 2, 3, &[100_003, 3, IPPROTO_TCP, 0]), &[0, 2049]);
         check(&call(3, 2, 3, &[100_005, 3, IPPROTO_TCP, 0]), &[0, 2049]);
         check(&call(4, 2, 3, &[100_005, 3, IPPROTO_UDP, 0]), &[0, 0]);
-        check(&call(5, 2, 3, &[100_005, 1, IPPROTO_TCP, 0]), &[0, 0]);
+        check(&call(5, 2, 3, &[100_005, 1, IPPROTO_TCP, 0]), &[0, 2049]); // any version
+        check(&call(5, 2, 3, &[100_227, 3, IPPROTO_TCP, 0]), &[0, 0]);
         check(&call(6, 2, 3, &[100_000, 2, IPPROTO_TCP, 0]), &[0, 111]);
-        check(&call(7, 2, 4, &[]), &[0, 1, 100_000, 2, 6, 111, 1, 100_003, 3, 6, 2049, 1, 100_005, 3, 6, 2049, 0]);
+        check(&call(7, 2, 4, &[]), &[
+            0, 1, 100_000, 2, 6, 111, 1, 100_000, 2, 17, 111, 1, 100_003, 3, 6, 2049, 1, 100_005, 3, 6, 2049, 0,
+        ]);
         check(&call(8, 2, 1, &[100_003, 3, IPPROTO_TCP, 9]), &[0, 0]);
         check(&call(9, 2, 2, &[100_003, 3, IPPROTO_TCP, 9]), &[0, 0]);
         check(&call(10, 2, 5, &[100_003, 3, 0, 0]), &[3]);

@@ -14,7 +14,7 @@ use anyhow::Context;
 use cluster::config::Config;
 use cluster::tls::CertificateDer;
 use gateway::engine::{BlockdSource, Engine, EngineOptions};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 pub struct GatewayRole {
@@ -23,7 +23,7 @@ pub struct GatewayRole {
     pub portmap_addr: Option<SocketAddr>,
     engine: Arc<Engine>,
     server: JoinHandle<std::io::Result<()>>,
-    portmap: Option<JoinHandle<std::io::Result<()>>>,
+    portmap: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 impl GatewayRole {
@@ -46,13 +46,14 @@ impl GatewayRole {
             .context("binding the NFS listener")?;
         let nfs_addr = listener.local_addr()?;
         // Bind the portmapper before serving, so a bind error leaves nothing running.
-        let portmap_listener = match config.nfs.portmap_port {
+        let portmap_sockets = match config.nfs.portmap_port {
             0 => None,
-            port => Some(
-                TcpListener::bind(SocketAddr::new(config.nfs.bind, port))
-                    .await
-                    .context("binding the portmapper listener (nfs.portmap_port)")?,
-            ),
+            port => {
+                let addr = SocketAddr::new(config.nfs.bind, port);
+                let tcp = TcpListener::bind(addr).await.context("binding the portmapper's TCP port (nfs.portmap_port)")?;
+                let udp = UdpSocket::bind(addr).await.context("binding the portmapper's UDP port (nfs.portmap_port)")?;
+                Some((tcp, udp))
+            }
         };
         let drc = gateway::rpc::DuplicateRequestCache::new(gateway::rpc::DrcOptions {
             max_entries: usize::try_from(config.nfs.drc_entries).unwrap_or(usize::MAX),
@@ -65,15 +66,14 @@ impl GatewayRole {
             stop.clone(),
         ));
         let mut portmap_addr = None;
-        let portmap = match portmap_listener {
-            None => None,
-            Some(l) => {
-                let addr = l.local_addr()?;
-                portmap_addr = Some(addr);
-                let map = gateway::portmap::Portmap::new(nfs_addr.port(), addr.port());
-                Some(tokio::spawn(gateway::server::serve_portmap(l, map, stop.clone())))
-            }
-        };
+        let mut portmap = Vec::new();
+        if let Some((tcp, udp)) = portmap_sockets {
+            let addr = tcp.local_addr()?;
+            portmap_addr = Some(addr);
+            let map = gateway::portmap::Portmap::new(nfs_addr.port(), addr.port());
+            portmap.push(tokio::spawn(gateway::server::serve_portmap(tcp, map.clone(), stop.clone())));
+            portmap.push(tokio::spawn(gateway::server::serve_portmap_udp(udp, map, stop.clone())));
+        }
         Ok(GatewayRole { nfs_addr, portmap_addr, engine, server, portmap })
     }
 
@@ -85,7 +85,7 @@ impl GatewayRole {
             Err(e) => tracing::warn!(error = %e, "NFS server task ended abnormally"),
             Ok(Ok(())) => {}
         }
-        if let Some(portmap) = self.portmap {
+        for portmap in self.portmap {
             match portmap.await {
                 Ok(Err(e)) => tracing::warn!(error = %e, "portmapper ended with an error"),
                 Err(e) => tracing::warn!(error = %e, "portmapper task ended abnormally"),

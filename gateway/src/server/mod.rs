@@ -29,7 +29,7 @@ mod portmap;
 #[cfg(test)]
 mod tests;
 
-pub use portmap::serve_portmap;
+pub use portmap::{serve_portmap, serve_portmap_udp};
 
 /// Calls of one connection being served at once.
 pub const MAX_IN_FLIGHT: usize = 64;

@@ -1,7 +1,8 @@
-//! The embedded portmapper's TCP listener around the sans-IO `portmap` core.
+//! The embedded portmapper's TCP listener and UDP socket around the sans-IO `portmap` core.
 //!
 //! Owns: accepting connections until shutdown and answering each one's records in order
-//! (portmapper calls are tiny and cheap: no per-connection concurrency).
+//! (portmapper calls are tiny and cheap: no per-connection concurrency), and answering
+//! UDP datagrams one by one.
 //!
 //! Must never: accept a record over `portmap::MAX_RECORD_BYTES` (the connection is
 //! closed), or let one connection's failure affect another.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes};
 use cluster::Shutdown;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::portmap::{MAX_RECORD_BYTES, Portmap};
 use crate::rpc::record;
@@ -61,6 +62,30 @@ async fn connection(mut stream: TcpStream, map: &Portmap, shutdown: &Shutdown) -
         };
         if n == 0 {
             return Ok(());
+        }
+    }
+}
+
+/// Serves the portmapper on UDP `socket` until `shutdown`: one reply datagram per call
+/// datagram (a datagram is a whole record; larger ones are cut to the buffer and then
+/// fail to decode).
+pub async fn serve_portmap_udp(socket: UdpSocket, map: Portmap, shutdown: Shutdown) -> io::Result<()> {
+    let mut buf = vec![0u8; MAX_RECORD_BYTES as usize];
+    loop {
+        let (n, peer) = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    // ICMP errors of earlier replies surface here on some systems: not fatal.
+                    tracing::debug!(error = %e, "portmapper UDP receive failed");
+                    continue;
+                }
+            },
+        };
+        let Some(reply) = buf.get(..n).and_then(|d| map.handle_record(d)) else { continue };
+        if let Err(e) = socket.send_to(&reply.to_vec(), peer).await {
+            tracing::debug!(%peer, error = %e, "portmapper UDP reply not sent");
         }
     }
 }
