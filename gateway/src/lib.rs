@@ -14,6 +14,8 @@
 //! delegate to `Vfs`; they never talk to metad or blockd themselves.
 
 pub mod engine;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mount;
 pub mod nfs3;
 pub mod portmap;
