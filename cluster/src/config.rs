@@ -496,6 +496,24 @@ mod tests {
     }
 
     #[test]
+    fn nfs_cache_and_portmapper_keys_are_checked() {
+        let check = |edit: fn(&mut NfsConfig), key: &str| {
+            let mut c = Config::default();
+            edit(&mut c.nfs);
+            match c.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("expected {key} to be refused, got {other:?}"),
+            }
+        };
+        check(|n| n.drc_entries = 0, "nfs.drc_entries");
+        check(|n| n.drc_bytes = 1024, "nfs.drc_bytes");
+        check(|n| n.portmap_port = n.port, "nfs.portmap_port");
+        let mut c = Config::default();
+        c.nfs.portmap_port = 111;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
