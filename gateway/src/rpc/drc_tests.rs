@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use crate::rpc::drc::{DrcKey, Lookup};
 use crate::rpc::{DrcOptions, DuplicateRequestCache, handle_call_with_drc};
 use crate::testing::MemVfs;
 use crate::xdr::{XdrReader, XdrWriter};
@@ -136,4 +137,24 @@ async fn the_cache_is_bounded() {
         let _ = send(&vfs, &drc, create_exclusive(xid, name.as_bytes(), [0; 8]), "10.0.0.1:1").await;
         assert!(drc.len() <= 8 && drc.bytes() <= 4096);
     }
+}
+
+#[tokio::test]
+async fn a_retransmission_of_a_call_in_progress_waits_and_does_not_run_it() {
+    let vfs = MemVfs::new();
+    let drc = DuplicateRequestCache::default();
+    let _ = send(&vfs, &drc, create_exclusive(1, b"f", [0; 8]), "10.0.0.1:1").await;
+    // The original REMOVE is "still running": its entry is in the cache, in progress.
+    let rec = remove(2, b"f", 1);
+    let header = crate::rpc::message::decode_call(&rec).unwrap();
+    let key = DrcKey::new(2, "10.0.0.1".parse().unwrap(), [NFS, 3, REMOVE], &header.cred, &rec[header.args_offset..]);
+    let Lookup::New(original) = drc.lookup(key) else { panic!("a new entry") };
+
+    let retransmission = send(&vfs, &drc, rec, "10.0.0.1:2");
+    tokio::pin!(retransmission);
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(200), &mut retransmission).await;
+    assert!(waited.is_err(), "the retransmission waits for the original");
+    assert!(vfs.file(b"f").is_some(), "and does not run the REMOVE itself");
+    original.complete(&Bytes::from_static(b"\0\0\0\x02the original reply.."), true);
+    assert_eq!(retransmission.await, b"\0\0\0\x02the original reply..");
 }
