@@ -160,6 +160,13 @@ pub struct NfsConfig {
     pub port: u16,
     /// Largest RPC record accepted, in bytes; a larger record marker closes the connection.
     pub max_record_bytes: u32,
+    /// Most entries of the duplicate request cache (replies of non-idempotent calls kept
+    /// for retransmissions), oldest evicted first.
+    pub drc_entries: u32,
+    /// Most bytes of the duplicate request cache (replies plus a fixed cost per entry).
+    pub drc_bytes: u64,
+    /// TCP port of the embedded portmapper (program 100000 v2) on `bind`; 0 = off.
+    pub portmap_port: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -306,7 +313,14 @@ impl Default for MetadConfig {
 
 impl Default for NfsConfig {
     fn default() -> Self {
-        NfsConfig { bind: LOCALHOST, port: 12049, max_record_bytes: DEFAULT_MAX_RECORD_BYTES }
+        NfsConfig {
+            bind: LOCALHOST,
+            port: 12049,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            drc_entries: 4096,
+            drc_bytes: 16 << 20,
+            portmap_port: 0,
+        }
     }
 }
 
@@ -419,6 +433,15 @@ impl Config {
         if self.nfs.max_record_bytes < 64 * 1024 {
             return invalid("nfs.max_record_bytes", "must be at least 64 KiB");
         }
+        if !(1..=(1 << 20)).contains(&self.nfs.drc_entries) {
+            return invalid("nfs.drc_entries", "must be within 1 ..= 1048576");
+        }
+        if !((64 << 10)..=(4 << 30)).contains(&self.nfs.drc_bytes) {
+            return invalid("nfs.drc_bytes", "must be within 64 KiB ..= 4 GiB");
+        }
+        if self.nfs.portmap_port != 0 && self.nfs.portmap_port == self.nfs.port {
+            return invalid("nfs.portmap_port", "must differ from nfs.port");
+        }
         let s3 = &self.blockd.s3;
         if s3.locate_interval_ms == 0 || s3.leftover_grace_ms > s3.orphan_grace_ms {
             return invalid("blockd.s3.leftover_grace_ms", "locate_interval_ms must be positive and leftover_grace_ms <= orphan_grace_ms");
@@ -470,6 +493,24 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn nfs_cache_and_portmapper_keys_are_checked() {
+        let check = |edit: fn(&mut NfsConfig), key: &str| {
+            let mut c = Config::default();
+            edit(&mut c.nfs);
+            match c.validate() {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("expected {key} to be refused, got {other:?}"),
+            }
+        };
+        check(|n| n.drc_entries = 0, "nfs.drc_entries");
+        check(|n| n.drc_bytes = 1024, "nfs.drc_bytes");
+        check(|n| n.portmap_port = n.port, "nfs.portmap_port");
+        let mut c = Config::default();
+        c.nfs.portmap_port = 111;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -86,3 +86,7 @@ pub const REPAIR_CHECKED: &str = "tessera_repair_chunks_checked_total";
 /// (a member unreachable, a copy failed, the local copy unreadable); 0 once every chunk this
 /// daemon leads is on all its replicas.
 pub const REPAIR_UNCONFIRMED: &str = "tessera_repair_unconfirmed_chunks";
+
+// Duplicate request cache of the NFS gateway (`gateway::rpc::drc`).
+/// Counter: retransmitted non-idempotent NFS calls answered with the original call's reply.
+pub const NFS_DRC_HITS: &str = "tessera_nfs_drc_hits_total";

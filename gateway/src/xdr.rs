@@ -144,6 +144,14 @@ impl Encoded {
         self.head.freeze().chain(self.tail).chain(pad)
     }
 
+    /// The bytes as one buffer: the head itself when there is no tail, else a copy.
+    pub fn into_bytes(self) -> Bytes {
+        if self.tail.is_empty() {
+            return self.head.freeze();
+        }
+        Bytes::from(self.to_vec())
+    }
+
     /// The bytes flattened into one vector (tests, small replies).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len());
@@ -151,6 +159,18 @@ impl Encoded {
         out.extend_from_slice(&self.tail);
         out.resize(self.len(), 0);
         out
+    }
+}
+
+/// Already encoded bytes (a cached reply), kept by reference when their length is a
+/// multiple of four (as every XDR encoding's is), copied otherwise.
+impl From<Bytes> for Encoded {
+    fn from(bytes: Bytes) -> Self {
+        if pad_len(bytes.len()) == 0 {
+            Encoded { head: BytesMut::new(), tail: bytes }
+        } else {
+            Encoded { head: BytesMut::from(&bytes[..]), tail: Bytes::new() }
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! The gateway role of a node: the I/O engine and the NFS listener.
 //!
 //! Owns: building the engine from `gateway.*` keys (one static block daemon in `tessera
-//! dev`, the live daemons metad lists in `tessera serve`), serving NFSv3 + MOUNT, and the
-//! gateway-first half of shutdown (stop taking requests, then flush every buffered write).
+//! dev`, the live daemons metad lists in `tessera serve`), serving NFSv3 + MOUNT with the
+//! process's duplicate request cache (`nfs.drc_*`), the embedded portmapper when
+//! `nfs.portmap_port` is set, and the gateway-first half of shutdown (stop taking
+//! requests, then flush every buffered write).
 //! Must never: hold protocol or engine logic.
 
 use std::net::SocketAddr;
@@ -10,15 +12,18 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cluster::config::Config;
-use gateway::engine::{BlockdSource, Engine, EngineOptions};
 use cluster::tls::CertificateDer;
-use tokio::net::TcpListener;
+use gateway::engine::{BlockdSource, Engine, EngineOptions};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
 pub struct GatewayRole {
     pub nfs_addr: SocketAddr,
+    /// The embedded portmapper's address, when `nfs.portmap_port` is set.
+    pub portmap_addr: Option<SocketAddr>,
     engine: Arc<Engine>,
     server: JoinHandle<std::io::Result<()>>,
+    portmap: Vec<JoinHandle<std::io::Result<()>>>,
 }
 
 impl GatewayRole {
@@ -40,13 +45,36 @@ impl GatewayRole {
             .await
             .context("binding the NFS listener")?;
         let nfs_addr = listener.local_addr()?;
+        // Bind the portmapper before serving, so a bind error leaves nothing running.
+        let portmap_sockets = match config.nfs.portmap_port {
+            0 => None,
+            port => {
+                let addr = SocketAddr::new(config.nfs.bind, port);
+                let tcp = TcpListener::bind(addr).await.context("binding the portmapper's TCP port (nfs.portmap_port)")?;
+                let udp = UdpSocket::bind(addr).await.context("binding the portmapper's UDP port (nfs.portmap_port)")?;
+                Some((tcp, udp))
+            }
+        };
+        let drc = gateway::rpc::DuplicateRequestCache::new(gateway::rpc::DrcOptions {
+            max_entries: usize::try_from(config.nfs.drc_entries).unwrap_or(usize::MAX),
+            max_bytes: usize::try_from(config.nfs.drc_bytes).unwrap_or(usize::MAX),
+        });
         let server = tokio::spawn(gateway::server::serve(
             listener,
             Arc::clone(&engine),
-            gateway::server::NfsServerOptions { max_record_bytes: config.nfs.max_record_bytes },
+            gateway::server::NfsServerOptions { max_record_bytes: config.nfs.max_record_bytes, drc: Arc::new(drc) },
             stop.clone(),
         ));
-        Ok(GatewayRole { nfs_addr, engine, server })
+        let mut portmap_addr = None;
+        let mut portmap = Vec::new();
+        if let Some((tcp, udp)) = portmap_sockets {
+            let addr = tcp.local_addr()?;
+            portmap_addr = Some(addr);
+            let map = gateway::portmap::Portmap::new(nfs_addr.port(), addr.port());
+            portmap.push(tokio::spawn(gateway::server::serve_portmap(tcp, map.clone(), stop.clone())));
+            portmap.push(tokio::spawn(gateway::server::serve_portmap_udp(udp, map, stop.clone())));
+        }
+        Ok(GatewayRole { nfs_addr, portmap_addr, engine, server, portmap })
     }
 
     /// After `stop` was cancelled: waits for the listener, then makes every buffered write
@@ -56,6 +84,13 @@ impl GatewayRole {
             Ok(Err(e)) => tracing::warn!(error = %e, "NFS server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "NFS server task ended abnormally"),
             Ok(Ok(())) => {}
+        }
+        for portmap in self.portmap {
+            match portmap.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "portmapper ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "portmapper task ended abnormally"),
+                Ok(Ok(())) => {}
+            }
         }
         if let Err(e) = self.engine.flush_all().await {
             tracing::error!(error = %e, "flushing buffered writes at shutdown failed");

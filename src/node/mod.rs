@@ -62,7 +62,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     )
     .await?;
 
-    print_banner(&config, gateway.nfs_addr, metad.control_addr);
+    print_banner(&config, gateway.nfs_addr, gateway.portmap_addr, metad.control_addr);
 
     let signal = cluster::shutdown::wait_for_signal().await?;
     tracing::info!(signal, "stopping: gateway first, then blockd and metad");
@@ -75,19 +75,26 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(config: &Config, nfs: SocketAddr, control: SocketAddr) {
+fn print_banner(config: &Config, nfs: SocketAddr, portmap: Option<SocketAddr>, control: SocketAddr) {
     let host = nfs.ip();
     let port = nfs.port();
     println!("Tessera dev is running (data in {}).", config.data_dir.display());
     println!("  NFSv3 + MOUNT: {nfs}   export: /export");
+    if let Some(pm) = portmap {
+        println!("  portmapper:    {pm}");
+    }
     println!("  control API:   {control}");
     println!("  metrics:       http://{}/metrics", config.metrics.addr());
     println!("Try it:");
     println!("  nfs-ls 'nfs://{host}/export?version=3&nfsport={port}&mountport={port}'");
     println!("  nfs-cp ./file 'nfs://{host}/export/file?version=3&nfsport={port}&mountport={port}'");
-    println!("  sudo mount -t nfs -o vers=3,port={port},mountport={port},tcp,nolock {host}:/export /mnt");
+    match portmap {
+        Some(pm) if pm.port() == 111 => println!("  sudo mount -t nfs -o vers=3,tcp,nolock {host}:/export /mnt"),
+        _ => println!("  sudo mount -t nfs -o vers=3,port={port},mountport={port},tcp,nolock {host}:/export /mnt"),
+    }
     // One machine-readable line, for scripts and tests.
-    println!("TESSERA_READY nfs={nfs} control={control} metrics={}", config.metrics.addr());
+    let pm = portmap.map(|a| format!(" portmap={a}")).unwrap_or_default();
+    println!("TESSERA_READY nfs={nfs} control={control} metrics={}{pm}", config.metrics.addr());
 }
 
 /// Runs the roles `config.roles` names until SIGTERM/SIGINT, then stops them gateway first.
@@ -141,6 +148,9 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
             let g = GatewayRole::start(&config, metad_endpoints, BlockdSource::FromMetad, ca.clone(), id, &gateway_stop)
                 .await?;
             ready.push(format!("nfs={}", g.nfs_addr));
+            if let Some(pm) = g.portmap_addr {
+                ready.push(format!("portmap={pm}"));
+            }
             Some(g)
         }
         _ => None,

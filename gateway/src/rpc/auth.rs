@@ -1,8 +1,10 @@
 //! ONC RPC credentials (RFC 5531 §8-9, appendix A): AUTH_NONE and AUTH_SYS.
 //!
 //! Owns: decoding a call's credential into `Credentials` with the protocol limits
-//! (machine name <= 255 bytes, <= 16 supplementary gids), and the identity a procedure
-//! acts as. Every other flavour (AUTH_DH, RPCSEC_GSS, ...) is refused with AUTH_BADCRED.
+//! (machine name <= 255 bytes, <= 16 supplementary gids, nothing after the gids; an
+//! AUTH_NONE body is empty), and the identity a procedure acts as. Every other flavour
+//! (AUTH_DH, RPCSEC_GSS, ...) and a malformed credential are refused with AUTH_BADCRED; a
+//! verifier other than an empty AUTH_NONE one with AUTH_BADVERF (as Linux's knfsd does).
 //!
 //! Must never: trust the credential for security. AUTH_SYS is what the client claims;
 //! the gateway passes it on (`Credentials::cred`) and metad checks permissions against it.
@@ -29,6 +31,8 @@ pub const NOBODY: u32 = 65534;
 pub enum AuthStat {
     /// Malformed credential, or a flavour this server does not accept.
     BadCred = 1,
+    /// A verifier other than an empty AUTH_NONE one (AUTH_NONE and AUTH_SYS carry none).
+    BadVerf = 2,
 }
 
 /// A decoded AUTH_SYS credential.
@@ -83,7 +87,7 @@ impl Credentials {
 /// Decodes the credential body of flavour `flavor`.
 pub fn decode_credentials(flavor: u32, body: &[u8]) -> Result<Credentials, AuthStat> {
     match flavor {
-        AUTH_NONE => Ok(Credentials::None),
+        AUTH_NONE if body.is_empty() => Ok(Credentials::None),
         AUTH_SYS => decode_auth_sys(body).map(Credentials::Sys).map_err(|_| AuthStat::BadCred),
         _ => Err(AuthStat::BadCred),
     }
@@ -100,7 +104,15 @@ fn decode_auth_sys(body: &[u8]) -> Result<AuthSys, ProtocolError> {
         return Err(ProtocolError::TooLong { len: count, max: MAX_GIDS });
     }
     let gids = (0..count).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+    if r.remaining() != 0 {
+        return Err(ProtocolError::TooLong { len: body.len(), max: r.position() });
+    }
     Ok(AuthSys { stamp, machine_name, uid, gid, gids })
+}
+
+/// Checks the verifier of an AUTH_NONE or AUTH_SYS call: AUTH_NONE, empty.
+pub fn check_verifier(flavor: u32, body: &[u8]) -> Result<(), AuthStat> {
+    if flavor == AUTH_NONE && body.is_empty() { Ok(()) } else { Err(AuthStat::BadVerf) }
 }
 
 #[cfg(test)]
@@ -142,6 +154,10 @@ mod tests {
         );
         check(6, &[], Err(AuthStat::BadCred)); // RPCSEC_GSS
         check(3, &[], Err(AuthStat::BadCred)); // AUTH_DH
+        check(AUTH_NONE, &[0, 0, 0, 0], Err(AuthStat::BadCred));
+        assert_eq!(check_verifier(AUTH_NONE, &[]), Ok(()));
+        assert_eq!(check_verifier(AUTH_SYS, &[]), Err(AuthStat::BadVerf));
+        assert_eq!(check_verifier(AUTH_NONE, &[0, 0, 0, 0]), Err(AuthStat::BadVerf));
     }
 
     #[test]
@@ -152,6 +168,9 @@ mod tests {
         let mut truncated = sys_body(b"h", &[1, 2]);
         truncated.truncate(truncated.len() - 4);
         check(AUTH_SYS, &truncated, Err(AuthStat::BadCred));
+        let mut trailing = sys_body(b"h", &[1, 2]);
+        trailing.extend_from_slice(&[0; 4]);
+        check(AUTH_SYS, &trailing, Err(AuthStat::BadCred));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! One RPC record in, one reply out: the sans-IO heart of the NFS front end.
 //!
 //! Owns: routing a decoded call to its program (NFSv3 100003 v3, MOUNT 100005 v3),
-//! answering PROG_UNAVAIL / PROG_MISMATCH / PROC_UNAVAIL / GARBAGE_ARGS / SYSTEM_ERR, and
-//! the per-procedure metrics (`tessera_nfs_*`, label `proc`).
+//! answering PROG_UNAVAIL / PROG_MISMATCH / PROC_UNAVAIL / GARBAGE_ARGS / SYSTEM_ERR,
+//! consulting the duplicate request cache (`drc`) for the non-idempotent NFSv3 procedures,
+//! and the per-procedure metrics (`tessera_nfs_*`, label `proc`).
 //!
 //! Must never: block, touch a socket, or panic on a record's contents. A record that
 //! cannot be answered (no xid, not a CALL) yields no reply.
@@ -10,9 +11,10 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use cluster::metrics::{NFS_ERRORS, NFS_LATENCY, NFS_REQUESTS};
+use cluster::metrics::{NFS_DRC_HITS, NFS_ERRORS, NFS_LATENCY, NFS_REQUESTS};
 
 use crate::rpc::auth::Credentials;
+use crate::rpc::drc::{self, DrcKey, DuplicateRequestCache, Lookup};
 use crate::rpc::message::{self, AcceptStat};
 use crate::vfs::Vfs;
 use crate::xdr::{Encoded, XdrWriter};
@@ -44,9 +46,23 @@ pub async fn handle_record<V: Vfs>(vfs: &V, record: Bytes) -> Option<Encoded> {
     handle_call(vfs, record, None).await
 }
 
+/// [`handle_call_with_drc`] without a duplicate request cache.
+pub async fn handle_call<V: Vfs>(vfs: &V, record: Bytes, client: Option<std::net::SocketAddr>) -> Option<Encoded> {
+    handle_call_with_drc(vfs, None, record, client).await
+}
+
 /// Decodes `record` as an RPC call from `client`, runs it against `vfs` and returns the
 /// encoded reply (without record marking), or `None` if the record gets no reply.
-pub async fn handle_call<V: Vfs>(vfs: &V, record: Bytes, client: Option<std::net::SocketAddr>) -> Option<Encoded> {
+///
+/// With a `drc` and a known `client`, a non-idempotent NFSv3 call that was seen before
+/// (same xid, client address and call bytes) is answered with the original's reply, or
+/// waits for it while the original runs (see `rpc::drc`).
+pub async fn handle_call_with_drc<V: Vfs>(
+    vfs: &V,
+    drc: Option<&DuplicateRequestCache>,
+    record: Bytes,
+    client: Option<std::net::SocketAddr>,
+) -> Option<Encoded> {
     let header = match message::decode_call(&record) {
         Ok(h) => h,
         Err(rejection) => {
@@ -75,6 +91,28 @@ pub async fn handle_call<V: Vfs>(vfs: &V, record: Bytes, client: Option<std::net
         return Some(w.finish());
     }
 
+    let cache = match (drc, client) {
+        (Some(drc), Some(client)) if header.prog == nfs3::PROGRAM && drc::caches_nfs3(header.proc_num) => {
+            let key =
+                DrcKey::new(header.xid, client.ip(), [header.prog, header.vers, header.proc_num], &ctx.cred, &args);
+            match drc.lookup(key) {
+                Lookup::New(pending) => Some(pending),
+                Lookup::Replay(reply) => {
+                    metrics::counter!(NFS_DRC_HITS).increment(1);
+                    tracing::debug!(xid = ctx.xid, %client, proc = name, "retransmission answered from the DRC");
+                    return Some(Encoded::from(reply));
+                }
+                Lookup::InProgress(rx) => {
+                    tracing::debug!(xid = ctx.xid, %client, proc = name, "retransmission of a call in progress");
+                    let reply = drc::wait_for_reply(rx, drc::IN_PROGRESS_WAIT).await?;
+                    metrics::counter!(NFS_DRC_HITS).increment(1);
+                    return Some(Encoded::from(reply));
+                }
+            }
+        }
+        _ => None,
+    };
+
     let start = Instant::now();
     message::write_accepted(&mut w, header.xid, AcceptStat::Success);
     let results_at = w.len();
@@ -102,5 +140,8 @@ pub async fn handle_call<V: Vfs>(vfs: &V, record: Bytes, client: Option<std::net
     }
     metrics::histogram!(NFS_LATENCY, "proc" => label).record(start.elapsed().as_secs_f64());
     tracing::trace!(xid = ctx.xid, proc = label, ?outcome, "RPC call answered");
-    Some(w.finish())
+    let Some(pending) = cache else { return Some(w.finish()) };
+    let reply = w.finish().into_bytes();
+    pending.complete(&reply, matches!(outcome, ProcOutcome::Ok | ProcOutcome::Failed));
+    Some(Encoded::from(reply))
 }

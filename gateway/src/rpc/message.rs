@@ -56,9 +56,10 @@ pub fn decode_call(record: &[u8]) -> Result<CallHeader, CallRejection> {
     let proc_num = r.u32().map_err(garbage)?;
     let cred_flavor = r.u32().map_err(garbage)?;
     let cred_body = r.opaque(auth::MAX_AUTH_BYTES).map_err(garbage)?;
-    let _verf_flavor = r.u32().map_err(garbage)?;
-    let _verf_body = r.opaque(auth::MAX_AUTH_BYTES).map_err(garbage)?;
+    let verf_flavor = r.u32().map_err(garbage)?;
+    let verf_body = r.opaque(auth::MAX_AUTH_BYTES).map_err(garbage)?;
     let cred = auth::decode_credentials(cred_flavor, cred_body).map_err(|stat| CallRejection::Auth { xid, stat })?;
+    auth::check_verifier(verf_flavor, verf_body).map_err(|stat| CallRejection::Auth { xid, stat })?;
     Ok(CallHeader { xid, prog, vers, proc_num, cred, args_offset: r.position() })
 }
 
@@ -182,6 +183,9 @@ mod tests {
         check(&good[..20], Err(CallRejection::Garbage { xid: 7 }));
         check(&good[..6], Err(CallRejection::Drop));
         check(&words(&[7, REPLY, 0]), Err(CallRejection::Drop));
+        let mut bad_verf = call_bytes(10, 2, 100003, 3, 1, (0, &[]));
+        bad_verf[32..36].copy_from_slice(&1u32.to_be_bytes());
+        check(&bad_verf, Err(CallRejection::Auth { xid: 10, stat: AuthStat::BadVerf }));
         // A credential body over 400 bytes is garbage, whatever its flavour.
         check(&call_bytes(5, 2, 100003, 3, 1, (1, &[0; 404])), Err(CallRejection::Garbage { xid: 5 }));
     }

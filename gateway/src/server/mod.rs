@@ -5,9 +5,11 @@
 //! `MAX_IN_FLIGHT` per connection; reading pauses when the window is full), and a writer
 //! that sends replies (single-fragment record marking) in completion order.
 //!
+//! Every connection consults the one duplicate request cache of the server's options
+//! (`rpc::drc`), so a call retransmitted on a new connection gets the original's reply.
+//!
 //! Must never: let one connection's failure (oversized record, EOF, I/O error) affect
 //! another, or buffer more than the in-flight window of replies per connection.
-//! There is no duplicate-request cache yet: a retransmitted non-idempotent call runs again.
 
 use std::io;
 use std::sync::Arc;
@@ -19,12 +21,15 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::rpc::{handle_call, record};
+use crate::rpc::{DuplicateRequestCache, handle_call_with_drc, record};
 use crate::vfs::Vfs;
 use crate::xdr::Encoded;
 
+mod portmap;
 #[cfg(test)]
 mod tests;
+
+pub use portmap::{serve_portmap, serve_portmap_udp};
 
 /// Calls of one connection being served at once.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -32,16 +37,18 @@ pub const MAX_IN_FLIGHT: usize = 64;
 pub const DEFAULT_MAX_RECORD_BYTES: u32 = (1 << 20) + 64 * 1024;
 
 /// Server settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NfsServerOptions {
     /// Largest RPC record (all fragments) a client may send; a larger one closes the
     /// connection. Must be at least WTMAX plus headers for full-size WRITEs.
     pub max_record_bytes: u32,
+    /// The process's duplicate request cache, shared by every connection.
+    pub drc: Arc<DuplicateRequestCache>,
 }
 
 impl Default for NfsServerOptions {
     fn default() -> Self {
-        NfsServerOptions { max_record_bytes: DEFAULT_MAX_RECORD_BYTES }
+        NfsServerOptions { max_record_bytes: DEFAULT_MAX_RECORD_BYTES, drc: Arc::default() }
     }
 }
 
@@ -61,7 +68,7 @@ pub async fn serve<V: Vfs>(
         };
         match accepted {
             Ok((stream, peer)) => {
-                let (vfs, shutdown) = (vfs.clone(), shutdown.clone());
+                let (vfs, opts, shutdown) = (vfs.clone(), opts.clone(), shutdown.clone());
                 tokio::spawn(async move {
                     match connection(stream, vfs, opts, shutdown).await {
                         Ok(()) => tracing::debug!(%peer, "NFS connection closed"),
@@ -112,9 +119,9 @@ async fn read_calls<V: Vfs>(
                 () = closed.cancelled() => return Ok(()),
                 p = window.clone().acquire_owned() => p.map_err(io::Error::other)?,
             };
-            let (vfs, tx) = (vfs.clone(), tx.clone());
+            let (vfs, drc, tx) = (vfs.clone(), opts.drc.clone(), tx.clone());
             tokio::spawn(async move {
-                if let Some(reply) = handle_call(&*vfs, rec, peer).await {
+                if let Some(reply) = handle_call_with_drc(&*vfs, Some(&drc), rec, peer).await {
                     let _ = tx.send(reply).await;
                 }
                 drop(permit);
