@@ -1,0 +1,737 @@
+//! The data-plane benchmark: what the gateway engine writes and reads per second, next to
+//! the limits of the machine it runs on, and what the S3 tier uploads per second.
+//!
+//! One run prints one markdown table:
+//! - machine limits: sequential write of `size` MiB in 1 MiB writes with one fsync at the
+//!   end; 4 KiB append + fsync latency; BLAKE3 on one thread over 1 MiB buffers; the
+//!   engine's chunker (FastCDC + BLAKE3, one thread); loopback TCP (tokio, one connection,
+//!   1 MiB writes) and loopback QUIC (quinn + TLS, one stream, blockd's transport config);
+//! - the engine, for RF=1 (one block daemon) and RF=3 (three): a real metad
+//!   (`metad::testing::LocalGroup`, one voter), block daemons under mutual TLS from a
+//!   cluster CA, and `gateway::engine::Engine` with `BlockdSource::FromMetad`, driven
+//!   through its `Vfs` interface as the NFS front end drives it: 1 MiB UNSTABLE writes then
+//!   COMMIT, a cold and a warm sequential read of that file (1 MiB READs, one at a time), and
+//!   1 MiB FILE_SYNC writes to a second file. Data is random from fixed seeds, different per
+//!   file, so nothing deduplicates;
+//! - the S3 tier: one block daemon with 16 MiB segments uploading to the in-process S3
+//!   server (`blockd::s3::test_server`) on 127.0.0.1, `size` MiB of 128 KiB chunks put
+//!   straight into its store, timed until the tier reports every sealed segment uploaded.
+//!
+//! Every row also shows the bytes the process wrote to disk per data byte (`/proc/self/io`)
+//! and the CPU cores it kept busy (`/proc/self/stat`), which is what explains most gaps.
+//! Uses only public APIs of metad, blockd and the gateway; owns nothing but measurement.
+//! Temporary data lives in a directory under `--dir` that is removed at the end.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use blockd::s3::test_server::{AK, BUCKET, S3Server, SK};
+use blockd::{Blockd, BlockdOptions, ClientAuth, RepairOptions, S3Options};
+use bytes::Bytes;
+use cluster::Shutdown;
+use cluster::tls::{CHUNK_ALPN, Ca, DEV_SERVER_NAME, Identity, Role};
+use futures::StreamExt;
+use gateway::engine::chunker::{ChunkerParams, chunk_and_hash};
+use gateway::engine::{BlockdSource, Engine, EngineOptions};
+use gateway::vfs::{Stability, Vfs};
+use metad::testing::LocalGroup;
+use proto::pb::meta_client::MetaClient;
+use proto::{FileHandle, pb};
+use rand::{RngCore, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// MiB written and read per row (engine rows, disk, TCP/QUIC, S3).
+    #[arg(long, default_value_t = 1024)]
+    size_mib: u64,
+    /// Directory on the disk to measure; the benchmark's data goes into a temporary
+    /// directory inside it (default: the current directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+const MIB: u64 = 1 << 20;
+/// Appends measured for the 4 KiB write + fsync latency.
+const FSYNC_SAMPLES: usize = 2000;
+/// Bytes hashed for the BLAKE3 and chunker limits (a 64 MiB working set, repeated).
+const HASH_BYTES: u64 = 1 << 30;
+const HASH_WORKING_SET: usize = 64 << 20;
+/// Chunk size of the S3 rows: the engine's average chunk.
+const S3_CHUNK: usize = 128 << 10;
+const S3_SEGMENT: u64 = 16 * MIB;
+/// Concurrent puts into the S3 daemon's store (the engine's per-span PUT concurrency).
+const S3_PUT_CONCURRENCY: usize = 16;
+/// The tier has uploaded everything once nothing changed for longer than its scan interval.
+const S3_SETTLED: Duration = Duration::from_millis(1500);
+const S3_DEADLINE: Duration = Duration::from_secs(600);
+/// How long block daemons get to appear live in metad.
+const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(30);
+const EXPORT: &str = metad::testing::SHARE.1;
+
+fn root_cred() -> pb::Cred {
+    pb::Cred { uid: 0, gid: 0, gids: vec![] }
+}
+
+/// Random bytes from a fixed seed.
+fn random(len: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rngs::SmallRng::seed_from_u64(seed).fill_bytes(&mut v);
+    v
+}
+
+/// Bytes this process has caused to be written to storage so far (Linux /proc/self/io).
+fn disk_bytes_written() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines().find_map(|l| l.strip_prefix("write_bytes: ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// CPU seconds (user + system) this process has used so far (Linux /proc/self/stat; clock
+/// ticks are USER_HZ = 100 on Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// Wall time, disk bytes and CPU time of one measured phase.
+struct Meter {
+    start: Instant,
+    disk: Option<u64>,
+    cpu: Option<f64>,
+}
+
+struct Sample {
+    secs: f64,
+    bytes: u64,
+    disk_bytes: Option<u64>,
+    cores: Option<f64>,
+}
+
+impl Meter {
+    fn start() -> Meter {
+        Meter { disk: disk_bytes_written(), cpu: cpu_seconds(), start: Instant::now() }
+    }
+
+    /// Ends the phase, which moved `bytes` of data.
+    fn stop(self, bytes: u64) -> Sample {
+        self.stop_at(Instant::now(), bytes)
+    }
+
+    /// Ends the phase at `end` (earlier than now when the end was observed by polling).
+    fn stop_at(self, end: Instant, bytes: u64) -> Sample {
+        let secs = end.duration_since(self.start).as_secs_f64().max(1e-9);
+        let disk_bytes = match (self.disk, disk_bytes_written()) {
+            (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        };
+        let cores = match (self.cpu, cpu_seconds()) {
+            (Some(a), Some(b)) => Some((b - a) / Instant::now().duration_since(self.start).as_secs_f64().max(1e-9)),
+            _ => None,
+        };
+        Sample { secs, bytes, disk_bytes, cores }
+    }
+}
+
+impl Sample {
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / self.secs / 1e6
+    }
+}
+
+/// One line of the table.
+struct Row {
+    name: String,
+    mbps: Option<f64>,
+    vs: String,
+    disk_per_byte: Option<f64>,
+    cores: Option<f64>,
+    notes: String,
+}
+
+impl Row {
+    fn from_sample(name: impl Into<String>, s: &Sample, vs: String, notes: String) -> Row {
+        Row {
+            name: name.into(),
+            mbps: Some(s.mb_per_sec()),
+            vs,
+            disk_per_byte: s.disk_bytes.map(|d| d as f64 / s.bytes.max(1) as f64),
+            cores: s.cores,
+            notes,
+        }
+    }
+
+    fn print(&self) {
+        let opt = |v: Option<f64>, digits: usize| v.map_or("—".to_string(), |v| format!("{v:.digits$}"));
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            self.name,
+            opt(self.mbps, 0),
+            self.vs,
+            opt(self.disk_per_byte, 2),
+            opt(self.cores, 2),
+            self.notes
+        );
+    }
+}
+
+/// "0.42× disk"
+fn ratio(value: f64, limit: f64, what: &str) -> String {
+    if limit > 0.0 { format!("{:.2}× {what}", value / limit) } else { "—".to_string() }
+}
+
+/// The limits engine rows are compared with (MB/s).
+struct Limits {
+    disk: f64,
+    tcp: f64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.size_mib == 0 {
+        bail!("--size-mib must be at least 1");
+    }
+    cluster::tls::install_crypto_provider();
+    let base = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    let tmp = tempfile::Builder::new()
+        .prefix("tessera-dataplane-")
+        .tempdir_in(&base)
+        .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
+    let size = args.size_mib * MIB;
+
+    println!(
+        "dataplane benchmark: {} MiB per row; data in {}; 1 MB = 10^6 bytes",
+        args.size_mib,
+        tmp.path().display()
+    );
+    println!("| row | MB/s | vs limit | disk bytes written per data byte | CPU cores busy | notes |");
+    println!("|---|---|---|---|---|---|");
+
+    // Machine limits.
+    let disk = disk_sequential_write(tmp.path(), size).await?;
+    let disk_row = Row::from_sample(
+        "disk: sequential write, 1 MiB writes, one fsync at the end",
+        &disk,
+        "limit".into(),
+        format!("{} MiB", args.size_mib),
+    );
+    disk_row.print();
+    let (p50, p99) = fsync_latency(tmp.path()).await?;
+    Row {
+        name: "disk: 4 KiB append + fsync".into(),
+        mbps: None,
+        vs: "limit".into(),
+        disk_per_byte: None,
+        cores: None,
+        notes: format!("p50 {:.3} ms, p99 {:.3} ms ({FSYNC_SAMPLES} appends)", ms(p50), ms(p99)),
+    }
+    .print();
+    let hash = tokio::task::spawn_blocking(blake3_single_thread).await.context("BLAKE3 task")?;
+    Row::from_sample("BLAKE3, one thread, 1 MiB buffers", &hash, "limit".into(), "64 MiB working set".into()).print();
+    let chunker = tokio::task::spawn_blocking(chunker_single_thread).await.context("chunker task")??;
+    Row::from_sample(
+        "engine chunker (FastCDC 32/128/512 KiB + BLAKE3), one thread",
+        &chunker,
+        ratio(chunker.mb_per_sec(), hash.mb_per_sec(), "BLAKE3"),
+        "what one flush's chunking costs".into(),
+    )
+    .print();
+    let tcp = tcp_loopback(size).await?;
+    Row::from_sample("loopback TCP, one connection, 1 MiB writes", &tcp, "limit".into(), "tokio, TCP_NODELAY".into())
+        .print();
+    let quic = quic_loopback(size).await?;
+    Row::from_sample(
+        "loopback QUIC, one stream, 1 MiB writes",
+        &quic,
+        ratio(quic.mb_per_sec(), tcp.mb_per_sec(), "TCP"),
+        "quinn + TLS 1.3 (aws-lc-rs), blockd's transport config".into(),
+    )
+    .print();
+    let limits = Limits { disk: disk.mb_per_sec(), tcp: tcp.mb_per_sec() };
+
+    // The engine.
+    for rf in [1usize, 3] {
+        for row in engine_rows(tmp.path(), rf, size, &limits).await? {
+            row.print();
+        }
+    }
+
+    // The S3 tier.
+    s3_upload(tmp.path(), size, &limits).await?.print();
+
+    tmp.close().context("removing the benchmark's temporary directory")?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Writes `size` bytes in 1 MiB writes to a new file, then fsyncs it.
+async fn disk_sequential_write(dir: &Path, size: u64) -> anyhow::Result<Sample> {
+    let path = dir.join("sequential.bin");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Sample> {
+        use std::io::Write;
+        let buf = random(MIB as usize, 1);
+        let meter = Meter::start();
+        let mut f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        for _ in 0..size / MIB {
+            f.write_all(&buf).with_context(|| format!("writing {}", path.display()))?;
+        }
+        f.sync_all().with_context(|| format!("fsync of {}", path.display()))?;
+        let sample = meter.stop(size);
+        drop(f);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        Ok(sample)
+    })
+    .await
+    .context("disk write task")?
+}
+
+/// p50 and p99 of a 4 KiB append followed by fsync.
+async fn fsync_latency(dir: &Path) -> anyhow::Result<(Duration, Duration)> {
+    let path = dir.join("fsync.bin");
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(Duration, Duration)> {
+        use std::io::Write;
+        let buf = random(4096, 2);
+        let mut f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut lat = Vec::with_capacity(FSYNC_SAMPLES);
+        for _ in 0..FSYNC_SAMPLES {
+            let t = Instant::now();
+            f.write_all(&buf).with_context(|| format!("writing {}", path.display()))?;
+            f.sync_all().with_context(|| format!("fsync of {}", path.display()))?;
+            lat.push(t.elapsed());
+        }
+        drop(f);
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        lat.sort();
+        Ok((percentile(&lat, 0.50), percentile(&lat, 0.99)))
+    })
+    .await
+    .context("fsync task")?
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or_default()
+}
+
+/// BLAKE3 of 1 MiB buffers on this thread.
+fn blake3_single_thread() -> Sample {
+    let data = random(HASH_WORKING_SET, 3);
+    let meter = Meter::start();
+    let mut done = 0u64;
+    let mut sink = 0u8;
+    while done < HASH_BYTES {
+        for buf in data.chunks(MIB as usize) {
+            sink ^= blake3::hash(buf).as_bytes()[0];
+            done += buf.len() as u64;
+        }
+    }
+    std::hint::black_box(sink);
+    meter.stop(done)
+}
+
+/// The engine's `chunk_and_hash` (what a flush runs on its blocking thread) on this thread.
+fn chunker_single_thread() -> anyhow::Result<Sample> {
+    let d = cluster::config::GatewayConfig::default();
+    let params = ChunkerParams::new(d.chunk_min_bytes, d.chunk_avg_bytes, d.chunk_max_bytes)?;
+    let data = random(HASH_WORKING_SET, 4);
+    let meter = Meter::start();
+    let mut done = 0u64;
+    let mut chunks = 0usize;
+    while done < HASH_BYTES {
+        chunks += chunk_and_hash(&data, params).len();
+        done += data.len() as u64;
+    }
+    std::hint::black_box(chunks);
+    Ok(meter.stop(done))
+}
+
+/// `size` bytes over one loopback TCP connection in 1 MiB writes, until the reader has them.
+async fn tcp_loopback(size: u64) -> anyhow::Result<Sample> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback listener")?;
+    let addr = listener.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        s.set_nodelay(true)?;
+        let mut buf = vec![0u8; MIB as usize];
+        let mut got = 0u64;
+        loop {
+            match s.read(&mut buf).await? {
+                0 => return Ok::<u64, std::io::Error>(got),
+                n => got += n as u64,
+            }
+        }
+    });
+    let buf = random(MIB as usize, 5);
+    let meter = Meter::start();
+    let mut s = tokio::net::TcpStream::connect(addr).await.context("connecting over loopback")?;
+    s.set_nodelay(true)?;
+    for _ in 0..size / MIB {
+        s.write_all(&buf).await.context("writing to the loopback connection")?;
+    }
+    s.shutdown().await?;
+    let got = reader.await.context("reader task")?.context("reading the loopback connection")?;
+    let sample = meter.stop(got);
+    if got != size {
+        bail!("loopback TCP: the reader got {got} of {size} bytes");
+    }
+    Ok(sample)
+}
+
+/// `size` bytes over one QUIC stream on loopback in 1 MiB writes, until the server has
+/// read them all and said so.
+async fn quic_loopback(size: u64) -> anyhow::Result<Sample> {
+    use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+    let ca = Ca::generate()?;
+    let id = issue(&ca, Role::Blockd)?;
+    let server_tls = QuicServerConfig::try_from(cluster::tls::server_config(&id, CHUNK_ALPN)?)
+        .map_err(|e| anyhow!("QUIC server TLS: {e}"))?;
+    let mut server_cfg = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
+    server_cfg.transport_config(Arc::new(blockd::transport_config()));
+    let server = quinn::Endpoint::server(server_cfg, loopback()).context("binding a QUIC endpoint")?;
+    let addr = server.local_addr()?;
+    let serve = tokio::spawn(async move {
+        let incoming = server.accept().await.ok_or_else(|| anyhow!("QUIC endpoint closed"))?;
+        let conn = incoming.await?;
+        let (mut send, mut recv) = conn.accept_bi().await?;
+        let mut got = 0u64;
+        while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
+            got += chunk.bytes.len() as u64;
+        }
+        send.write_all(&got.to_be_bytes()).await?;
+        send.finish()?;
+        // Keep the connection until the client has read the answer and closed it.
+        conn.closed().await;
+        Ok::<u64, anyhow::Error>(got)
+    });
+    let client_tls = QuicClientConfig::try_from(cluster::tls::client_config(&[ca.anchor()], CHUNK_ALPN)?)
+        .map_err(|e| anyhow!("QUIC client TLS: {e}"))?;
+    let mut client_cfg = quinn::ClientConfig::new(Arc::new(client_tls));
+    client_cfg.transport_config(Arc::new(blockd::transport_config()));
+    let mut client = quinn::Endpoint::client(loopback()).context("binding a QUIC client endpoint")?;
+    client.set_default_client_config(client_cfg);
+    let conn = client.connect(addr, DEV_SERVER_NAME)?.await.context("QUIC handshake")?;
+    let buf = Bytes::from(random(MIB as usize, 6));
+    let meter = Meter::start();
+    let (mut send, mut recv) = conn.open_bi().await?;
+    for _ in 0..size / MIB {
+        send.write_chunk(buf.clone()).await.context("writing to the QUIC stream")?;
+    }
+    send.finish()?;
+    let answer = recv.read_to_end(8).await.context("reading the QUIC answer")?;
+    let sample = meter.stop(size);
+    conn.close(0u32.into(), b"done");
+    let got = serve.await.context("QUIC server task")??;
+    client.wait_idle().await;
+    if got != size || answer != size.to_be_bytes() {
+        bail!("loopback QUIC: the server got {got} of {size} bytes");
+    }
+    Ok(sample)
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn issue(ca: &Ca, role: Role) -> anyhow::Result<Identity> {
+    let names = [DEV_SERVER_NAME.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
+    ca.issue(&names, &role).with_context(|| format!("issuing a {role} certificate"))
+}
+
+fn blockd_options(ca: &Ca, dir: PathBuf, metad: Vec<String>, segment_bytes: u64) -> anyhow::Result<BlockdOptions> {
+    Ok(BlockdOptions {
+        data_dir: dir,
+        listen: loopback(),
+        identity: issue(ca, Role::Blockd)?,
+        client_auth: ClientAuth::Required(vec![ca.anchor()]),
+        segment_bytes,
+        min_free_bytes: 0,
+        metad_endpoints: metad,
+        advertise_addr: None,
+        // Repair passes would compete with the measured I/O; every write here reaches its
+        // full replica set anyway.
+        repair: RepairOptions { interval: None, max_copies_per_sec: 0 },
+    })
+}
+
+/// metad (one voter) and `n` block daemons whose share stores `n` copies of each chunk.
+struct Cluster {
+    group: LocalGroup,
+    daemons: Vec<(Blockd, Shutdown)>,
+    ca: Ca,
+    gateway: Identity,
+    metad: String,
+}
+
+impl Cluster {
+    async fn start(dir: &Path, n: usize) -> anyhow::Result<Cluster> {
+        let group = LocalGroup::start(1).await.context("starting metad")?;
+        let metad = group.leader_addr().await?;
+        let ca = Ca::generate()?;
+        let gateway = issue(&ca, Role::Gateway)?;
+        let mut daemons = Vec::new();
+        for i in 0..n {
+            let stop = Shutdown::new();
+            let opts = blockd_options(&ca, dir.join(format!("blockd-{i}")), vec![metad.clone()], blockd::DEFAULT_SEGMENT_BYTES)?;
+            let d = Blockd::start(opts, stop.clone()).await.with_context(|| format!("starting block daemon {i}"))?;
+            daemons.push((d, stop));
+        }
+        let c = Cluster { group, daemons, ca, gateway, metad };
+        c.wait_live(n).await?;
+        let leader = c.group.nodes.first().ok_or_else(|| anyhow!("metad group without nodes"))?;
+        leader.set_share_replication(EXPORT, n as u32).await.context("setting the share's replication factor")?;
+        let mut client = MetaClient::connect(c.metad.clone()).await?;
+        let shares = client.list_shares(pb::ListSharesRequest {}).await?.into_inner().shares;
+        let rf = shares.iter().find(|s| s.export_path == EXPORT).map(|s| s.replication_factor);
+        if rf != Some(n as u32) {
+            bail!("the share's replication factor is {rf:?}, not {n}");
+        }
+        Ok(c)
+    }
+
+    /// Waits until metad lists `n` live block daemons.
+    async fn wait_live(&self, n: usize) -> anyhow::Result<()> {
+        let mut client = MetaClient::connect(self.metad.clone()).await?;
+        let deadline = Instant::now() + HEARTBEAT_DEADLINE;
+        loop {
+            let reply = client.list_block_daemons(pb::ListBlockDaemonsRequest {}).await?.into_inner();
+            let live = reply.daemons.iter().filter(|d| d.live).count();
+            if live == n {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("metad lists {live} live block daemons, not {n}, after {HEARTBEAT_DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A fresh engine (empty chunk cache) with a cache that holds `cache_bytes`.
+    async fn engine(&self, cache_bytes: u64) -> anyhow::Result<(Arc<Engine>, Shutdown)> {
+        let cfg = cluster::config::GatewayConfig::default();
+        let mut opts = EngineOptions::from_config(self.metad.clone(), loopback(), vec![self.ca.anchor()], &cfg);
+        opts.blockd = BlockdSource::FromMetad;
+        opts.client_identity = Some(self.gateway.clone());
+        opts.cache_bytes = opts.cache_bytes.max(cache_bytes);
+        let stop = Shutdown::new();
+        let engine = Engine::connect(opts, stop.clone()).await.context("starting the gateway engine")?;
+        Ok((engine, stop))
+    }
+
+    /// Content bytes stored over all daemons.
+    fn stored_bytes(&self) -> u64 {
+        self.daemons.iter().map(|(d, _)| d.store().stats().bytes).sum()
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for (d, stop) in self.daemons {
+            stop.cancel();
+            d.wait().await.context("stopping a block daemon")?;
+        }
+        self.group.stop().await;
+        Ok(())
+    }
+}
+
+fn fs(e: proto::FsError) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+async fn create_file(engine: &Engine, name: &str) -> anyhow::Result<FileHandle> {
+    let share = engine.mount(EXPORT).await.map_err(fs).context("mounting the share")?;
+    let root = share.root.and_then(|a| a.node).ok_or_else(|| anyhow!("share without a root"))?;
+    let req = pb::CreateRequest {
+        dir: Some(root),
+        name: name.as_bytes().to_vec(),
+        kind: pb::FileType::Regular as i32,
+        mode: 0o644,
+        how: pb::CreateHow::Guarded as i32,
+        ..Default::default()
+    };
+    let reply = engine.create(&root_cred(), req).await.map_err(fs).with_context(|| format!("creating {name}"))?;
+    Ok(reply.attr.and_then(|a| a.node).ok_or_else(|| anyhow!("create answered without a node"))?.into())
+}
+
+/// Writes `data` in 1 MiB writes of `stable`, then COMMITs.
+async fn write_file(engine: &Engine, node: FileHandle, data: &Bytes, stable: Stability) -> anyhow::Result<()> {
+    let cred = root_cred();
+    let mut off = 0usize;
+    while off < data.len() {
+        let end = (off + MIB as usize).min(data.len());
+        engine
+            .write(&cred, node, off as u64, data.slice(off..end), stable)
+            .await
+            .map_err(fs)
+            .with_context(|| format!("WRITE at {off}"))?;
+        off = end;
+    }
+    engine.commit(&cred, node).await.map_err(fs).context("COMMIT")?;
+    Ok(())
+}
+
+/// Reads the file sequentially in 1 MiB READs and checks it equals `data`.
+async fn read_file(engine: &Engine, node: FileHandle, data: &[u8]) -> anyhow::Result<()> {
+    let cred = root_cred();
+    let mut off = 0usize;
+    loop {
+        let r = engine.read(&cred, node, off as u64, MIB as u32).await.map_err(fs).with_context(|| format!("READ at {off}"))?;
+        let n = r.data.len();
+        if data.get(off..off + n) != Some(&r.data[..]) {
+            bail!("READ at {off} returned {n} bytes that differ from what was written");
+        }
+        off += n;
+        if r.eof || n == 0 {
+            break;
+        }
+    }
+    if off != data.len() {
+        bail!("read back {off} bytes of {}", data.len());
+    }
+    Ok(())
+}
+
+/// The engine rows of one replication factor.
+async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyhow::Result<Vec<Row>> {
+    let cluster = Cluster::start(&dir.join(format!("rf{rf}")), rf).await?;
+    let tag = format!("engine RF={rf}");
+    let copies = |before: u64, after: u64| format!("{:.2} copies stored", (after - before) as f64 / size as f64);
+    let cache = size + 64 * MIB;
+    let mut rows = Vec::new();
+
+    // UNSTABLE writes + COMMIT, then a cold and a warm read of the same file.
+    let data = Bytes::from(random(size as usize, 100 + rf as u64));
+    let (engine, stop) = cluster.engine(cache).await?;
+    let node = create_file(&engine, "unstable.bin").await?;
+    let stored = cluster.stored_bytes();
+    let meter = Meter::start();
+    write_file(&engine, node, &data, Stability::Unstable).await?;
+    let s = meter.stop(size);
+    rows.push(Row::from_sample(
+        format!("{tag}: write, 1 MiB UNSTABLE + COMMIT"),
+        &s,
+        ratio(s.mb_per_sec(), limits.disk, "disk"),
+        copies(stored, cluster.stored_bytes()),
+    ));
+    stop.cancel();
+    drop(engine);
+
+    let (engine, stop) = cluster.engine(cache).await?;
+    for (what, note) in [("cold", "fresh engine: chunk cache empty"), ("warm", "same engine again: from its chunk cache")] {
+        let meter = Meter::start();
+        read_file(&engine, node, &data).await?;
+        let s = meter.stop(size);
+        rows.push(Row::from_sample(
+            format!("{tag}: read {what}, 1 MiB READs"),
+            &s,
+            ratio(s.mb_per_sec(), limits.tcp, "TCP"),
+            note.to_string(),
+        ));
+    }
+    stop.cancel();
+    drop(engine);
+    drop(data);
+
+    // FILE_SYNC writes to a second file.
+    let data = Bytes::from(random(size as usize, 200 + rf as u64));
+    let (engine, stop) = cluster.engine(cache).await?;
+    let node = create_file(&engine, "filesync.bin").await?;
+    let stored = cluster.stored_bytes();
+    let meter = Meter::start();
+    write_file(&engine, node, &data, Stability::FileSync).await?;
+    let s = meter.stop(size);
+    rows.push(Row::from_sample(
+        format!("{tag}: write, 1 MiB FILE_SYNC"),
+        &s,
+        ratio(s.mb_per_sec(), limits.disk, "disk"),
+        copies(stored, cluster.stored_bytes()),
+    ));
+    stop.cancel();
+    drop(engine);
+    cluster.stop().await?;
+    Ok(rows)
+}
+
+/// One block daemon with the S3 tier: `size` bytes of 128 KiB chunks put into its store,
+/// timed until every sealed segment is uploaded.
+async fn s3_upload(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<Row> {
+    let server = S3Server::start(&dir.join("s3"), loopback()).await;
+    let mut tier = S3Options::new(Some(format!("http://{}", server.addr)), BUCKET, "us-east-1", AK, SK, "bench");
+    // Keep everything local: the row measures uploads, not eviction or back-pressure.
+    tier.local_bound_bytes = tier.local_bound_bytes.max(2 * size);
+    let ca = Ca::generate()?;
+    let stop = Shutdown::new();
+    let opts = blockd_options(&ca, dir.join("blockd-s3"), Vec::new(), S3_SEGMENT)?;
+    let blockd = Blockd::start_with_tier(opts, Some(tier), stop.clone()).await.context("starting the S3 block daemon")?;
+    let store = blockd.store();
+
+    // Chunks are made (and hashed) before the clock starts.
+    let mut chunks = Vec::new();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(300);
+    for _ in 0..size as usize / S3_CHUNK {
+        let mut c = vec![0u8; S3_CHUNK];
+        rng.fill_bytes(&mut c);
+        chunks.push(blockd::Chunk::new(Bytes::from(c))?);
+    }
+    let put_bytes = (chunks.len() * S3_CHUNK) as u64;
+    let meter = Meter::start();
+    let results: Vec<_> = futures::stream::iter(chunks)
+        .map(|c| {
+            let store = store.clone();
+            async move { store.put(c).await }
+        })
+        .buffer_unordered(S3_PUT_CONCURRENCY)
+        .collect()
+        .await;
+    for r in results {
+        r.context("put into the S3 daemon's store")?;
+    }
+    let puts_done = meter.start.elapsed();
+
+    // Uploaded once nothing is pending and no upload finished for a while.
+    let deadline = Instant::now() + S3_DEADLINE;
+    let mut last = store.tier_stats().ok_or_else(|| anyhow!("the daemon has no S3 tier"))?;
+    let mut last_change = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = store.tier_stats().ok_or_else(|| anyhow!("the daemon has no S3 tier"))?;
+        if now.uploaded_bytes != last.uploaded_bytes {
+            last_change = Instant::now();
+        }
+        last = now;
+        if now.backlog_segments == 0 && now.pending_bytes == 0 && now.uploaded_packs > 0 && last_change.elapsed() > S3_SETTLED {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the S3 tier did not finish uploading within {S3_DEADLINE:?}: {now:?}");
+        }
+    }
+    let s = meter.stop_at(last_change, last.uploaded_bytes);
+    let gib = last.uploaded_bytes as f64 / (1u64 << 30) as f64;
+    let puts = last.uploaded_packs + last.upload_failures;
+    let row = Row::from_sample(
+        format!("S3 tier upload: 16 MiB segments, {} KiB chunks", S3_CHUNK >> 10),
+        &s,
+        ratio(s.mb_per_sec(), limits.tcp, "TCP"),
+        format!(
+            "{:.0} PUTs per GiB ({} packs, {} failed attempts); {} of {} MiB uploaded (the active segment stays local); puts alone {:.0} MB/s",
+            puts as f64 / gib.max(1e-9),
+            last.uploaded_packs,
+            last.upload_failures,
+            last.uploaded_bytes / MIB,
+            put_bytes / MIB,
+            put_bytes as f64 / puts_done.as_secs_f64().max(1e-9) / 1e6
+        ),
+    );
+    stop.cancel();
+    blockd.wait().await.context("stopping the S3 block daemon")?;
+    server.stop().await;
+    Ok(row)
+}
