@@ -52,6 +52,21 @@ pub struct Args {
     /// directory inside it (default: the current directory).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Sections to run (all by default; engine rows show no ratio without `limits`).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "limits,rf1,rf3,s3")]
+    only: Vec<Section>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// Disk, fsync, BLAKE3, chunker, loopback TCP and QUIC.
+    Limits,
+    /// The engine over one block daemon.
+    Rf1,
+    /// The engine over three block daemons.
+    Rf3,
+    /// The S3 tier's uploads.
+    S3,
 }
 
 const MIB: u64 = 1 << 20;
@@ -67,7 +82,13 @@ const S3_SEGMENT: u64 = 16 * MIB;
 const S3_PUT_CONCURRENCY: usize = 16;
 /// The tier has uploaded everything once nothing changed for longer than its scan interval.
 const S3_SETTLED: Duration = Duration::from_millis(1500);
+/// Answer size and requests in flight of the chunk-like QUIC limit (the engine's average
+/// chunk and its per-read fetch concurrency).
+const QUIC_ANSWER: usize = 128 << 10;
+const QUIC_REQUESTS_IN_FLIGHT: usize = 8;
 const S3_DEADLINE: Duration = Duration::from_secs(600);
+/// READs in flight in the parallel cold read (an NFS client's read-ahead sends several).
+const PARALLEL_READS: usize = 4;
 /// How long block daemons get to appear live in metad.
 const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(30);
 const EXPORT: &str = metad::testing::SHARE.1;
@@ -206,24 +227,49 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
     let size = args.size_mib * MIB;
 
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "dataplane benchmark: {} MiB per row; data in {}; 1 MB = 10^6 bytes",
+        "dataplane benchmark: {} MiB per row; data in {}; 1 MB = 10^6 bytes; load average at start: {}",
         args.size_mib,
-        tmp.path().display()
+        tmp.path().display(),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     println!("| row | MB/s | vs limit | disk bytes written per data byte | CPU cores busy | notes |");
     println!("|---|---|---|---|---|---|");
 
-    // Machine limits.
-    let disk = disk_sequential_write(tmp.path(), size).await?;
+    let limits = if args.only.contains(&Section::Limits) {
+        machine_limits(tmp.path(), size).await?
+    } else {
+        Limits { disk: 0.0, tcp: 0.0 }
+    };
+
+    // The engine.
+    for (rf, section) in [(1usize, Section::Rf1), (3, Section::Rf3)] {
+        if !args.only.contains(&section) {
+            continue;
+        }
+        engine_rows(tmp.path(), rf, size, &limits).await?;
+    }
+
+    if args.only.contains(&Section::S3) {
+        s3_upload(tmp.path(), size, &limits).await?.print();
+    }
+
+    tmp.close().context("removing the benchmark's temporary directory")?;
+    Ok(())
+}
+
+/// Prints the machine-limit rows; returns what engine rows are compared with.
+async fn machine_limits(dir: &Path, size: u64) -> anyhow::Result<Limits> {
+    let disk = disk_sequential_write(dir, size).await?;
     let disk_row = Row::from_sample(
         "disk: sequential write, 1 MiB writes, one fsync at the end",
         &disk,
         "limit".into(),
-        format!("{} MiB", args.size_mib),
+        format!("{} MiB", size / MIB),
     );
     disk_row.print();
-    let (p50, p99) = fsync_latency(tmp.path()).await?;
+    let (p50, p99) = fsync_latency(dir).await?;
     Row {
         name: "disk: 4 KiB append + fsync".into(),
         mbps: None,
@@ -254,20 +300,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "quinn + TLS 1.3 (aws-lc-rs), blockd's transport config".into(),
     )
     .print();
-    let limits = Limits { disk: disk.mb_per_sec(), tcp: tcp.mb_per_sec() };
-
-    // The engine.
-    for rf in [1usize, 3] {
-        for row in engine_rows(tmp.path(), rf, size, &limits).await? {
-            row.print();
-        }
-    }
-
-    // The S3 tier.
-    s3_upload(tmp.path(), size, &limits).await?.print();
-
-    tmp.close().context("removing the benchmark's temporary directory")?;
-    Ok(())
+    let requests = quic_requests(size).await?;
+    Row::from_sample(
+        format!("loopback QUIC, one stream per {} KiB answer, {QUIC_REQUESTS_IN_FLIGHT} in flight", QUIC_ANSWER >> 10),
+        &requests,
+        ratio(requests.mb_per_sec(), tcp.mb_per_sec(), "TCP"),
+        "the shape of the engine's chunk GETs, without the store".into(),
+    )
+    .print();
+    Ok(Limits { disk: disk.mb_per_sec(), tcp: tcp.mb_per_sec() })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -386,9 +427,10 @@ async fn tcp_loopback(size: u64) -> anyhow::Result<Sample> {
     Ok(sample)
 }
 
-/// `size` bytes over one QUIC stream on loopback in 1 MiB writes, until the server has
-/// read them all and said so.
-async fn quic_loopback(size: u64) -> anyhow::Result<Sample> {
+/// A QUIC server endpoint and a client connected to it on loopback (TLS from a fresh CA,
+/// blockd's transport config on both sides); the server's side of the connection comes
+/// back from the returned task.
+async fn quic_pair() -> anyhow::Result<(quinn::Endpoint, quinn::Connection, tokio::task::JoinHandle<anyhow::Result<quinn::Connection>>)> {
     use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
     let ca = Ca::generate()?;
     let id = issue(&ca, Role::Blockd)?;
@@ -398,9 +440,26 @@ async fn quic_loopback(size: u64) -> anyhow::Result<Sample> {
     server_cfg.transport_config(Arc::new(blockd::transport_config()));
     let server = quinn::Endpoint::server(server_cfg, loopback()).context("binding a QUIC endpoint")?;
     let addr = server.local_addr()?;
-    let serve = tokio::spawn(async move {
+    let accepted = tokio::spawn(async move {
         let incoming = server.accept().await.ok_or_else(|| anyhow!("QUIC endpoint closed"))?;
-        let conn = incoming.await?;
+        Ok(incoming.await?)
+    });
+    let client_tls = QuicClientConfig::try_from(cluster::tls::client_config(&[ca.anchor()], CHUNK_ALPN)?)
+        .map_err(|e| anyhow!("QUIC client TLS: {e}"))?;
+    let mut client_cfg = quinn::ClientConfig::new(Arc::new(client_tls));
+    client_cfg.transport_config(Arc::new(blockd::transport_config()));
+    let mut client = quinn::Endpoint::client(loopback()).context("binding a QUIC client endpoint")?;
+    client.set_default_client_config(client_cfg);
+    let conn = client.connect(addr, DEV_SERVER_NAME)?.await.context("QUIC handshake")?;
+    Ok((client, conn, accepted))
+}
+
+/// `size` bytes over one QUIC stream on loopback in 1 MiB writes, until the server has
+/// read them all and said so.
+async fn quic_loopback(size: u64) -> anyhow::Result<Sample> {
+    let (client, conn, accepted) = quic_pair().await?;
+    let serve = tokio::spawn(async move {
+        let conn = accepted.await.context("QUIC accept task")??;
         let (mut send, mut recv) = conn.accept_bi().await?;
         let mut got = 0u64;
         while let Some(chunk) = recv.read_chunk(usize::MAX, true).await? {
@@ -412,13 +471,6 @@ async fn quic_loopback(size: u64) -> anyhow::Result<Sample> {
         conn.closed().await;
         Ok::<u64, anyhow::Error>(got)
     });
-    let client_tls = QuicClientConfig::try_from(cluster::tls::client_config(&[ca.anchor()], CHUNK_ALPN)?)
-        .map_err(|e| anyhow!("QUIC client TLS: {e}"))?;
-    let mut client_cfg = quinn::ClientConfig::new(Arc::new(client_tls));
-    client_cfg.transport_config(Arc::new(blockd::transport_config()));
-    let mut client = quinn::Endpoint::client(loopback()).context("binding a QUIC client endpoint")?;
-    client.set_default_client_config(client_cfg);
-    let conn = client.connect(addr, DEV_SERVER_NAME)?.await.context("QUIC handshake")?;
     let buf = Bytes::from(random(MIB as usize, 6));
     let meter = Meter::start();
     let (mut send, mut recv) = conn.open_bi().await?;
@@ -434,6 +486,55 @@ async fn quic_loopback(size: u64) -> anyhow::Result<Sample> {
     if got != size || answer != size.to_be_bytes() {
         bail!("loopback QUIC: the server got {got} of {size} bytes");
     }
+    Ok(sample)
+}
+
+/// `size` bytes fetched over one QUIC connection as the engine fetches chunks: one
+/// bidirectional stream per request (a 32-byte request, a `QUIC_ANSWER`-byte answer),
+/// `QUIC_REQUESTS_IN_FLIGHT` at once.
+async fn quic_requests(size: u64) -> anyhow::Result<Sample> {
+    let (client, conn, accepted) = quic_pair().await?;
+    let answer = Bytes::from(random(QUIC_ANSWER, 7));
+    let serve = tokio::spawn(async move {
+        let conn = accepted.await.context("QUIC accept task")??;
+        let mut streams = tokio::task::JoinSet::new();
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let answer = answer.clone();
+            streams.spawn(async move {
+                recv.read_to_end(64).await?;
+                send.write_chunk(answer).await?;
+                send.finish()?;
+                Ok::<(), anyhow::Error>(())
+            });
+        }
+        while let Some(r) = streams.join_next().await {
+            r.context("QUIC stream task")??;
+        }
+        Ok::<(), anyhow::Error>(())
+    });
+    let requests = (size as usize).div_ceil(QUIC_ANSWER);
+    let meter = Meter::start();
+    let got: Vec<anyhow::Result<u64>> = futures::stream::iter(0..requests)
+        .map(|_| {
+            let conn = conn.clone();
+            async move {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_all(&[0u8; 32]).await?;
+                send.finish()?;
+                Ok(recv.read_to_end(2 * QUIC_ANSWER).await?.len() as u64)
+            }
+        })
+        .buffer_unordered(QUIC_REQUESTS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut bytes = 0;
+    for g in got {
+        bytes += g.context("a QUIC request")?;
+    }
+    let sample = meter.stop(bytes);
+    conn.close(0u32.into(), b"done");
+    serve.await.context("QUIC server task")??;
+    client.wait_idle().await;
     Ok(sample)
 }
 
@@ -526,9 +627,9 @@ impl Cluster {
         Ok((engine, stop))
     }
 
-    /// Content bytes stored over all daemons.
-    fn stored_bytes(&self) -> u64 {
-        self.daemons.iter().map(|(d, _)| d.store().stats().bytes).sum()
+    /// Content bytes stored and segment fsyncs made, over all daemons.
+    fn store_totals(&self) -> (u64, u64) {
+        self.daemons.iter().map(|(d, _)| d.store().stats()).fold((0, 0), |(b, f), s| (b + s.bytes, f + s.fsyncs))
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -560,29 +661,58 @@ async fn create_file(engine: &Engine, name: &str) -> anyhow::Result<FileHandle> 
     Ok(reply.attr.and_then(|a| a.node).ok_or_else(|| anyhow!("create answered without a node"))?.into())
 }
 
+/// Latencies of one phase's calls.
+struct Ops {
+    calls: Vec<Duration>,
+    commit: Option<Duration>,
+}
+
+impl Ops {
+    fn describe(mut self, call: &str) -> String {
+        self.calls.sort();
+        let mut s = format!(
+            "{call} p50 {:.2} ms, p99 {:.2} ms, max {:.0} ms",
+            ms(percentile(&self.calls, 0.50)),
+            ms(percentile(&self.calls, 0.99)),
+            ms(self.calls.last().copied().unwrap_or_default())
+        );
+        if let Some(c) = self.commit {
+            s.push_str(&format!(", COMMIT {:.0} ms", ms(c)));
+        }
+        s
+    }
+}
+
 /// Writes `data` in 1 MiB writes of `stable`, then COMMITs.
-async fn write_file(engine: &Engine, node: FileHandle, data: &Bytes, stable: Stability) -> anyhow::Result<()> {
+async fn write_file(engine: &Engine, node: FileHandle, data: &Bytes, stable: Stability) -> anyhow::Result<Ops> {
     let cred = root_cred();
+    let mut calls = Vec::with_capacity(data.len() / MIB as usize + 1);
     let mut off = 0usize;
     while off < data.len() {
         let end = (off + MIB as usize).min(data.len());
+        let t = Instant::now();
         engine
             .write(&cred, node, off as u64, data.slice(off..end), stable)
             .await
             .map_err(fs)
             .with_context(|| format!("WRITE at {off}"))?;
+        calls.push(t.elapsed());
         off = end;
     }
+    let t = Instant::now();
     engine.commit(&cred, node).await.map_err(fs).context("COMMIT")?;
-    Ok(())
+    Ok(Ops { calls, commit: Some(t.elapsed()) })
 }
 
 /// Reads the file sequentially in 1 MiB READs and checks it equals `data`.
-async fn read_file(engine: &Engine, node: FileHandle, data: &[u8]) -> anyhow::Result<()> {
+async fn read_file(engine: &Engine, node: FileHandle, data: &[u8]) -> anyhow::Result<Ops> {
     let cred = root_cred();
+    let mut calls = Vec::with_capacity(data.len() / MIB as usize + 1);
     let mut off = 0usize;
     loop {
+        let t = Instant::now();
         let r = engine.read(&cred, node, off as u64, MIB as u32).await.map_err(fs).with_context(|| format!("READ at {off}"))?;
+        calls.push(t.elapsed());
         let n = r.data.len();
         if data.get(off..off + n) != Some(&r.data[..]) {
             bail!("READ at {off} returned {n} bytes that differ from what was written");
@@ -595,46 +725,100 @@ async fn read_file(engine: &Engine, node: FileHandle, data: &[u8]) -> anyhow::Re
     if off != data.len() {
         bail!("read back {off} bytes of {}", data.len());
     }
-    Ok(())
+    Ok(Ops { calls, commit: None })
 }
 
-/// The engine rows of one replication factor.
-async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyhow::Result<Vec<Row>> {
+/// Reads the file in 1 MiB READs, `depth` of them in flight (as an NFS client's read-ahead
+/// sends them), and checks every answer against `data`.
+async fn read_file_parallel(engine: &Engine, node: FileHandle, data: &[u8], depth: usize) -> anyhow::Result<Ops> {
+    let cred = root_cred();
+    let offsets: Vec<usize> = (0..data.len()).step_by(MIB as usize).collect();
+    let answers: Vec<anyhow::Result<Duration>> = futures::stream::iter(offsets)
+        .map(|off| {
+            let cred = cred.clone();
+            async move {
+                let t = Instant::now();
+                let r = engine
+                    .read(&cred, node, off as u64, MIB as u32)
+                    .await
+                    .map_err(fs)
+                    .with_context(|| format!("READ at {off}"))?;
+                let want = data.get(off..(off + MIB as usize).min(data.len()));
+                if want != Some(&r.data[..]) {
+                    bail!("READ at {off} returned {} bytes that differ from what was written", r.data.len());
+                }
+                Ok(t.elapsed())
+            }
+        })
+        .buffer_unordered(depth)
+        .collect()
+        .await;
+    let mut calls = Vec::with_capacity(answers.len());
+    for a in answers {
+        calls.push(a?);
+    }
+    Ok(Ops { calls, commit: None })
+}
+
+/// Prints the engine rows of one replication factor, each as soon as it is measured.
+async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyhow::Result<()> {
     let cluster = Cluster::start(&dir.join(format!("rf{rf}")), rf).await?;
     let tag = format!("engine RF={rf}");
-    let copies = |before: u64, after: u64| format!("{:.2} copies stored", (after - before) as f64 / size as f64);
+    // Copies stored per data byte and the daemons' segment fsyncs during a write phase.
+    let stored = |before: (u64, u64), after: (u64, u64)| {
+        let fsyncs = after.1 - before.1;
+        format!(
+            "{:.2} copies stored; {fsyncs} segment fsyncs ({:.0} KiB each)",
+            (after.0 - before.0) as f64 / size as f64,
+            (after.0 - before.0) as f64 / fsyncs.max(1) as f64 / 1024.0
+        )
+    };
     let cache = size + 64 * MIB;
-    let mut rows = Vec::new();
 
     // UNSTABLE writes + COMMIT, then a cold and a warm read of the same file.
     let data = Bytes::from(random(size as usize, 100 + rf as u64));
     let (engine, stop) = cluster.engine(cache).await?;
     let node = create_file(&engine, "unstable.bin").await?;
-    let stored = cluster.stored_bytes();
+    let before = cluster.store_totals();
     let meter = Meter::start();
-    write_file(&engine, node, &data, Stability::Unstable).await?;
+    let ops = write_file(&engine, node, &data, Stability::Unstable).await?;
     let s = meter.stop(size);
-    rows.push(Row::from_sample(
+    Row::from_sample(
         format!("{tag}: write, 1 MiB UNSTABLE + COMMIT"),
         &s,
         ratio(s.mb_per_sec(), limits.disk, "disk"),
-        copies(stored, cluster.stored_bytes()),
-    ));
+        format!("{}; {}", stored(before, cluster.store_totals()), ops.describe("WRITE")),
+    )
+    .print();
     stop.cancel();
     drop(engine);
 
     let (engine, stop) = cluster.engine(cache).await?;
     for (what, note) in [("cold", "fresh engine: chunk cache empty"), ("warm", "same engine again: from its chunk cache")] {
         let meter = Meter::start();
-        read_file(&engine, node, &data).await?;
+        let ops = read_file(&engine, node, &data).await?;
         let s = meter.stop(size);
-        rows.push(Row::from_sample(
+        Row::from_sample(
             format!("{tag}: read {what}, 1 MiB READs"),
             &s,
             ratio(s.mb_per_sec(), limits.tcp, "TCP"),
-            note.to_string(),
-        ));
+            format!("{note}; {}", ops.describe("READ")),
+        )
+        .print();
     }
+    stop.cancel();
+    drop(engine);
+    let (engine, stop) = cluster.engine(cache).await?;
+    let meter = Meter::start();
+    let ops = read_file_parallel(&engine, node, &data, PARALLEL_READS).await?;
+    let s = meter.stop(size);
+    Row::from_sample(
+        format!("{tag}: read cold, 1 MiB READs, {PARALLEL_READS} in flight"),
+        &s,
+        ratio(s.mb_per_sec(), limits.tcp, "TCP"),
+        format!("fresh engine; {}", ops.describe("READ")),
+    )
+    .print();
     stop.cancel();
     drop(engine);
     drop(data);
@@ -643,20 +827,21 @@ async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyho
     let data = Bytes::from(random(size as usize, 200 + rf as u64));
     let (engine, stop) = cluster.engine(cache).await?;
     let node = create_file(&engine, "filesync.bin").await?;
-    let stored = cluster.stored_bytes();
+    let before = cluster.store_totals();
     let meter = Meter::start();
-    write_file(&engine, node, &data, Stability::FileSync).await?;
+    let ops = write_file(&engine, node, &data, Stability::FileSync).await?;
     let s = meter.stop(size);
-    rows.push(Row::from_sample(
+    Row::from_sample(
         format!("{tag}: write, 1 MiB FILE_SYNC"),
         &s,
         ratio(s.mb_per_sec(), limits.disk, "disk"),
-        copies(stored, cluster.stored_bytes()),
-    ));
+        format!("{}; {}", stored(before, cluster.store_totals()), ops.describe("WRITE")),
+    )
+    .print();
     stop.cancel();
     drop(engine);
     cluster.stop().await?;
-    Ok(rows)
+    Ok(())
 }
 
 /// One block daemon with the S3 tier: `size` bytes of 128 KiB chunks put into its store,
