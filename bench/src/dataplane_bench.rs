@@ -5,20 +5,28 @@
 //! - machine limits: sequential write of `size` MiB in 1 MiB writes with one fsync at the
 //!   end; 4 KiB append + fsync latency; BLAKE3 on one thread over 1 MiB buffers; the
 //!   engine's chunker (FastCDC + BLAKE3, one thread); loopback TCP (tokio, one connection,
-//!   1 MiB writes) and loopback QUIC (quinn + TLS, one stream, blockd's transport config);
+//!   1 MiB writes) and loopback QUIC (quinn + TLS, blockd's transport config: one stream of
+//!   1 MiB writes, and one stream per 128 KiB answer with 8 in flight, the shape of chunk
+//!   GETs);
 //! - the engine, for RF=1 (one block daemon) and RF=3 (three): a real metad
 //!   (`metad::testing::LocalGroup`, one voter), block daemons under mutual TLS from a
 //!   cluster CA, and `gateway::engine::Engine` with `BlockdSource::FromMetad`, driven
 //!   through its `Vfs` interface as the NFS front end drives it: 1 MiB UNSTABLE writes then
-//!   COMMIT, a cold and a warm sequential read of that file (1 MiB READs, one at a time), and
-//!   1 MiB FILE_SYNC writes to a second file. Data is random from fixed seeds, different per
-//!   file, so nothing deduplicates;
-//! - the S3 tier: one block daemon with 16 MiB segments uploading to the in-process S3
-//!   server (`blockd::s3::test_server`) on 127.0.0.1, `size` MiB of 128 KiB chunks put
-//!   straight into its store, timed until the tier reports every sealed segment uploaded.
+//!   COMMIT; a cold (fresh engine), a warm (same engine again) and a cold read with 4 READs
+//!   in flight of that file (1 MiB READs); 1 MiB FILE_SYNC writes, one at a time, to a
+//!   second file. Data is random from fixed seeds, different per file, so nothing
+//!   deduplicates; reads are checked against what was written. The share's replication
+//!   factor is set to the row's RF and checked, after metad lists every daemon live;
+//! - the S3 tier (in-process S3 server `blockd::s3::test_server` on 127.0.0.1, 16 MiB
+//!   segments, 128 KiB chunks put straight into a daemon's store, 16 at a time): puts with
+//!   the tier on, timed until every sealed segment is uploaded; and a backlog of sealed
+//!   segments written without the tier, uploaded after a restart with it (uploads alone).
 //!
 //! Every row also shows the bytes the process wrote to disk per data byte (`/proc/self/io`)
-//! and the CPU cores it kept busy (`/proc/self/stat`), which is what explains most gaps.
+//! and the CPU cores it kept busy (`/proc/self/stat`); engine rows add per-call latencies,
+//! copies stored and the daemons' segment fsyncs. A last line says how much the whole
+//! machine wrote to disk meanwhile: on a shared machine, other work moves these numbers.
+//! `--only` runs some sections (e.g. under `perf record`).
 //! Uses only public APIs of metad, blockd and the gateway; owns nothing but measurement.
 //! Temporary data lives in a directory under `--dir` that is removed at the end.
 
@@ -226,6 +234,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .tempdir_in(&base)
         .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
     let size = args.size_mib * MIB;
+    let (run_disk, machine_disk) = (disk_bytes_written(), machine_disk_bytes());
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -252,11 +261,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     if args.only.contains(&Section::S3) {
-        s3_upload(tmp.path(), size, &limits).await?.print();
+        s3_rows(tmp.path(), size, &limits).await?;
     }
 
     tmp.close().context("removing the benchmark's temporary directory")?;
+    // How busy the machine was with other work meanwhile (the limits and the engine share
+    // its cores and its disk with whatever else runs).
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mib = |b: Option<u64>| b.map_or("n/a".to_string(), |b| format!("{} MiB", b / MIB));
+    println!(
+        "during the run: this process dirtied {} for disk; the machine's disks wrote {}; load average at end: {}",
+        mib(disk_bytes_written().zip(run_disk).map(|(b, a)| b.saturating_sub(a))),
+        mib(machine_disk_bytes().zip(machine_disk).map(|(b, a)| b.saturating_sub(a))),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
     Ok(())
+}
+
+/// Bytes written by every block device of the machine so far (`/sys/block/*/stat`, sectors
+/// of 512 bytes; loop, ram and zram devices left out).
+fn machine_disk_bytes() -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/sys/block").ok()?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p)) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+        total += stat.split_whitespace().nth(6)?.parse::<u64>().ok()? * 512;
+    }
+    Some(total)
 }
 
 /// Prints the machine-limit rows; returns what engine rows are compared with.
@@ -430,7 +464,8 @@ async fn tcp_loopback(size: u64) -> anyhow::Result<Sample> {
 /// A QUIC server endpoint and a client connected to it on loopback (TLS from a fresh CA,
 /// blockd's transport config on both sides); the server's side of the connection comes
 /// back from the returned task.
-async fn quic_pair() -> anyhow::Result<(quinn::Endpoint, quinn::Connection, tokio::task::JoinHandle<anyhow::Result<quinn::Connection>>)> {
+async fn quic_pair()
+-> anyhow::Result<(quinn::Endpoint, quinn::Connection, tokio::task::JoinHandle<anyhow::Result<quinn::Connection>>)> {
     use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
     let ca = Ca::generate()?;
     let id = issue(&ca, Role::Blockd)?;
@@ -581,7 +616,12 @@ impl Cluster {
         let mut daemons = Vec::new();
         for i in 0..n {
             let stop = Shutdown::new();
-            let opts = blockd_options(&ca, dir.join(format!("blockd-{i}")), vec![metad.clone()], blockd::DEFAULT_SEGMENT_BYTES)?;
+            let opts = blockd_options(
+                &ca,
+                dir.join(format!("blockd-{i}")),
+                vec![metad.clone()],
+                blockd::DEFAULT_SEGMENT_BYTES,
+            )?;
             let d = Blockd::start(opts, stop.clone()).await.with_context(|| format!("starting block daemon {i}"))?;
             daemons.push((d, stop));
         }
@@ -711,7 +751,11 @@ async fn read_file(engine: &Engine, node: FileHandle, data: &[u8]) -> anyhow::Re
     let mut off = 0usize;
     loop {
         let t = Instant::now();
-        let r = engine.read(&cred, node, off as u64, MIB as u32).await.map_err(fs).with_context(|| format!("READ at {off}"))?;
+        let r = engine
+            .read(&cred, node, off as u64, MIB as u32)
+            .await
+            .map_err(fs)
+            .with_context(|| format!("READ at {off}"))?;
         calls.push(t.elapsed());
         let n = r.data.len();
         if data.get(off..off + n) != Some(&r.data[..]) {
@@ -794,7 +838,9 @@ async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyho
     drop(engine);
 
     let (engine, stop) = cluster.engine(cache).await?;
-    for (what, note) in [("cold", "fresh engine: chunk cache empty"), ("warm", "same engine again: from its chunk cache")] {
+    for (what, note) in
+        [("cold", "fresh engine: chunk cache empty"), ("warm", "same engine again: from its chunk cache")]
+    {
         let meter = Meter::start();
         let ops = read_file(&engine, node, &data).await?;
         let s = meter.stop(size);
@@ -844,29 +890,93 @@ async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyho
     Ok(())
 }
 
-/// One block daemon with the S3 tier: `size` bytes of 128 KiB chunks put into its store,
-/// timed until every sealed segment is uploaded.
-async fn s3_upload(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<Row> {
+/// Prints the S3 rows. Ingest: one block daemon with the tier on, `size` bytes of 128 KiB
+/// chunks put into its store (16 at a time), timed until every sealed segment is uploaded.
+/// Backlog: the same put into a daemon without the tier, which is then restarted with it;
+/// timed from the restart until its backlog of sealed segments is uploaded (uploads alone).
+async fn s3_rows(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<()> {
     let server = S3Server::start(&dir.join("s3"), loopback()).await;
-    let mut tier = S3Options::new(Some(format!("http://{}", server.addr)), BUCKET, "us-east-1", AK, SK, "bench");
-    // Keep everything local: the row measures uploads, not eviction or back-pressure.
-    tier.local_bound_bytes = tier.local_bound_bytes.max(2 * size);
     let ca = Ca::generate()?;
-    let stop = Shutdown::new();
-    let opts = blockd_options(&ca, dir.join("blockd-s3"), Vec::new(), S3_SEGMENT)?;
-    let blockd = Blockd::start_with_tier(opts, Some(tier), stop.clone()).await.context("starting the S3 block daemon")?;
-    let store = blockd.store();
+    let tier = |prefix: &str| {
+        let mut t = S3Options::new(Some(format!("http://{}", server.addr)), BUCKET, "us-east-1", AK, SK, prefix);
+        // Keep everything local: the rows measure uploads, not eviction or back-pressure.
+        t.local_bound_bytes = t.local_bound_bytes.max(2 * size);
+        t
+    };
+    let name = format!("S3 tier, 16 MiB segments, {} KiB chunks", S3_CHUNK >> 10);
 
-    // Chunks are made (and hashed) before the clock starts.
+    // Ingest with the tier on.
+    let data_dir = dir.join("blockd-s3-ingest");
+    let (blockd, stop) = start_s3_daemon(&ca, &data_dir, Some(tier("ingest"))).await?;
+    let store = blockd.store();
+    let chunks = s3_chunks(size, 300)?;
+    let put_bytes = (chunks.len() * S3_CHUNK) as u64;
+    let meter = Meter::start();
+    put_all(&store, chunks).await?;
+    let puts_done = meter.start.elapsed();
+    let (stats, end) = wait_uploaded(&store).await?;
+    let lag = end.saturating_duration_since(meter.start + puts_done);
+    let s = meter.stop_at(end, stats.uploaded_bytes);
+    Row::from_sample(
+        format!("{name}: puts with the tier on, until uploaded"),
+        &s,
+        ratio(s.mb_per_sec(), limits.tcp, "TCP"),
+        format!(
+            "{}; puts alone {:.0} MB/s; last upload {:.0} ms after the last put",
+            upload_counts(&stats, put_bytes),
+            put_bytes as f64 / puts_done.as_secs_f64().max(1e-9) / 1e6,
+            ms(lag)
+        ),
+    )
+    .print();
+    stop.cancel();
+    blockd.wait().await.context("stopping the S3 block daemon")?;
+
+    // A backlog uploaded after a restart with the tier on.
+    let data_dir = dir.join("blockd-s3-backlog");
+    let (blockd, stop) = start_s3_daemon(&ca, &data_dir, None).await?;
+    put_all(&blockd.store(), s3_chunks(size, 301)?).await?;
+    stop.cancel();
+    blockd.wait().await.context("stopping the block daemon")?;
+    let meter = Meter::start();
+    let (blockd, stop) = start_s3_daemon(&ca, &data_dir, Some(tier("backlog"))).await?;
+    let (stats, end) = wait_uploaded(&blockd.store()).await?;
+    let s = meter.stop_at(end, stats.uploaded_bytes);
+    Row::from_sample(
+        format!("{name}: backlog uploaded after a restart"),
+        &s,
+        ratio(s.mb_per_sec(), limits.tcp, "TCP"),
+        format!("{}; uploads alone", upload_counts(&stats, put_bytes)),
+    )
+    .print();
+    stop.cancel();
+    blockd.wait().await.context("stopping the S3 block daemon")?;
+    server.stop().await;
+    Ok(())
+}
+
+async fn start_s3_daemon(ca: &Ca, dir: &Path, tier: Option<S3Options>) -> anyhow::Result<(Blockd, Shutdown)> {
+    let stop = Shutdown::new();
+    let opts = blockd_options(ca, dir.to_path_buf(), Vec::new(), S3_SEGMENT)?;
+    let blockd =
+        Blockd::start_with_tier(opts, tier, stop.clone()).await.context("starting a block daemon for the S3 rows")?;
+    Ok((blockd, stop))
+}
+
+/// `size` bytes of random 128 KiB chunks, named (hashed) before any clock starts.
+fn s3_chunks(size: u64, seed: u64) -> anyhow::Result<Vec<blockd::Chunk>> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
     let mut chunks = Vec::new();
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(300);
     for _ in 0..size as usize / S3_CHUNK {
         let mut c = vec![0u8; S3_CHUNK];
         rng.fill_bytes(&mut c);
         chunks.push(blockd::Chunk::new(Bytes::from(c))?);
     }
-    let put_bytes = (chunks.len() * S3_CHUNK) as u64;
-    let meter = Meter::start();
+    Ok(chunks)
+}
+
+/// Puts every chunk, `S3_PUT_CONCURRENCY` at a time.
+async fn put_all(store: &Arc<blockd::Store>, chunks: Vec<blockd::Chunk>) -> anyhow::Result<()> {
     let results: Vec<_> = futures::stream::iter(chunks)
         .map(|c| {
             let store = store.clone();
@@ -876,11 +986,14 @@ async fn s3_upload(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<Row
         .collect()
         .await;
     for r in results {
-        r.context("put into the S3 daemon's store")?;
+        r.context("put into the store")?;
     }
-    let puts_done = meter.start.elapsed();
+    Ok(())
+}
 
-    // Uploaded once nothing is pending and no upload finished for a while.
+/// Waits until nothing is pending and no upload finished for longer than the tier's scan
+/// interval; returns the tier's counters and when the last upload finished.
+async fn wait_uploaded(store: &blockd::Store) -> anyhow::Result<(blockd::TierStats, Instant)> {
     let deadline = Instant::now() + S3_DEADLINE;
     let mut last = store.tier_stats().ok_or_else(|| anyhow!("the daemon has no S3 tier"))?;
     let mut last_change = Instant::now();
@@ -891,32 +1004,29 @@ async fn s3_upload(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<Row
             last_change = Instant::now();
         }
         last = now;
-        if now.backlog_segments == 0 && now.pending_bytes == 0 && now.uploaded_packs > 0 && last_change.elapsed() > S3_SETTLED {
-            break;
+        if now.backlog_segments == 0
+            && now.pending_bytes == 0
+            && now.uploaded_packs > 0
+            && last_change.elapsed() > S3_SETTLED
+        {
+            return Ok((now, last_change));
         }
         if Instant::now() > deadline {
             bail!("the S3 tier did not finish uploading within {S3_DEADLINE:?}: {now:?}");
         }
     }
-    let s = meter.stop_at(last_change, last.uploaded_bytes);
-    let gib = last.uploaded_bytes as f64 / (1u64 << 30) as f64;
-    let puts = last.uploaded_packs + last.upload_failures;
-    let row = Row::from_sample(
-        format!("S3 tier upload: 16 MiB segments, {} KiB chunks", S3_CHUNK >> 10),
-        &s,
-        ratio(s.mb_per_sec(), limits.tcp, "TCP"),
-        format!(
-            "{:.0} PUTs per GiB ({} packs, {} failed attempts); {} of {} MiB uploaded (the active segment stays local); puts alone {:.0} MB/s",
-            puts as f64 / gib.max(1e-9),
-            last.uploaded_packs,
-            last.upload_failures,
-            last.uploaded_bytes / MIB,
-            put_bytes / MIB,
-            put_bytes as f64 / puts_done.as_secs_f64().max(1e-9) / 1e6
-        ),
-    );
-    stop.cancel();
-    blockd.wait().await.context("stopping the S3 block daemon")?;
-    server.stop().await;
-    Ok(row)
+}
+
+/// "64 PUTs per GiB (64 packs, 0 failed attempts); 1016 of 1024 MiB uploaded"
+fn upload_counts(stats: &blockd::TierStats, put_bytes: u64) -> String {
+    let gib = stats.uploaded_bytes as f64 / (1u64 << 30) as f64;
+    let puts = stats.uploaded_packs + stats.upload_failures;
+    format!(
+        "{:.0} PUTs per GiB ({} packs, {} failed attempts); {} of {} MiB uploaded (the active segment stays local)",
+        puts as f64 / gib.max(1e-9),
+        stats.uploaded_packs,
+        stats.upload_failures,
+        stats.uploaded_bytes / MIB,
+        put_bytes / MIB
+    )
 }
