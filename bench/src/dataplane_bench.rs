@@ -667,9 +667,12 @@ impl Cluster {
         Ok((engine, stop))
     }
 
-    /// Content bytes stored and segment fsyncs made, over all daemons.
-    fn store_totals(&self) -> (u64, u64) {
-        self.daemons.iter().map(|(d, _)| d.store().stats()).fold((0, 0), |(b, f), s| (b + s.bytes, f + s.fsyncs))
+    /// Content bytes and chunks stored, and segment fsyncs made, over all daemons.
+    fn store_totals(&self) -> (u64, u64, u64) {
+        self.daemons
+            .iter()
+            .map(|(d, _)| d.store().stats())
+            .fold((0, 0, 0), |(b, c, f), s| (b + s.bytes, c + s.chunks, f + s.fsyncs))
     }
 
     async fn stop(self) -> anyhow::Result<()> {
@@ -809,11 +812,12 @@ async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyho
     let cluster = Cluster::start(&dir.join(format!("rf{rf}")), rf).await?;
     let tag = format!("engine RF={rf}");
     // Copies stored per data byte and the daemons' segment fsyncs during a write phase.
-    let stored = |before: (u64, u64), after: (u64, u64)| {
-        let fsyncs = after.1 - before.1;
+    let stored = |before: (u64, u64, u64), after: (u64, u64, u64)| {
+        let fsyncs = after.2 - before.2;
         format!(
-            "{:.2} copies stored; {fsyncs} segment fsyncs ({:.0} KiB each)",
+            "{:.2} copies stored ({} chunks); {fsyncs} segment fsyncs ({:.0} KiB each)",
             (after.0 - before.0) as f64 / size as f64,
+            after.1 - before.1,
             (after.0 - before.0) as f64 / fsyncs.max(1) as f64 / 1024.0
         )
     };
