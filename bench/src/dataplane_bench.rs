@@ -24,8 +24,8 @@
 //!
 //! Every row also shows the bytes the process wrote to disk per data byte (`/proc/self/io`)
 //! and the CPU cores it kept busy (`/proc/self/stat`); engine rows add per-call latencies,
-//! copies stored and the daemons' segment fsyncs. A last line says how much the whole
-//! machine wrote to disk meanwhile: on a shared machine, other work moves these numbers.
+//! copies stored and the daemons' segment fsyncs. A last line says how many cores other
+//! processes kept busy meanwhile: on a shared machine, other work moves these numbers.
 //! `--only` runs some sections (e.g. under `perf record`).
 //! Uses only public APIs of metad, blockd and the gateway; owns nothing but measurement.
 //! Temporary data lives in a directory under `--dir` that is removed at the end.
@@ -234,7 +234,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .tempdir_in(&base)
         .with_context(|| format!("creating a temporary directory in {}", base.display()))?;
     let size = args.size_mib * MIB;
-    let (run_disk, machine_disk) = (disk_bytes_written(), machine_disk_bytes());
+    let (started, run_cpu, machine_busy) = (Instant::now(), cpu_seconds(), machine_busy_seconds());
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -266,31 +266,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     tmp.close().context("removing the benchmark's temporary directory")?;
     // How busy the machine was with other work meanwhile (the limits and the engine share
-    // its cores and its disk with whatever else runs).
+    // its cores with whatever else runs).
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
+    let others = match (machine_busy_seconds(), machine_busy, cpu_seconds(), run_cpu) {
+        (Some(m1), Some(m0), Some(c1), Some(c0)) => format!("{:.2}", ((m1 - m0) - (c1 - c0)).max(0.0) / wall),
+        _ => "n/a".to_string(),
+    };
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mib = |b: Option<u64>| b.map_or("n/a".to_string(), |b| format!("{} MiB", b / MIB));
     println!(
-        "during the run: this process dirtied {} for disk; the machine's disks wrote {}; load average at end: {}",
-        mib(disk_bytes_written().zip(run_disk).map(|(b, a)| b.saturating_sub(a))),
-        mib(machine_disk_bytes().zip(machine_disk).map(|(b, a)| b.saturating_sub(a))),
+        "during the run ({wall:.0} s): other processes kept {others} cores busy on average; load average at end: {}",
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     Ok(())
 }
 
-/// Bytes written by every block device of the machine so far (`/sys/block/*/stat`, sectors
-/// of 512 bytes; loop, ram and zram devices left out).
-fn machine_disk_bytes() -> Option<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir("/sys/block").ok()?.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p)) {
-            continue;
-        }
-        let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-        total += stat.split_whitespace().nth(6)?.parse::<u64>().ok()? * 512;
-    }
-    Some(total)
+/// CPU seconds all processes of the machine have spent busy so far (`/proc/stat`: user,
+/// nice, system, irq, softirq and steal, in USER_HZ = 100 ticks).
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<f64> = cpu.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    let busy = [0, 1, 2, 5, 6, 7].iter().map(|&i| f.get(i).copied().unwrap_or(0.0)).sum::<f64>();
+    Some(busy / 100.0)
 }
 
 /// Prints the machine-limit rows; returns what engine rows are compared with.
