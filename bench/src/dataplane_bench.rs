@@ -83,6 +83,10 @@ const FSYNC_SAMPLES: usize = 2000;
 /// Bytes hashed for the BLAKE3 and chunker limits (a 64 MiB working set, repeated).
 const HASH_BYTES: u64 = 1 << 30;
 const HASH_WORKING_SET: usize = 64 << 20;
+/// Answer size and requests in flight of the chunk-like QUIC limit (the engine's average
+/// chunk and its per-read fetch concurrency).
+const QUIC_ANSWER: usize = 128 << 10;
+const QUIC_REQUESTS_IN_FLIGHT: usize = 8;
 /// Chunk size of the S3 rows: the engine's average chunk.
 const S3_CHUNK: usize = 128 << 10;
 const S3_SEGMENT: u64 = 16 * MIB;
@@ -90,10 +94,6 @@ const S3_SEGMENT: u64 = 16 * MIB;
 const S3_PUT_CONCURRENCY: usize = 16;
 /// The tier has uploaded everything once nothing changed for longer than its scan interval.
 const S3_SETTLED: Duration = Duration::from_millis(1500);
-/// Answer size and requests in flight of the chunk-like QUIC limit (the engine's average
-/// chunk and its per-read fetch concurrency).
-const QUIC_ANSWER: usize = 128 << 10;
-const QUIC_REQUESTS_IN_FLIGHT: usize = 8;
 const S3_DEADLINE: Duration = Duration::from_secs(600);
 /// READs in flight in the parallel cold read (an NFS client's read-ahead sends several).
 const PARALLEL_READS: usize = 4;
@@ -896,6 +896,11 @@ async fn engine_rows(dir: &Path, rf: usize, size: u64, limits: &Limits) -> anyho
 /// Backlog: the same put into a daemon without the tier, which is then restarted with it;
 /// timed from the restart until its backlog of sealed segments is uploaded (uploads alone).
 async fn s3_rows(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<()> {
+    if size < 2 * S3_SEGMENT {
+        // Nothing would be sealed, so nothing would upload.
+        println!("| S3 tier: skipped, it needs --size-mib {} or more | — | — | — | — | |", 2 * S3_SEGMENT / MIB);
+        return Ok(());
+    }
     let server = S3Server::start(&dir.join("s3"), loopback()).await;
     let ca = Ca::generate()?;
     let tier = |prefix: &str| {
