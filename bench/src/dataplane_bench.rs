@@ -592,6 +592,7 @@ fn blockd_options(ca: &Ca, dir: PathBuf, metad: Vec<String>, segment_bytes: u64)
         // Repair passes would compete with the measured I/O; every write here reaches its
         // full replica set anyway.
         repair: RepairOptions { interval: None, max_copies_per_sec: 0 },
+        scrub: blockd::ScrubOptions { interval: None, max_bytes_per_sec: 0 },
     })
 }
 
@@ -941,7 +942,20 @@ async fn s3_rows(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<()> {
     // A backlog uploaded after a restart with the tier on.
     let data_dir = dir.join("blockd-s3-backlog");
     let (blockd, stop) = start_s3_daemon(&ca, &data_dir, None).await?;
-    put_all(&blockd.store(), s3_chunks(size, 301)?).await?;
+    let chunks = s3_chunks(size, 301)?;
+    let store = blockd.store();
+    let fsyncs0 = store.stats().fsyncs;
+    let meter = Meter::start();
+    put_all(&store, chunks).await?;
+    let s = meter.stop(put_bytes);
+    Row::from_sample(
+        format!("blockd store (no tier): puts of {} KiB chunks, {S3_PUT_CONCURRENCY} in flight", S3_CHUNK >> 10),
+        &s,
+        ratio(s.mb_per_sec(), limits.disk, "disk"),
+        format!("group commit: {} segment fsyncs for {} chunks", store.stats().fsyncs - fsyncs0, put_bytes / S3_CHUNK as u64),
+    )
+    .print();
+    drop(store);
     stop.cancel();
     blockd.wait().await.context("stopping the block daemon")?;
     let meter = Meter::start();
