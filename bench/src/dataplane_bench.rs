@@ -90,6 +90,8 @@ const QUIC_REQUESTS_IN_FLIGHT: usize = 8;
 /// Chunk size of the S3 rows: the engine's average chunk.
 const S3_CHUNK: usize = 128 << 10;
 const S3_SEGMENT: u64 = 16 * MIB;
+/// Concurrent puts in the blockd store row (what several gateways' flushes add up to).
+const STORE_PUT_CONCURRENCY: usize = 64;
 /// Concurrent puts into the S3 daemon's store (the engine's per-span PUT concurrency).
 const S3_PUT_CONCURRENCY: usize = 16;
 /// The tier has uploaded everything once nothing changed for longer than its scan interval.
@@ -946,10 +948,10 @@ async fn s3_rows(dir: &Path, size: u64, limits: &Limits) -> anyhow::Result<()> {
     let store = blockd.store();
     let fsyncs0 = store.stats().fsyncs;
     let meter = Meter::start();
-    put_all(&store, chunks).await?;
+    put_all_with(&store, chunks, STORE_PUT_CONCURRENCY).await?;
     let s = meter.stop(put_bytes);
     Row::from_sample(
-        format!("blockd store (no tier): puts of {} KiB chunks, {S3_PUT_CONCURRENCY} in flight", S3_CHUNK >> 10),
+        format!("blockd store (no tier): puts of {} KiB chunks, {STORE_PUT_CONCURRENCY} in flight", S3_CHUNK >> 10),
         &s,
         ratio(s.mb_per_sec(), limits.disk, "disk"),
         format!("group commit: {} segment fsyncs for {} chunks", store.stats().fsyncs - fsyncs0, put_bytes / S3_CHUNK as u64),
@@ -997,12 +999,17 @@ fn s3_chunks(size: u64, seed: u64) -> anyhow::Result<Vec<blockd::Chunk>> {
 
 /// Puts every chunk, `S3_PUT_CONCURRENCY` at a time.
 async fn put_all(store: &Arc<blockd::Store>, chunks: Vec<blockd::Chunk>) -> anyhow::Result<()> {
+    put_all_with(store, chunks, S3_PUT_CONCURRENCY).await
+}
+
+/// Puts every chunk, `in_flight` at a time.
+async fn put_all_with(store: &Arc<blockd::Store>, chunks: Vec<blockd::Chunk>, in_flight: usize) -> anyhow::Result<()> {
     let results: Vec<_> = futures::stream::iter(chunks)
         .map(|c| {
             let store = store.clone();
             async move { store.put(c).await }
         })
-        .buffer_unordered(S3_PUT_CONCURRENCY)
+        .buffer_unordered(in_flight)
         .collect()
         .await;
     for r in results {
