@@ -1,6 +1,7 @@
 //! The gateway: protocol front ends and the file I/O engine.
 //!
-//! Owns: ONC RPC (`rpc`, `xdr`), NFSv3 and MOUNTv3 (`nfs3`, `mount`), the TCP server
+//! Owns: ONC RPC (`rpc`, `xdr`), NFSv3 and MOUNTv3 (`nfs3`, `mount`), export options and
+//! their enforcement (`exports`: client lists, read-only, squashing), the TCP server
 //! (`server`), the seam between protocols and the engine (`vfs`), and the engine itself
 //! (`engine`: write buffering, FastCDC chunking, BLAKE3, the chunk cache, and the clients
 //! of metad and blockd).
@@ -10,6 +11,7 @@
 //! delegate to `Vfs`; they never talk to metad or blockd themselves.
 
 pub mod engine;
+pub mod exports;
 pub mod mount;
 pub mod nfs3;
 pub mod rpc;

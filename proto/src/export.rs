@@ -44,11 +44,11 @@ impl ClientMatch {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(|| {
-                    format!("client entry {entry:?}: prefix length above {max}")
-                })?
-            }
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("client entry {entry:?}: prefix length above {max}"))?,
             Some(_) => return Err(format!("client entry {entry:?}: the prefix length is not a number")),
         };
         Ok(ClientMatch::Net { addr, prefix })
@@ -62,7 +62,9 @@ impl ClientMatch {
             v4 => v4,
         };
         match (addr, client) {
-            (IpAddr::V4(a), IpAddr::V4(c)) => same_prefix(u128::from(a.to_bits()) << 96, u128::from(c.to_bits()) << 96, prefix),
+            (IpAddr::V4(a), IpAddr::V4(c)) => {
+                same_prefix(u128::from(a.to_bits()) << 96, u128::from(c.to_bits()) << 96, prefix)
+            }
             (IpAddr::V6(a), IpAddr::V6(c)) => same_prefix(a.to_bits(), c.to_bits(), prefix),
             _ => false,
         }
@@ -115,7 +117,19 @@ mod tests {
 
     #[test]
     fn bad_entries_are_refused() {
-        for bad in ["", "host.example", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/8/8", "10.0.0.0/+8", "10.0.0.0/ 8", " 10.0.0.1", "**", "10.0.0.0/0008"] {
+        for bad in [
+            "",
+            "host.example",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/8/8",
+            "10.0.0.0/+8",
+            "10.0.0.0/ 8",
+            " 10.0.0.1",
+            "**",
+            "10.0.0.0/0008",
+        ] {
             assert!(ClientMatch::parse(bad).is_err(), "{bad:?}");
         }
         assert!(ClientMatch::parse(&"1".repeat(65)).is_err());
