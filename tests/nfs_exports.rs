@@ -234,7 +234,7 @@ fn client_lists_decide_who_mounts_and_squash_all_owns_files_as_anon() {
             ..Default::default()
         },
     ));
-    assert_eq!((sq.squash, sq.anon_uid, sq.anon_gid), (pb::Squash::All as i32, 4321, 4322));
+    assert_eq!((sq.squash, sq.anon_uid, sq.anon_gid), (pb::Squash::All as i32, Some(4321), Some(4322)));
     // nfs-cp runs as this test's user (root in the test image), AUTH_SYS uid 0.
     nfs_cp(&local, &url(&dev, "/sq", "by-root.txt"));
     assert_eq!(ls_owner(&dev, "/sq", "by-root.txt"), Some((4321, 4322)), "owned by the anonymous identity");

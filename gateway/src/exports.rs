@@ -21,7 +21,8 @@
 //!   claimed; `root` maps uid 0 to `anon_uid` and gid 0 (primary or supplementary) to
 //!   `anon_gid`, as knfsd's root_squash does; `all` maps every caller to
 //!   `anon_uid:anon_gid` with no supplementary groups. AUTH_NONE is always
-//!   `anon_uid:anon_gid`. An unknown squash mode (a newer metad) is treated as `all`.
+//!   `anon_uid:anon_gid`. An unknown squash mode (a newer metad) is treated as `all`;
+//!   absent anonymous ids (an older metad) as 65534, never 0.
 //! - The share is the one of the call's first file handle (every NFSv3 procedure but NULL
 //!   starts with one). RENAME's and LINK's second handle must be in the same share, which
 //!   metad enforces (NFS3ERR_XDEV), so one check covers both. An undecodable first handle
@@ -46,7 +47,7 @@ use proto::{FsError, pb};
 
 use crate::nfs3::args;
 use crate::rpc::CallContext;
-use crate::rpc::auth::{AuthSys, Credentials};
+use crate::rpc::auth::{AuthSys, Credentials, NOBODY};
 use crate::vfs::Vfs;
 
 /// Most entries the mount list keeps.
@@ -103,8 +104,8 @@ impl Export {
             allowed,
             allowed_text: share.allowed_clients.clone(),
             squash,
-            anon_uid: share.anon_uid,
-            anon_gid: share.anon_gid,
+            anon_uid: share.anon_uid.unwrap_or(NOBODY),
+            anon_gid: share.anon_gid.unwrap_or(NOBODY),
         }
     }
 
@@ -232,8 +233,8 @@ mod tests {
             export_path: "/s".into(),
             allowed_clients: clients.iter().map(|c| c.to_string()).collect(),
             squash: squash as i32,
-            anon_uid: 65534,
-            anon_gid: 65533,
+            anon_uid: Some(65534),
+            anon_gid: Some(65533),
             ..Default::default()
         })
     }
@@ -276,10 +277,13 @@ mod tests {
         assert_eq!(ids(&all.squash(&sys(0, 0, &[]))), (65534, 65533, vec![]));
         assert_eq!(ids(&all.squash(&Credentials::None)), (65534, 65533, vec![]));
         // An unknown mode (a newer metad) squashes everyone.
-        let mut unknown = pb::Share { squash: 9, anon_uid: 7, anon_gid: 8, ..Default::default() };
+        let mut unknown = pb::Share { squash: 9, anon_uid: Some(7), anon_gid: Some(8), ..Default::default() };
         assert_eq!(ids(&Export::from_share(&unknown).squash(&sys(0, 0, &[]))), (7, 8, vec![]));
         unknown.squash = pb::Squash::Root as i32;
         assert_eq!(ids(&Export::from_share(&unknown).squash(&sys(0, 1, &[]))), (7, 1, vec![]));
+        // Anonymous ids an older metad does not send are nobody, never root.
+        let old = pb::Share { squash: pb::Squash::All as i32, ..Default::default() };
+        assert_eq!(ids(&Export::from_share(&old).squash(&sys(0, 0, &[]))), (65534, 65534, vec![]));
     }
 
     #[test]

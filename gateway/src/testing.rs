@@ -138,7 +138,7 @@ impl MemVfs {
                 next_ino: 2,
                 events: Vec::new(),
                 last_cred: None,
-                options: pb::Share { anon_uid: 65534, anon_gid: 65534, ..Default::default() },
+                options: pb::Share { anon_uid: Some(65534), anon_gid: Some(65534), ..Default::default() },
             }),
             mounts: MountTable::default(),
         }

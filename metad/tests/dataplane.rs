@@ -272,7 +272,7 @@ async fn control_sets_and_updates_export_options() {
 
     // A share created without options: read-write, every client, no squashing, nobody.
     let d = get("/export").await.unwrap().into_inner();
-    assert_eq!((d.read_only, d.squash, d.anon_uid, d.anon_gid), (false, pb::Squash::None as i32, 65534, 65534));
+    assert_eq!((d.read_only, d.squash, d.anon_uid, d.anon_gid), (false, pb::Squash::None as i32, Some(65534), Some(65534)));
     assert!(d.allowed_clients.is_empty());
 
     let created = control
@@ -290,7 +290,7 @@ async fn control_sets_and_updates_export_options() {
         .into_inner();
     assert!(created.read_only);
     assert_eq!(created.allowed_clients, vec!["10.0.0.0/8", "192.168.1.7", "fd00::/8"]);
-    assert_eq!((created.squash, created.anon_uid, created.anon_gid), (pb::Squash::All as i32, 1500, 65534));
+    assert_eq!((created.squash, created.anon_uid, created.anon_gid), (pb::Squash::All as i32, Some(1500), Some(65534)));
 
     // Only the fields given change.
     let update = |req: pb::UpdateShareRequest| control.update_share(Request::new(req));
@@ -299,7 +299,7 @@ async fn control_sets_and_updates_export_options() {
         .unwrap()
         .into_inner();
     assert!(!u.read_only);
-    assert_eq!((u.allowed_clients.len(), u.squash, u.anon_uid), (3, pb::Squash::All as i32, 1500));
+    assert_eq!((u.allowed_clients.len(), u.squash, u.anon_uid), (3, pb::Squash::All as i32, Some(1500)));
     let u = update(pb::UpdateShareRequest {
         export_path: "/ro".into(),
         allowed_clients: Some(pb::ClientList { entries: vec![] }),
@@ -312,7 +312,7 @@ async fn control_sets_and_updates_export_options() {
     .unwrap()
     .into_inner();
     assert!(u.allowed_clients.is_empty(), "an empty list = every client");
-    assert_eq!((u.squash, u.anon_uid, u.anon_gid, u.replication_factor), (pb::Squash::Root as i32, 1500, 100, 2));
+    assert_eq!((u.squash, u.anon_uid, u.anon_gid, u.replication_factor), (pb::Squash::Root as i32, Some(1500), Some(100), 2));
 
     // Bad entries and unknown modes are refused, and change nothing.
     for bad in ["host.example.com", "10.0.0.0/33", "", "10.0.0.1 "] {
@@ -364,7 +364,7 @@ async fn control_sets_and_updates_export_options() {
     let m = single(dir.path(), Liveness::default()).await;
     let meta = MetaService::new(m.clone());
     let s = meta.get_share(Request::new(pb::GetShareRequest { export_path: "/ro".into() })).await.unwrap().into_inner();
-    assert_eq!((s.squash, s.anon_uid, s.anon_gid, s.replication_factor), (pb::Squash::Root as i32, 1500, 100, 2));
+    assert_eq!((s.squash, s.anon_uid, s.anon_gid, s.replication_factor), (pb::Squash::Root as i32, Some(1500), Some(100), 2));
     m.shutdown().await.unwrap();
 }
 

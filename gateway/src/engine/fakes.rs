@@ -182,8 +182,8 @@ impl MetaApi for FakeMeta {
             root: Some(root),
             replication_factor: self.0.share_rf.load(Ordering::SeqCst),
             read_only: self.0.share_read_only.load(Ordering::SeqCst),
-            anon_uid: 65534,
-            anon_gid: 65534,
+            anon_uid: Some(65534),
+            anon_gid: Some(65534),
             ..Default::default()
         })
     }

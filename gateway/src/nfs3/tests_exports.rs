@@ -217,8 +217,8 @@ async fn squash_maps_the_identity_before_the_vfs() {
     let vfs = MemVfs::new();
     // none: as claimed; AUTH_NONE is the anonymous identity.
     vfs.set_export_options(|s| {
-        s.anon_uid = 1234;
-        s.anon_gid = 5678;
+        s.anon_uid = Some(1234);
+        s.anon_gid = Some(5678);
     });
     assert_eq!(created_owner(&vfs, b"a", Cred::Sys(0, 0)).await, (0, 0));
     assert_eq!(created_owner(&vfs, b"b", Cred::None).await, (1234, 5678));

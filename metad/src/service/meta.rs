@@ -57,8 +57,8 @@ pub(crate) fn share_to_pb(s: &crate::fsm::query::ShareOut) -> pb::Share {
         read_only: s.rec.read_only,
         allowed_clients: s.rec.allowed_clients.clone(),
         squash: convert::squash_to_pb(s.rec.squash),
-        anon_uid: s.rec.anon_uid,
-        anon_gid: s.rec.anon_gid,
+        anon_uid: Some(s.rec.anon_uid),
+        anon_gid: Some(s.rec.anon_gid),
     }
 }
 

@@ -180,6 +180,6 @@ async fn shares_report_the_default_export_options(ctx: &Ctx) -> Result<(), Strin
     ensure!(!s.read_only, "a share is read-write unless set");
     ensure!(s.allowed_clients.is_empty(), "every client unless set: {:?}", s.allowed_clients);
     ensure_eq!(s.squash, pb::Squash::None as i32, "no squashing unless set");
-    ensure_eq!((s.anon_uid, s.anon_gid), (65534, 65534), "anonymous ids default to nobody");
+    ensure_eq!((s.anon_uid, s.anon_gid), (Some(65534), Some(65534)), "anonymous ids default to nobody");
     Ok(())
 }
