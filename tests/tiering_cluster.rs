@@ -98,7 +98,7 @@ fn the_same_data_in_three_files_and_two_shares_is_stored_once_per_replica_and_on
     let control = format!("http://{}:{}", cluster.nodes[front].ip, cluster.nodes[front].control_port);
     let share = rt.block_on(async {
         let mut c = pb::control_client::ControlClient::connect(control).await.expect("control API");
-        let req = pb::CreateShareRequest { name: "second".into(), export_path: "/second".into(), replication_factor: None };
+        let req = pb::CreateShareRequest { name: "second".into(), export_path: "/second".into(), ..Default::default() };
         c.create_share(req).await.expect("create share").into_inner()
     });
     assert_eq!(share.export_path, "/second");

@@ -1,6 +1,7 @@
 //! An in-memory `Vfs` for protocol tests (compiled for tests and the `testing` feature).
 //!
-//! Owns: one share (`/export`, share id 1, root inode 1) held in a mutex: files with
+//! Owns: one share (`/export`, share id 1, root inode 1, export options settable with
+//! `set_export_options`) held in a mutex: files with
 //! their bytes (a symlink's bytes are its target), directories with sorted entries
 //! (cookie = 1-based position in name order, verifier `COOKIE_VERIFIER`), hard links
 //! (nlink counted, the inode dropped at 0), and a log of every WRITE and COMMIT plus the
@@ -14,12 +15,13 @@
 //! Must never: be used outside tests: it has no durability and no limits.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use proto::{FileHandle, FsError, pb};
 
+use crate::exports::{Export, MountTable};
 use crate::vfs::{FsStat, ReadReply, Stability, Vfs, WriteReply};
 
 pub const SHARE_ID: u64 = 1;
@@ -56,12 +58,15 @@ struct State {
     next_ino: u64,
     events: Vec<Event>,
     last_cred: Option<pb::Cred>,
+    /// The share's export options (read-only, allowed clients, squash, anonymous ids).
+    options: pb::Share,
 }
 
 /// The in-memory filesystem.
 #[derive(Debug)]
 pub struct MemVfs {
     state: Mutex<State>,
+    mounts: MountTable,
 }
 
 fn now() -> pb::Time {
@@ -133,8 +138,16 @@ impl MemVfs {
                 next_ino: 2,
                 events: Vec::new(),
                 last_cred: None,
+                options: pb::Share { anon_uid: Some(65534), anon_gid: Some(65534), ..Default::default() },
             }),
+            mounts: MountTable::default(),
         }
+    }
+
+    /// Changes the share's export options (`read_only`, `allowed_clients`, `squash`,
+    /// `anon_uid`, `anon_gid` of `f`'s argument); they apply to the next call.
+    pub fn set_export_options(&self, f: impl FnOnce(&mut pb::Share)) {
+        f(&mut self.lock().options);
     }
 
     /// The root directory's handle.
@@ -248,7 +261,19 @@ impl Vfs for MemVfs {
             export_path: EXPORT_PATH.into(),
             root: Some(s.node(Self::root())?.attr),
             replication_factor: 0,
+            ..s.options.clone()
         })
+    }
+
+    async fn export_of(&self, share_id: u64) -> Result<Arc<Export>, FsError> {
+        if share_id != SHARE_ID {
+            return Err(FsError::Stale);
+        }
+        Ok(Arc::new(Export::from_share(&self.mount(EXPORT_PATH).await?)))
+    }
+
+    fn mount_table(&self) -> &MountTable {
+        &self.mounts
     }
 
     async fn getattr(&self, node: FileHandle) -> Result<pb::Attr, FsError> {

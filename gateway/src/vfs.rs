@@ -8,10 +8,13 @@
 //! Types are the wire contract's (`proto::pb`) so nothing is translated twice.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use proto::pb;
 use proto::{FileHandle, FsError};
+
+use crate::exports::{Export, MountTable};
 
 /// How durable a WRITE must be before it is answered (NFSv3 `stable_how`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,8 +65,14 @@ pub struct FsStat {
 pub trait Vfs: Send + Sync + 'static {
     /// Shares exported by this gateway (MOUNT EXPORT).
     fn exports(&self) -> impl Future<Output = Result<Vec<pb::Share>, FsError>> + Send;
-    /// The share exported at `path` (MOUNT MNT); its `root` gives the root handle.
+    /// The share exported at `path` (MOUNT MNT), as metad has it now (an implementation that
+    /// caches export options refreshes them from this answer); its `root` gives the root handle.
     fn mount(&self, export_path: &str) -> impl Future<Output = Result<pb::Share, FsError>> + Send;
+    /// The export options of share `share_id`, at most a few seconds old (`exports`
+    /// enforces them on every NFSv3 call); a share metad does not list is `Stale`.
+    fn export_of(&self, share_id: u64) -> impl Future<Output = Result<Arc<Export>, FsError>> + Send;
+    /// The mounts this gateway handed out (MOUNT DUMP; advisory, in memory).
+    fn mount_table(&self) -> &MountTable;
     /// Attributes, including the effect of writes buffered in this gateway.
     fn getattr(&self, node: FileHandle) -> impl Future<Output = Result<pb::Attr, FsError>> + Send;
     fn lookup(

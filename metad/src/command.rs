@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{AttrOut, Cred, DaemonRec, Extent, FileKind, PackLoc};
+use crate::model::{AttrOut, Cred, DaemonRec, Extent, FileKind, PackLoc, Squash};
 
 /// The identity a client names an inode by (what a file handle encodes).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,11 +55,39 @@ pub enum TimeSet {
     At(i64),
 }
 
+/// Share options a `CreateShare` or `UpdateShare` sets; `None` leaves one as it is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ShareChanges {
+    pub replication_factor: Option<u32>,
+    pub read_only: Option<bool>,
+    /// The whole list (empty = every client).
+    pub allowed_clients: Option<Vec<String>>,
+    pub squash: Option<Squash>,
+    pub anon_uid: Option<u32>,
+    pub anon_gid: Option<u32>,
+}
+
+impl ShareChanges {
+    /// Nothing to change.
+    pub fn is_empty(&self) -> bool {
+        *self == ShareChanges::default()
+    }
+}
+
 /// One mutation of the namespace = one Raft log entry.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Ensures a share with this export path exists (with a root directory).
-    CreateShare { name: String, export_path: String, now_ns: i64 },
+    /// Ensures a share with this export path exists (with a root directory), then applies
+    /// `changes` to it (new or existing). Entries written before schema 4 have no changes.
+    CreateShare {
+        name: String,
+        export_path: String,
+        now_ns: i64,
+        #[serde(default)]
+        changes: ShareChanges,
+    },
+    /// Changes the options of the share exported at `export_path` (all or nothing).
+    UpdateShare { export_path: String, changes: ShareChanges },
     /// A filesystem operation on behalf of `cred`. With `request` set, a second command with
     /// the same id answers the first one's reply without applying again.
     Fs { cred: Cred, request: Option<RequestId>, now_ns: i64, op: Op },
@@ -146,6 +174,7 @@ impl fmt::Display for Command {
             Command::SetShareReplication { export_path, replication_factor } => {
                 write!(f, "SetShareReplication({export_path}, {replication_factor})")
             }
+            Command::UpdateShare { export_path, changes } => write!(f, "UpdateShare({export_path}, {changes:?})"),
             Command::Fs { cred, request, op, .. } => {
                 write!(f, "{op} uid={}", cred.uid)?;
                 if let Some(r) = request {

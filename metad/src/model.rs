@@ -118,6 +118,38 @@ pub struct ShareRec {
     /// records read as 0).
     #[serde(default)]
     pub replication_factor: u32,
+    /// Export options (schema 4; older records read as the defaults: read-write, every
+    /// client, no squashing, anonymous ids [`DEFAULT_ANON_ID`]).
+    #[serde(default)]
+    pub read_only: bool,
+    /// Allowed-client entries (`proto::export` syntax); empty = every client.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+    #[serde(default)]
+    pub squash: Squash,
+    #[serde(default = "default_anon_id")]
+    pub anon_uid: u32,
+    #[serde(default = "default_anon_id")]
+    pub anon_gid: u32,
+}
+
+/// The anonymous uid/gid of a share unless set (`nobody`).
+pub const DEFAULT_ANON_ID: u32 = 65534;
+
+fn default_anon_id() -> u32 {
+    DEFAULT_ANON_ID
+}
+
+/// Which callers a gateway maps to a share's anonymous identity.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Squash {
+    /// Identities pass as the client claims them.
+    #[default]
+    None,
+    /// uid 0 and gid 0 become the anonymous ids.
+    Root,
+    /// Every caller becomes the anonymous identity.
+    All,
 }
 
 /// A block daemon as its latest heartbeat described it. Rows are kept while the daemon is
@@ -210,5 +242,14 @@ mod tests {
         assert_eq!(decode_extent_value(7, &v).unwrap(), e);
         assert!(matches!(decode_extent_value(7, &v[..55]), Err(MetadError::Corrupt { .. })));
         assert!(matches!(decode_json::<Inode>("inode", b"{nope"), Err(MetadError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_schema_3_share_record_reads_with_default_export_options() {
+        let v3 = br#"{"name":"default","export_path":"/export","root_ino":1,"files":1,"bytes_used":0,"replication_factor":2}"#;
+        let rec: ShareRec = decode_json("share", v3).unwrap();
+        assert_eq!(rec.replication_factor, 2);
+        assert!(!rec.read_only && rec.allowed_clients.is_empty());
+        assert_eq!((rec.squash, rec.anon_uid, rec.anon_gid), (Squash::None, DEFAULT_ANON_ID, DEFAULT_ANON_ID));
     }
 }

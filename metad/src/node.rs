@@ -26,7 +26,7 @@ use redb::{Database, ReadableDatabase};
 
 use crate::blocking;
 use crate::command::alias::Raft;
-use crate::command::{Command, Reply};
+use crate::command::{Command, Reply, ShareChanges};
 use crate::error::{MetadError, Result};
 use crate::forward::Forwarder;
 use crate::fsm::query::ReadTables;
@@ -227,11 +227,27 @@ impl Metad {
                     name: name.to_string(),
                     export_path: export_path.to_string(),
                     now_ns: now_ns(),
+                    changes: ShareChanges::default(),
                 };
                 self.write(cmd).await.map(|_| ())
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Creates the share at `export_path` if it does not exist and applies `changes` to it
+    /// (new or existing), in one Raft command. `Invalid` for a bad name, path or option.
+    pub async fn create_share(&self, name: &str, export_path: &str, changes: ShareChanges) -> Result<()> {
+        let cmd =
+            Command::CreateShare { name: name.to_string(), export_path: export_path.to_string(), now_ns: now_ns(), changes };
+        self.write(cmd).await.map(|_| ())
+    }
+
+    /// Changes the options of the share at `export_path` in one Raft command (all of them or,
+    /// when one is invalid, none). `NotFound` for an unknown share.
+    pub async fn update_share(&self, export_path: &str, changes: ShareChanges) -> Result<()> {
+        let cmd = Command::UpdateShare { export_path: export_path.to_string(), changes };
+        self.write(cmd).await.map(|_| ())
     }
 
     /// Sets the replication factor of the share exported at `export_path` (0 = the cluster

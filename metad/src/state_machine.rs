@@ -38,9 +38,11 @@ use crate::store::{self, access};
 const OPEN_ATTEMPTS: usize = 3;
 
 /// Version of the snapshot image format (2: symlink targets and request-id tables; 3: block
-/// daemons and pack locations). A format-2 image (from a node not yet upgraded) installs with
-/// those tables empty; any other format is refused.
-const IMAGE_FORMAT: u32 = 3;
+/// daemons and pack locations; 4: share records carry export options). A format-2 image
+/// (from a node not yet upgraded) installs with the newer tables empty, a format-2 or -3
+/// image's share records read with the default export options; any other format is
+/// refused, so a node that would drop export options never installs a format-4 image.
+const IMAGE_FORMAT: u32 = 4;
 const OLDEST_IMAGE_FORMAT: u32 = 2;
 
 /// The state machine of one metad node. Cheap to clone: clones share the database.

@@ -97,6 +97,18 @@ pub fn check_replication_factor(rf: u32) -> Result<(), ApplyError> {
     Ok(())
 }
 
+/// Share option changes: a replication factor within the maximum and allowed-client
+/// entries in `proto::export` syntax (at most `proto::export::MAX_CLIENT_ENTRIES`).
+pub fn check_share_changes(c: &crate::command::ShareChanges) -> Result<(), ApplyError> {
+    if let Some(rf) = c.replication_factor {
+        check_replication_factor(rf)?;
+    }
+    if let Some(list) = &c.allowed_clients {
+        proto::export::check_client_list(list).map_err(ApplyError::Invalid)?;
+    }
+    Ok(())
+}
+
 /// A symlink target: 1..=4096 bytes, no NUL.
 pub fn check_symlink_target(target: &[u8]) -> Result<(), ApplyError> {
     if target.is_empty() {

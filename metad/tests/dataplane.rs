@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use metad::command::ShareChanges;
+use metad::model::Squash;
 use metad::fsm::query::ReadTables;
 use metad::service::meta::MetaService;
 use metad::snapshot_file::SnapshotDir;
@@ -249,6 +251,7 @@ async fn control_creates_shares_and_sets_their_replication() {
             name: name.into(),
             export_path: path.into(),
             replication_factor: rf,
+            ..Default::default()
         }))
     };
     let s = create("projects", "/projects", Some(1)).await.unwrap().into_inner();
@@ -284,6 +287,113 @@ async fn control_creates_shares_and_sets_their_replication() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_sets_and_updates_export_options() {
+    use proto::pb::control_server::Control;
+    let dir = tempfile::tempdir().unwrap();
+    let m = single(dir.path(), Liveness::default()).await;
+    let control = metad::service::control::ControlService::new(m.clone());
+    let meta = MetaService::new(m.clone());
+    let get = |path: &str| meta.get_share(Request::new(pb::GetShareRequest { export_path: path.into() }));
+
+    // A share created without options: read-write, every client, no squashing, nobody.
+    let d = get("/export").await.unwrap().into_inner();
+    assert_eq!((d.read_only, d.squash, d.anon_uid, d.anon_gid), (false, pb::Squash::None as i32, Some(65534), Some(65534)));
+    assert!(d.allowed_clients.is_empty());
+
+    let created = control
+        .create_share(Request::new(pb::CreateShareRequest {
+            name: "ro".into(),
+            export_path: "/ro".into(),
+            read_only: Some(true),
+            allowed_clients: vec!["10.0.0.0/8".into(), "192.168.1.7".into(), "fd00::/8".into()],
+            squash: Some(pb::Squash::All as i32),
+            anon_uid: Some(1500),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.read_only);
+    assert_eq!(created.allowed_clients, vec!["10.0.0.0/8", "192.168.1.7", "fd00::/8"]);
+    assert_eq!((created.squash, created.anon_uid, created.anon_gid), (pb::Squash::All as i32, Some(1500), Some(65534)));
+
+    // Only the fields given change.
+    let update = |req: pb::UpdateShareRequest| control.update_share(Request::new(req));
+    let u = update(pb::UpdateShareRequest { export_path: "/ro".into(), read_only: Some(false), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!u.read_only);
+    assert_eq!((u.allowed_clients.len(), u.squash, u.anon_uid), (3, pb::Squash::All as i32, Some(1500)));
+    let u = update(pb::UpdateShareRequest {
+        export_path: "/ro".into(),
+        allowed_clients: Some(pb::ClientList { entries: vec![] }),
+        squash: Some(pb::Squash::Root as i32),
+        anon_gid: Some(100),
+        replication_factor: Some(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert!(u.allowed_clients.is_empty(), "an empty list = every client");
+    assert_eq!((u.squash, u.anon_uid, u.anon_gid, u.replication_factor), (pb::Squash::Root as i32, Some(1500), Some(100), 2));
+
+    // Bad entries and unknown modes are refused, and change nothing.
+    for bad in ["host.example.com", "10.0.0.0/33", "", "10.0.0.1 "] {
+        let e = update(pb::UpdateShareRequest {
+            export_path: "/ro".into(),
+            read_only: Some(true),
+            allowed_clients: Some(pb::ClientList { entries: vec!["*".into(), bad.into()] }),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad entry");
+        assert!(matches!(FsError::from_status(&e), FsError::Invalid(_)), "{bad:?}: {e}");
+    }
+    let e = update(pb::UpdateShareRequest { export_path: "/ro".into(), squash: Some(7), ..Default::default() })
+        .await
+        .expect_err("unknown squash mode");
+    assert!(matches!(FsError::from_status(&e), FsError::Invalid(_)), "{e}");
+    let e = update(pb::UpdateShareRequest { export_path: "/ro".into(), replication_factor: Some(17), read_only: Some(true), ..Default::default() })
+        .await
+        .expect_err("factor over the maximum");
+    assert!(matches!(FsError::from_status(&e), FsError::Invalid(_)), "{e}");
+    let e = control
+        .create_share(Request::new(pb::CreateShareRequest {
+            name: "bad".into(),
+            export_path: "/bad".into(),
+            allowed_clients: vec!["nope".into()],
+            ..Default::default()
+        }))
+        .await
+        .expect_err("bad entry at create");
+    assert!(matches!(FsError::from_status(&e), FsError::Invalid(_)), "{e}");
+    assert!(matches!(FsError::from_status(&get("/bad").await.expect_err("not created")), FsError::NotFound));
+    let e = update(pb::UpdateShareRequest { export_path: "/nope".into(), read_only: Some(true), ..Default::default() })
+        .await
+        .expect_err("unknown share");
+    assert!(matches!(FsError::from_status(&e), FsError::NotFound), "{e}");
+    let now = get("/ro").await.unwrap().into_inner();
+    assert!(!now.read_only && now.allowed_clients.is_empty());
+
+    // An UpdateShare is validated again when applied (a proposer that skipped the check).
+    let r = m
+        .update_share("/ro", ShareChanges { allowed_clients: Some(vec!["*/1".into()]), ..Default::default() })
+        .await;
+    assert!(matches!(r, Err(metad::MetadError::Fs(FsError::Invalid(_)))), "{r:?}");
+
+    // The options survive a restart.
+    m.shutdown().await.unwrap();
+    drop((control, meta, m));
+    let m = single(dir.path(), Liveness::default()).await;
+    let meta = MetaService::new(m.clone());
+    let s = meta.get_share(Request::new(pb::GetShareRequest { export_path: "/ro".into() })).await.unwrap().into_inner();
+    assert_eq!((s.squash, s.anon_uid, s.anon_gid, s.replication_factor), (pb::Squash::Root as i32, Some(1500), Some(100), 2));
+    m.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_carry_daemons_and_pack_locations() {
     let src = tempfile::tempdir().unwrap();
     {
@@ -293,6 +403,15 @@ async fn snapshots_carry_daemons_and_pack_locations() {
         let locations = vec![loc(1, "packs/a", 0, 100), loc(2, "packs/b", 5, 9)];
         svc.record_packs(Request::new(pb::RecordPacksRequest { locations })).await.unwrap();
         m.set_share_replication("/export", 3).await.unwrap();
+        let changes = ShareChanges {
+            read_only: Some(true),
+            allowed_clients: Some(vec!["10.0.0.0/8".into()]),
+            squash: Some(Squash::All),
+            anon_uid: Some(7),
+            anon_gid: Some(8),
+            ..Default::default()
+        };
+        m.update_share("/export", changes).await.unwrap();
         m.shutdown().await.unwrap();
     }
     let src_db = store::open(src.path()).unwrap();
@@ -317,7 +436,11 @@ async fn snapshots_carry_daemons_and_pack_locations() {
     let found = t.locate_chunks(&[h(2), h(1), h(3)]).unwrap();
     let found: Vec<_> = found.into_iter().map(|l| (l.hash, l.pack, l.offset, l.length)).collect();
     assert_eq!(found, vec![(h(2), "packs/b".to_string(), 5, 9), (h(1), "packs/a".to_string(), 0, 100)]);
-    assert_eq!(t.share_by_path("/export").unwrap().rec.replication_factor, 3);
+    let share = t.share_by_path("/export").unwrap().rec;
+    assert_eq!(share.replication_factor, 3);
+    assert!(share.read_only);
+    assert_eq!(share.allowed_clients, vec!["10.0.0.0/8"]);
+    assert_eq!((share.squash, share.anon_uid, share.anon_gid), (Squash::All, 7, 8));
 }
 
 struct Node {

@@ -49,6 +49,10 @@ pub struct MetaInner {
     pub access_calls: AtomicUsize,
     /// The share's `replication_factor` (0 = the cluster default).
     pub share_rf: AtomicU32,
+    /// The share's `read_only` export option.
+    pub share_read_only: AtomicBool,
+    /// ListShares calls answered.
+    pub list_shares_calls: AtomicUsize,
     /// (RPC name, its cred) of every call that carries one, in order.
     pub creds: Mutex<Vec<(&'static str, Option<pb::Cred>)>>,
 }
@@ -162,6 +166,7 @@ impl FakeMeta {
 
 impl MetaApi for FakeMeta {
     async fn list_shares(&self) -> Result<Vec<pb::Share>, FsError> {
+        self.0.list_shares_calls.fetch_add(1, Ordering::SeqCst);
         Ok(vec![self.get_share("/export").await?])
     }
 
@@ -176,6 +181,10 @@ impl MetaApi for FakeMeta {
             export_path: "/export".into(),
             root: Some(root),
             replication_factor: self.0.share_rf.load(Ordering::SeqCst),
+            read_only: self.0.share_read_only.load(Ordering::SeqCst),
+            anon_uid: Some(65534),
+            anon_gid: Some(65534),
+            ..Default::default()
         })
     }
 

@@ -21,7 +21,7 @@
 //! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams), `blocks`
 //! (the real chunk store: one daemon or `replicated`), `replicated` (replica sets over the
 //! live daemons metad lists), `placement` (rendezvous hashing), `shares` (each share's
-//! replication factor), `readahead` (sequential-read detection), `access`
+//! export options and replication factor, cached for `shares::TTL`), `readahead` (sequential-read detection), `access`
 //! (granted-permission cache), `buffer`
 //! (dirty ranges), `budget` (byte permits), `files` (per-file state), `write` (WRITE,
 //! COMMIT, SETATTR), `flush` (one file's flush), `read` (READ and chunk fetching), `cache`,
@@ -85,7 +85,7 @@ use cache::ChunkCache;
 use chunker::ChunkerParams;
 use files::FileTable;
 use readahead::ReadAhead;
-use shares::ShareFactors;
+use shares::ShareCache;
 use verifier::WriteVerifier;
 
 /// Where the engine finds its block daemons.
@@ -174,7 +174,9 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = Blocks> {
     verifier: WriteVerifier,
     access: AccessCache,
     readahead: ReadAhead,
-    shares: ShareFactors,
+    shares: ShareCache,
+    /// The mounts handed out by this gateway (MOUNT DUMP).
+    mounts: crate::exports::MountTable,
     /// The engine itself, for the background tasks it spawns (read-ahead).
     me: Weak<Self>,
     /// Wakes the background flusher when a writer waits for budget.
@@ -225,7 +227,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             verifier: WriteVerifier::new(),
             access: AccessCache::default(),
             readahead: ReadAhead::new(opts.cache_bytes),
-            shares: ShareFactors::default(),
+            shares: ShareCache::default(),
+            mounts: crate::exports::MountTable::default(),
             me: me.clone(),
             pressure: Arc::new(Notify::new()),
             writers_waiting: AtomicUsize::new(0),

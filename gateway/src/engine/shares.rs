@@ -1,46 +1,85 @@
-//! The replication factor of each share, as metad's `ListShares` last said.
+//! Each share's export options and replication factor, as metad last said.
 //!
-//! Owns a small cache (share id -> `Share.replication_factor`, 0 = the cluster default)
-//! refreshed when older than `TTL`, so a flush does not ask metad for every span. Must never
-//! guess a factor: when metad cannot be asked and nothing fresh is cached, the flush fails
-//! (and is retried) rather than storing fewer copies than the share wants.
+//! Owns a small cache (share id -> parsed [`Export`] and `Share.replication_factor`, 0 = the
+//! cluster default), each entry used for at most [`TTL`]: an older or missing entry makes
+//! the next caller ask metad's `ListShares` again (one request at a time; callers that waited
+//! use its answer), and a MNT's fresh `GetShare` answer replaces its share's entry. So an
+//! `UpdateShare` reaches every gateway within `TTL` plus one call, without a restart.
+//! Must never: guess. When metad cannot be asked and nothing fresh is cached, the call fails
+//! (a flush is retried) rather than storing fewer copies than the share wants or applying
+//! options older than `TTL`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use proto::FsError;
+use proto::{FsError, pb};
 
 use super::{ChunkApi, Engine, MetaApi, lock};
+use crate::exports::Export;
 
-/// How long a share's factor is used before metad is asked again.
-pub const TTL: Duration = Duration::from_secs(10);
+/// How long a share's options and factor are used before metad is asked again.
+pub const TTL: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Default)]
-pub struct ShareFactors {
-    known: Mutex<HashMap<u64, (u32, Instant)>>,
+#[derive(Clone, Debug)]
+struct Entry {
+    export: Arc<Export>,
+    rf: u32,
+    at: Instant,
 }
 
-impl ShareFactors {
-    fn fresh(&self, share_id: u64) -> Option<u32> {
-        lock(&self.known).get(&share_id).filter(|(_, at)| at.elapsed() < TTL).map(|(rf, _)| *rf)
+#[derive(Debug, Default)]
+pub struct ShareCache {
+    known: Mutex<HashMap<u64, Entry>>,
+    /// Held while one caller refreshes the table from metad.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl ShareCache {
+    fn fresh(&self, share_id: u64) -> Option<Entry> {
+        lock(&self.known).get(&share_id).filter(|e| e.at.elapsed() < TTL).cloned()
+    }
+
+    /// Remembers `share` as metad just answered it.
+    pub(super) fn remember(&self, share: &pb::Share) {
+        let entry =
+            Entry { export: Arc::new(Export::from_share(share)), rf: share.replication_factor, at: Instant::now() };
+        lock(&self.known).insert(share.share_id, entry);
     }
 }
 
 impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
-    /// The replication factor of `share_id` (0 = the cluster default; also for a share
-    /// metad does not list, whose commit metad will refuse anyway).
-    pub(super) async fn share_rf(&self, share_id: u64) -> Result<u32, FsError> {
-        if let Some(rf) = self.shares.fresh(share_id) {
-            return Ok(rf);
+    /// The cached entry of `share_id`, refreshed from metad when stale; `None` for a share
+    /// metad does not list.
+    async fn share_entry(&self, share_id: u64) -> Result<Option<Entry>, FsError> {
+        if let Some(e) = self.shares.fresh(share_id) {
+            return Ok(Some(e));
+        }
+        let _one = self.shares.refreshing.lock().await;
+        if let Some(e) = self.shares.fresh(share_id) {
+            return Ok(Some(e)); // refreshed while this caller waited
         }
         let shares = self.meta.list_shares().await?;
         let now = Instant::now();
         let mut known = lock(&self.shares.known);
         known.clear();
         for s in &shares {
-            known.insert(s.share_id, (s.replication_factor, now));
+            known.insert(
+                s.share_id,
+                Entry { export: Arc::new(Export::from_share(s)), rf: s.replication_factor, at: now },
+            );
         }
-        Ok(known.get(&share_id).map_or(0, |(rf, _)| *rf))
+        Ok(known.get(&share_id).cloned())
+    }
+
+    /// The replication factor of `share_id` (0 = the cluster default; also for a share
+    /// metad does not list, whose commit metad will refuse anyway).
+    pub(super) async fn share_rf(&self, share_id: u64) -> Result<u32, FsError> {
+        Ok(self.share_entry(share_id).await?.map_or(0, |e| e.rf))
+    }
+
+    /// The export options of `share_id`; `Stale` for a share metad does not list.
+    pub(super) async fn share_export(&self, share_id: u64) -> Result<Arc<Export>, FsError> {
+        self.share_entry(share_id).await?.map(|e| e.export).ok_or(FsError::Stale)
     }
 }

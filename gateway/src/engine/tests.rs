@@ -500,3 +500,29 @@ async fn sequential_reads_prefetch_and_random_reads_do_not() {
     }
     assert_eq!(f.engine.readahead.started(), 1, "random reads start no prefetch");
 }
+
+#[tokio::test]
+async fn export_options_are_cached_for_the_ttl_and_refreshed_by_mnt() {
+    let f = fixture();
+    let calls = || f.meta.0.list_shares_calls.load(Ordering::SeqCst);
+    let share = root().share_id;
+    assert!(!f.engine.export_of(share).await.expect("options").read_only);
+    for _ in 0..20 {
+        f.engine.export_of(share).await.expect("options");
+    }
+    assert_eq!(calls(), 1, "one ListShares within the TTL");
+    assert!(matches!(f.engine.export_of(share + 1).await, Err(FsError::Stale)), "a share metad does not list");
+
+    // Changed in metad: still the cached answer until a MNT (or the TTL) refreshes it.
+    f.meta.0.share_read_only.store(true, Ordering::SeqCst);
+    let before = calls();
+    assert!(!f.engine.export_of(share).await.expect("options").read_only);
+    f.engine.mount("/export").await.expect("mount");
+    assert!(f.engine.export_of(share).await.expect("options").read_only, "MNT refreshed the entry");
+    assert_eq!(calls(), before);
+
+    f.meta.0.share_read_only.store(false, Ordering::SeqCst);
+    tokio::time::sleep(super::shares::TTL + Duration::from_millis(50)).await;
+    assert!(!f.engine.export_of(share).await.expect("options").read_only, "refreshed after the TTL");
+    assert_eq!(calls(), before + 1);
+}

@@ -1,6 +1,7 @@
 //! `Vfs` for `Engine`: each method is one of the engine's paths or one metad call.
 //!
-//! Owns the 1:1 mappings (exports, mount, lookup, create, remove, readdir, fsstat,
+//! Owns the 1:1 mappings (exports and mount, which also refresh the share cache of
+//! `shares`; export_of answers from that cache; lookup, create, remove, readdir, fsstat,
 //! symlink, readlink, mknod, link, access), filling each request's `cred`, the
 //! read-your-writes adjustment of attributes (size extended over this gateway's buffered
 //! data), and keeping buffered data consistent across namespace changes that replace
@@ -23,6 +24,7 @@ use proto::{FileHandle, FsError, pb};
 
 use super::files::FileState;
 use super::{ChunkApi, Engine, MetaApi};
+use crate::exports::{Export, MountTable};
 use crate::vfs::{ACCESS_READ, ACCESS_WRITE, FsStat, ReadReply, Stability, Vfs, WriteReply};
 
 /// FSSTAT's total bytes until block daemons report capacity (1 PiB).
@@ -98,11 +100,23 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
 
 impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
     async fn exports(&self) -> Result<Vec<pb::Share>, FsError> {
-        self.meta.list_shares().await
+        let shares = self.meta.list_shares().await?;
+        shares.iter().for_each(|s| self.shares.remember(s));
+        Ok(shares)
     }
 
     async fn mount(&self, export_path: &str) -> Result<pb::Share, FsError> {
-        self.meta.get_share(export_path).await
+        let share = self.meta.get_share(export_path).await?;
+        self.shares.remember(&share);
+        Ok(share)
+    }
+
+    async fn export_of(&self, share_id: u64) -> Result<Arc<Export>, FsError> {
+        self.share_export(share_id).await
+    }
+
+    fn mount_table(&self) -> &MountTable {
+        &self.mounts
     }
 
     async fn getattr(&self, node: FileHandle) -> Result<pb::Attr, FsError> {

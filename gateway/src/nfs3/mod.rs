@@ -1,7 +1,8 @@
 //! NFS version 3 (RFC 1813), program 100003, over the `Vfs` trait.
 //!
 //! Owns: procedure numbers and names, routing a call to its procedure (all 22 of RFC 1813
-//! are implemented) and the server's transfer limits (FSINFO).
+//! are implemented) after the export check (`crate::exports`), and the server's transfer
+//! limits (FSINFO).
 //!
 //! Must never: map an `FsError` to a status anywhere but `status`, or talk to metad or
 //! block daemons (everything goes through `Vfs`).
@@ -15,9 +16,12 @@ pub mod types;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_exports;
 
 use bytes::Bytes;
 
+use crate::exports::{self, Admission};
 use crate::rpc::{CallContext, ProcOutcome, ProtocolError};
 use crate::vfs::Vfs;
 use crate::xdr::XdrWriter;
@@ -60,14 +64,29 @@ pub fn proc_name(proc_num: u32) -> Option<&'static str> {
     NAMES.get(proc_num as usize).copied()
 }
 
-/// Runs NFSv3 procedure `proc_num`, appending its results (status first) to `w`.
+/// Runs NFSv3 procedure `proc_num`, appending its results (status first) to `w`. Every
+/// procedure but NULL first passes `exports::admit` (client list, read-only, squashing).
 pub async fn call<V: Vfs>(vfs: &V, ctx: &CallContext, proc_num: u32, args: &Bytes, w: &mut XdrWriter) -> ProcOutcome {
+    if proc_num == 0 {
+        return ProcOutcome::Ok;
+    }
+    if proc_name(proc_num).is_none() {
+        return ProcOutcome::ProcUnavail;
+    }
+    let (ctx, read_only) = match exports::admit(vfs, ctx, proc_num, args).await {
+        Admission::Run { ctx, read_only } => (ctx, read_only),
+        Admission::Refuse(e) => {
+            tracing::debug!(xid = ctx.xid, proc = proc_name(proc_num), error = %e, "NFS call refused by the export");
+            procs::refuse(w, proc_num, &e);
+            return ProcOutcome::Failed;
+        }
+    };
+    let ctx = &ctx;
     let result: Result<NfsStat3, ProtocolError> = match proc_num {
-        0 => Ok(NfsStat3::Ok),
         1 => procs::getattr(vfs, args, w).await,
         2 => procs::setattr(vfs, ctx, args, w).await,
         3 => procs::lookup(vfs, ctx, args, w).await,
-        4 => procs::access(vfs, ctx, args, w).await,
+        4 => procs::access(vfs, ctx, args, w, read_only).await,
         5 => namespace::readlink(vfs, ctx, args, w).await,
         6 => procs::read(vfs, ctx, args, w).await,
         7 => procs::write(vfs, ctx, args, w).await,

@@ -189,7 +189,30 @@ pub fn access3_bits(kind: i32, granted: u32, requested: u32) -> u32 {
     requested & allowed
 }
 
-pub async fn access<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter) -> Res {
+/// Writes the refusal of procedure `proc_num` (1..=21) with `e`: the status and the
+/// procedure's failure body with every attribute absent, as the procedures write it (void
+/// for GETATTR, post_op_attr for the reads, wcc_data for the changes, two wcc_data for
+/// RENAME, post_op_attr + wcc_data for LINK).
+pub(super) fn refuse(w: &mut XdrWriter, proc_num: u32, e: &FsError) -> NfsStat3 {
+    fail(w, e, |w| match proc_num {
+        1 => {}
+        2 | 7..=13 | 21 => no_wcc(w),
+        14 => {
+            no_wcc(w);
+            no_wcc(w);
+        }
+        15 => {
+            no_attr(w);
+            no_wcc(w);
+        }
+        _ => no_attr(w),
+    })
+}
+
+/// ACCESS3 bits a read-only export never grants.
+const ACCESS3_CHANGES: u32 = ACCESS3_MODIFY | ACCESS3_EXTEND | ACCESS3_DELETE;
+
+pub async fn access<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut XdrWriter, read_only: bool) -> Res {
     let a = args::access_args(args)?;
     let mask = ACCESS_READ | ACCESS_WRITE | ACCESS_EXECUTE;
     let r = async { vfs.access(&ctx.cred.cred(), a.fh?, mask).await }.await;
@@ -197,7 +220,8 @@ pub async fn access<V: Vfs>(vfs: &V, ctx: &CallContext, args: &[u8], w: &mut Xdr
         Ok((attr, granted)) => {
             let s = ok(w);
             types::write_post_op_attr(w, Some(&attr));
-            w.u32(access3_bits(attr.kind, granted, a.access));
+            let bits = access3_bits(attr.kind, granted, a.access);
+            w.u32(if read_only { bits & !ACCESS3_CHANGES } else { bits });
             s
         }
         Err(e) => fail(w, &e, no_attr),

@@ -11,16 +11,16 @@ use crate::testing::{self, MemVfs};
 use crate::vfs::Stability;
 use crate::xdr::{XdrReader, XdrWriter};
 
-const NFS: u32 = 100_003;
-const MOUNT: u32 = 100_005;
+pub(super) const NFS: u32 = 100_003;
+pub(super) const MOUNT: u32 = 100_005;
 
 #[derive(Clone, Copy)]
-enum Cred {
+pub(super) enum Cred {
     None,
     Sys(u32, u32),
 }
 
-fn record(xid: u32, prog: u32, vers: u32, proc_num: u32, cred: Cred, args: impl FnOnce(&mut XdrWriter)) -> Bytes {
+pub(super) fn record(xid: u32, prog: u32, vers: u32, proc_num: u32, cred: Cred, args: impl FnOnce(&mut XdrWriter)) -> Bytes {
     let mut w = XdrWriter::new();
     for v in [xid, 0, 2, prog, vers, proc_num] {
         w.u32(v);
@@ -49,23 +49,28 @@ fn record(xid: u32, prog: u32, vers: u32, proc_num: u32, cred: Cred, args: impl 
 }
 
 /// A decoded reply: `accept_stat` and a reader over what follows it.
-struct Reply {
-    bytes: Vec<u8>,
-    stat: u32,
-    body_at: usize,
+pub(super) struct Reply {
+    pub(super) bytes: Vec<u8>,
+    pub(super) stat: u32,
+    pub(super) body_at: usize,
 }
 
 impl Reply {
-    fn body(&self) -> XdrReader<'_> {
+    pub(super) fn body(&self) -> XdrReader<'_> {
         XdrReader::new(&self.bytes[self.body_at..])
     }
-    fn body_len(&self) -> usize {
+    pub(super) fn body_len(&self) -> usize {
         self.bytes.len() - self.body_at
     }
 }
 
-async fn send(vfs: &MemVfs, rec: Bytes) -> Reply {
-    let bytes = handle_record(vfs, rec).await.expect("a reply").to_vec();
+pub(super) async fn send(vfs: &MemVfs, rec: Bytes) -> Reply {
+    send_from(vfs, rec, None).await
+}
+
+/// [`send`] from a client at `client`.
+pub(super) async fn send_from(vfs: &MemVfs, rec: Bytes, client: Option<std::net::SocketAddr>) -> Reply {
+    let bytes = crate::rpc::handle_call(vfs, rec, client).await.expect("a reply").to_vec();
     let mut r = XdrReader::new(&bytes);
     assert_eq!(r.u32().unwrap(), 42, "xid");
     assert_eq!(r.u32().unwrap(), 1, "REPLY");
@@ -76,19 +81,19 @@ async fn send(vfs: &MemVfs, rec: Bytes) -> Reply {
     Reply { bytes, stat, body_at }
 }
 
-async fn nfs(vfs: &MemVfs, proc_num: u32, cred: Cred, args: impl FnOnce(&mut XdrWriter)) -> Reply {
+pub(super) async fn nfs(vfs: &MemVfs, proc_num: u32, cred: Cred, args: impl FnOnce(&mut XdrWriter)) -> Reply {
     send(vfs, record(42, NFS, 3, proc_num, cred, args)).await
 }
 
-fn root() -> FileHandle {
+pub(super) fn root() -> FileHandle {
     MemVfs::root()
 }
 
-fn fh(w: &mut XdrWriter, h: FileHandle) {
+pub(super) fn fh(w: &mut XdrWriter, h: FileHandle) {
     w.opaque(&h.encode());
 }
 
-fn read_fattr(r: &mut XdrReader<'_>) -> [u64; 11] {
+pub(super) fn read_fattr(r: &mut XdrReader<'_>) -> [u64; 11] {
     let mut out = [0u64; 11];
     // type, mode, nlink, uid, gid, size, used, rdev(2 words), fsid, fileid
     out[0] = r.u32().unwrap().into();
@@ -108,11 +113,11 @@ fn read_fattr(r: &mut XdrReader<'_>) -> [u64; 11] {
     out
 }
 
-fn skip_post_op_attr(r: &mut XdrReader<'_>) -> Option<[u64; 11]> {
+pub(super) fn skip_post_op_attr(r: &mut XdrReader<'_>) -> Option<[u64; 11]> {
     r.bool().unwrap().then(|| read_fattr(r))
 }
 
-fn skip_pre_op_attr(r: &mut XdrReader<'_>) -> bool {
+pub(super) fn skip_pre_op_attr(r: &mut XdrReader<'_>) -> bool {
     let present = r.bool().unwrap();
     if present {
         r.u64().unwrap();
@@ -123,12 +128,12 @@ fn skip_pre_op_attr(r: &mut XdrReader<'_>) -> bool {
     present
 }
 
-fn skip_wcc(r: &mut XdrReader<'_>) -> (bool, Option<[u64; 11]>) {
+pub(super) fn skip_wcc(r: &mut XdrReader<'_>) -> (bool, Option<[u64; 11]>) {
     (skip_pre_op_attr(r), skip_post_op_attr(r))
 }
 
 /// CREATE `name` in the root (UNCHECKED, mode 0640) and return its handle.
-async fn create(vfs: &MemVfs, name: &[u8], cred: Cred) -> FileHandle {
+pub(super) async fn create(vfs: &MemVfs, name: &[u8], cred: Cred) -> FileHandle {
     let rep = nfs(vfs, 8, cred, |w| {
         fh(w, root());
         w.opaque(name);
@@ -185,7 +190,9 @@ async fn mount_protocol() {
     let mut r = rep.body();
     assert!(r.bool().unwrap());
     assert_eq!(r.opaque(1024).unwrap(), b"/export");
-    assert!(!r.bool().unwrap(), "no groups");
+    assert!(r.bool().unwrap());
+    assert_eq!(r.opaque(255).unwrap(), b"*", "open to every client");
+    assert!(!r.bool().unwrap(), "one group");
     assert!(!r.bool().unwrap(), "one export");
 
     let rep = send(&vfs, record(42, MOUNT, 3, 2, Cred::None, |_| {})).await;
@@ -491,12 +498,12 @@ async fn readdir_pages_within_count() {
     assert_eq!(r.remaining(), 0);
 }
 
-fn dirop(w: &mut XdrWriter, dir: FileHandle, name: &[u8]) {
+pub(super) fn dirop(w: &mut XdrWriter, dir: FileHandle, name: &[u8]) {
     fh(w, dir);
     w.opaque(name);
 }
 
-fn no_sattr(w: &mut XdrWriter) {
+pub(super) fn no_sattr(w: &mut XdrWriter) {
     for _ in 0..6 {
         w.u32(0);
     }
@@ -515,7 +522,7 @@ async fn lookup_id(vfs: &MemVfs, name: &[u8]) -> (u32, Option<u64>) {
 }
 
 /// The status word and the rest of a reply body.
-fn status_and_rest(rep: &Reply) -> (u32, Vec<u8>) {
+pub(super) fn status_and_rest(rep: &Reply) -> (u32, Vec<u8>) {
     let mut r = rep.body();
     (r.u32().unwrap(), r.rest().to_vec())
 }

@@ -9,8 +9,9 @@
 //! Must never: trust the credential for security. AUTH_SYS is what the client claims;
 //! the gateway passes it on (`Credentials::cred`) and metad checks permissions against it.
 //!
-//! Squashing: AUTH_NONE becomes `nobody` (65534:65534, no groups). No root squashing is
-//! configured yet (uid 0 stays 0); when exports gain options it belongs in `cred`.
+//! Squashing by a share's export options (root/all, anonymous ids) is not done here but in
+//! `crate::exports`, before a call reaches the `Vfs`; here AUTH_NONE decodes as `nobody`
+//! (65534:65534, no groups).
 
 use proto::pb;
 

@@ -5,7 +5,7 @@
 //! operation shares: directory entries and their slots, link counts, freeing an inode with its
 //! extents and chunk references, resizing, and the per-share counters. The operations
 //! themselves live in `create` (create/mknod/symlink/link), `unlink` (remove/rename) and
-//! `attrs` (setattr/commit-extents); shares are created here.
+//! `attrs` (setattr/commit-extents); shares are created and their options changed here.
 //! Must never: leave a partial change behind a refusal. Every command first checks everything
 //! that can refuse it (reads only), then mutates; after the first write the only possible
 //! failure is a storage error, which aborts the whole transaction. Never reads a clock.
@@ -14,10 +14,10 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::check_live;
 use super::dedup::DedupTables;
-use crate::command::{ApplyError, Command, CommandResult, NodeKey, Op, Reply, Wcc};
+use crate::command::{ApplyError, Command, CommandResult, NodeKey, Op, Reply, ShareChanges, Wcc};
 use crate::error::MetadError;
 use crate::extents::{self, RangePlan};
-use crate::model::{AttrOut, Cred, FIRST_SLOT, FileKind, Inode, ShareRec};
+use crate::model::{AttrOut, Cred, DEFAULT_ANON_ID, FIRST_SLOT, FileKind, Inode, ShareRec, Squash};
 use crate::store::{self, access};
 use crate::validate;
 
@@ -89,7 +89,10 @@ impl<'t> WriteTables<'t> {
     /// Applies one command. `Err` only for storage failures; refusals are `Ok(Err(..))`.
     pub fn apply(&mut self, cmd: &Command) -> Result<CommandResult, MetadError> {
         match cmd {
-            Command::CreateShare { name, export_path, now_ns } => settle(self.create_share(name, export_path, *now_ns)),
+            Command::CreateShare { name, export_path, now_ns, changes } => {
+                settle(self.create_share(name, export_path, *now_ns, changes))
+            }
+            Command::UpdateShare { export_path, changes } => settle(self.update_share(export_path, changes)),
             Command::Fs { cred, request, now_ns, op } => {
                 if let Some(id) = request
                     && let Some(stored) = self.dedup.lookup(*id)?
@@ -321,15 +324,20 @@ impl<'t> WriteTables<'t> {
 
     // ---------------------------------------------------------------- shares
 
-    fn create_share(&mut self, name: &str, export_path: &str, now_ns: i64) -> R<Reply> {
+    fn create_share(&mut self, name: &str, export_path: &str, now_ns: i64, changes: &ShareChanges) -> R<Reply> {
         if name.is_empty() || name.len() > validate::MAX_SHARE_PATH_LEN {
             return Err(ApplyError::Invalid("share name must be 1..=1024 bytes".into()).into());
         }
         if !export_path.starts_with('/') || export_path.len() > validate::MAX_SHARE_PATH_LEN {
             return Err(ApplyError::Invalid("export path must be absolute and at most 1024 bytes".into()).into());
         }
+        validate::check_share_changes(changes)?;
         if let Some(id) = self.share_paths.get(export_path)?.map(|v| v.value()) {
-            let share = self.share(id)?;
+            let mut share = self.share(id)?;
+            if !changes.is_empty() {
+                changes.apply_to(&mut share);
+                access::put_share(&mut self.shares, id, &share)?;
+            }
             let root = self.inode(share.root_ino)?;
             return Ok(Reply::Share { share_id: id, root: AttrOut { ino: share.root_ino, inode: root } });
         }
@@ -338,17 +346,50 @@ impl<'t> WriteTables<'t> {
         let mut root = new_inode(share_id, FileKind::Directory, 0o755, (0, 0), now_ns);
         root.parent = ino;
         self.put(ino, &root)?;
-        let rec = ShareRec {
+        let mut rec = ShareRec {
             name: name.to_string(),
             export_path: export_path.to_string(),
             root_ino: ino,
             files: 1,
             bytes_used: 0,
             replication_factor: 0,
+            read_only: false,
+            allowed_clients: Vec::new(),
+            squash: Squash::None,
+            anon_uid: DEFAULT_ANON_ID,
+            anon_gid: DEFAULT_ANON_ID,
         };
+        changes.apply_to(&mut rec);
         access::put_share(&mut self.shares, share_id, &rec)?;
         self.share_paths.insert(export_path, share_id)?;
         Ok(Reply::Share { share_id, root: AttrOut { ino, inode: root } })
+    }
+
+    /// Changes the options of an existing share: all of `changes` or, if any is invalid,
+    /// nothing.
+    fn update_share(&mut self, export_path: &str, changes: &ShareChanges) -> R<Reply> {
+        validate::check_share_changes(changes)?;
+        let Some(id) = self.share_paths.get(export_path)?.map(|v| v.value()) else {
+            return Err(ApplyError::NotFound.into());
+        };
+        let mut share = self.share(id)?;
+        changes.apply_to(&mut share);
+        access::put_share(&mut self.shares, id, &share)?;
+        Ok(Reply::Nothing)
+    }
+}
+
+impl ShareChanges {
+    /// Sets the given options on `share`.
+    fn apply_to(&self, share: &mut ShareRec) {
+        share.replication_factor = self.replication_factor.unwrap_or(share.replication_factor);
+        share.read_only = self.read_only.unwrap_or(share.read_only);
+        if let Some(list) = &self.allowed_clients {
+            share.allowed_clients.clone_from(list);
+        }
+        share.squash = self.squash.unwrap_or(share.squash);
+        share.anon_uid = self.anon_uid.unwrap_or(share.anon_uid);
+        share.anon_gid = self.anon_gid.unwrap_or(share.anon_gid);
     }
 }
 

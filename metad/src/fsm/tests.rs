@@ -28,7 +28,7 @@ impl Harness {
     fn new() -> Harness {
         let db = Database::builder().create_with_backend(InMemoryBackend::new()).unwrap();
         let mut h = Harness { db, now: 1_000, root: NodeKey { share_id: 0, ino: 0, generation: 0 } };
-        let cmd = Command::CreateShare { name: "s".into(), export_path: "/s".into(), now_ns: h.now };
+        let cmd = Command::CreateShare { name: "s".into(), export_path: "/s".into(), now_ns: h.now, changes: Default::default() };
         match h.apply(&cmd) {
             Ok(Reply::Share { root, .. }) => h.root = key(&root),
             other => panic!("share: {other:?}"),

@@ -1,8 +1,9 @@
 //! The `Control` service: node and cluster status, and membership changes, for operators.
 //!
 //! Owns: turning Raft metrics into `StatusReply`/`MembersReply`, forwarding membership
-//! calls from a follower to the leader, and share creation / replication changes (Raft
-//! commands, which `Metad::write` forwards itself). The `Control` service is served on the control port
+//! calls from a follower to the leader, and share creation / option changes (one Raft
+//! command each, which `Metad::write` forwards itself; options are checked here and again
+//! when applied). The `Control` service is served on the control port
 //! *and* on metad's internal port (with `Meta` and `Raft`), so a follower reaches the leader's
 //! control API at the leader's advertised Raft address. A forwarded call carries the
 //! [`FORWARDED`] metadata key; a node that receives one and does not lead answers `NotLeader`
@@ -15,6 +16,7 @@ use proto::pb::control_client::ControlClient;
 use tonic::{Request, Response, Status};
 
 use crate::error::MetadError;
+use crate::service::convert;
 use crate::service::meta::share_to_pb;
 use crate::validate;
 use crate::membership::MembersView;
@@ -139,10 +141,18 @@ impl pb::control_server::Control for ControlService {
         if req.name.is_empty() || req.name.len() > validate::MAX_NAME_LEN {
             return Err(Status::invalid_argument(format!("share name must be 1..={} bytes", validate::MAX_NAME_LEN)));
         }
-        self.metad.ensure_share(&req.name, &req.export_path).await.map_err(|e| e.to_status())?;
-        if let Some(rf) = req.replication_factor {
-            self.metad.set_share_replication(&req.export_path, rf).await.map_err(|e| e.to_status())?;
-        }
+        let changes = convert::create_share_changes(&req).map_err(|e| e.to_status())?;
+        validate::check_share_changes(&changes).map_err(|e| proto::FsError::from(e).to_status())?;
+        self.metad.create_share(&req.name, &req.export_path, changes).await.map_err(|e| e.to_status())?;
+        self.share(req.export_path).await
+    }
+
+    async fn update_share(&self, request: Request<pb::UpdateShareRequest>) -> Result<Response<pb::Share>, Status> {
+        let req = request.into_inner();
+        check_share_path(&req.export_path)?;
+        let changes = convert::update_share_changes(&req).map_err(|e| e.to_status())?;
+        validate::check_share_changes(&changes).map_err(|e| proto::FsError::from(e).to_status())?;
+        self.metad.update_share(&req.export_path, changes).await.map_err(|e| e.to_status())?;
         self.share(req.export_path).await
     }
 

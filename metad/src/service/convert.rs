@@ -8,8 +8,8 @@
 use proto::FsError;
 use proto::pb;
 
-use crate::command::{CreateMode, NodeKey, RequestId};
-use crate::model::{AttrOut, Cred, Extent, FileKind, HASH_LEN};
+use crate::command::{CreateMode, NodeKey, RequestId, ShareChanges};
+use crate::model::{AttrOut, Cred, Extent, FileKind, HASH_LEN, Squash};
 use crate::validate::MAX_GROUPS;
 
 const NANOS_PER_SEC: i64 = 1_000_000_000;
@@ -30,6 +30,49 @@ pub fn time_from_pb(t: &pb::Time) -> Result<i64, FsError> {
         .checked_mul(NANOS_PER_SEC)
         .and_then(|s| s.checked_add(i64::from(t.nanos)))
         .ok_or_else(|| FsError::Invalid(format!("time {}s out of range", t.secs)))
+}
+
+/// Squash mode -> protobuf enum value.
+pub fn squash_to_pb(s: Squash) -> i32 {
+    match s {
+        Squash::None => pb::Squash::None as i32,
+        Squash::Root => pb::Squash::Root as i32,
+        Squash::All => pb::Squash::All as i32,
+    }
+}
+
+/// Protobuf enum value -> squash mode (an unknown value is `Invalid`).
+pub fn squash_from_pb(v: i32) -> Result<Squash, FsError> {
+    match pb::Squash::try_from(v) {
+        Ok(pb::Squash::None) => Ok(Squash::None),
+        Ok(pb::Squash::Root) => Ok(Squash::Root),
+        Ok(pb::Squash::All) => Ok(Squash::All),
+        Err(_) => Err(FsError::Invalid(format!("unknown squash mode {v}"))),
+    }
+}
+
+/// The options a `CreateShareRequest` sets (a non-empty `allowed_clients` replaces the list).
+pub fn create_share_changes(r: &pb::CreateShareRequest) -> Result<ShareChanges, FsError> {
+    Ok(ShareChanges {
+        replication_factor: r.replication_factor,
+        read_only: r.read_only,
+        allowed_clients: (!r.allowed_clients.is_empty()).then(|| r.allowed_clients.clone()),
+        squash: r.squash.map(squash_from_pb).transpose()?,
+        anon_uid: r.anon_uid,
+        anon_gid: r.anon_gid,
+    })
+}
+
+/// The options an `UpdateShareRequest` changes.
+pub fn update_share_changes(r: &pb::UpdateShareRequest) -> Result<ShareChanges, FsError> {
+    Ok(ShareChanges {
+        replication_factor: r.replication_factor,
+        read_only: r.read_only,
+        allowed_clients: r.allowed_clients.as_ref().map(|l| l.entries.clone()),
+        squash: r.squash.map(squash_from_pb).transpose()?,
+        anon_uid: r.anon_uid,
+        anon_gid: r.anon_gid,
+    })
 }
 
 /// The current time, stamped into commands by the proposer.

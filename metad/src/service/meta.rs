@@ -54,6 +54,11 @@ pub(crate) fn share_to_pb(s: &crate::fsm::query::ShareOut) -> pb::Share {
         export_path: s.rec.export_path.clone(),
         root: Some(attr_to_pb(&s.root)),
         replication_factor: s.rec.replication_factor,
+        read_only: s.rec.read_only,
+        allowed_clients: s.rec.allowed_clients.clone(),
+        squash: convert::squash_to_pb(s.rec.squash),
+        anon_uid: Some(s.rec.anon_uid),
+        anon_gid: Some(s.rec.anon_gid),
     }
 }
 

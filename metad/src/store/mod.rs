@@ -22,7 +22,12 @@ use crate::error::{MetadError, Result};
 /// 3: the `block_daemons` and `packs` tables, and a replication factor in share records. A
 /// version-2 store is upgraded in place at open (the new tables are created empty; share
 /// records without the field read as 0, the cluster default).
-pub const SCHEMA_VERSION: u64 = 3;
+/// 4: export options in share records (read-only, allowed clients, squash mode, anonymous
+/// uid/gid) and in the `CreateShare`/`UpdateShare` commands. A version-2 or -3 store is
+/// upgraded in place at open: records without the options read as the defaults
+/// (read-write, every client, no squashing, anonymous ids 65534), which is how those
+/// shares behaved before.
+pub const SCHEMA_VERSION: u64 = 4;
 /// The oldest schema version this build upgrades at open.
 const UPGRADABLE_FROM: u64 = 2;
 /// File name of the store inside metad's data directory.
@@ -182,6 +187,27 @@ mod tests {
         assert_eq!(rtx.open_table(SCHEMA).unwrap().get("version").unwrap().map(|g| g.value()), Some(SCHEMA_VERSION));
         assert!(rtx.open_table(BLOCK_DAEMONS).unwrap().is_empty().unwrap());
         assert!(rtx.open_table(PACKS).unwrap().is_empty().unwrap());
+    }
+
+    #[test]
+    fn a_version_3_store_is_upgraded_and_its_shares_read_with_default_export_options() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path()).unwrap());
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).unwrap();
+            let wtx = db.begin_write().unwrap();
+            let v3 = br#"{"name":"s","export_path":"/s","root_ino":1,"files":1,"bytes_used":0,"replication_factor":2}"#;
+            wtx.open_table(SHARES).unwrap().insert(7, v3.as_slice()).unwrap();
+            wtx.open_table(SCHEMA).unwrap().insert("version", 3).unwrap();
+            wtx.commit().unwrap();
+        }
+        let db = open(dir.path()).unwrap();
+        let rtx = db.begin_read().unwrap();
+        assert_eq!(rtx.open_table(SCHEMA).unwrap().get("version").unwrap().map(|g| g.value()), Some(SCHEMA_VERSION));
+        let shares = rtx.open_table(SHARES).unwrap();
+        let rec = access::get_share(&shares, 7).unwrap().unwrap();
+        assert_eq!((rec.replication_factor, rec.read_only, rec.anon_uid), (2, false, crate::model::DEFAULT_ANON_ID));
+        assert!(rec.allowed_clients.is_empty());
     }
 
     #[test]

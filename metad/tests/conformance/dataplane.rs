@@ -3,6 +3,7 @@
 //! so every case names daemons and chunks of its own (derived from its request-id client) and
 //! never assumes it is alone.
 
+use proto::pb;
 use proto::pb::{BlockDaemon, HeartbeatRequest, LocateChunksRequest, PackLocation, RecordPacksRequest};
 
 use super::harness::*;
@@ -19,6 +20,7 @@ pub fn cases() -> Vec<Case> {
         a_bad_pack_batch_records_nothing,
         locate_refuses_bad_hashes_and_too_many,
         shares_report_the_default_replication_factor,
+        shares_report_the_default_export_options,
     ]
 }
 
@@ -170,5 +172,14 @@ async fn shares_report_the_default_replication_factor(ctx: &Ctx) -> Result<(), S
     let shares = ctx.list_shares().await.ctx("list shares")?.shares;
     ensure!(shares.len() >= 2, "both shares listed");
     ensure!(shares.iter().all(|s| s.replication_factor == 0), "no share chose a factor: {shares:?}");
+    Ok(())
+}
+
+async fn shares_report_the_default_export_options(ctx: &Ctx) -> Result<(), String> {
+    let s = ctx.get_share(SHARE).await.ctx("get share")?;
+    ensure!(!s.read_only, "a share is read-write unless set");
+    ensure!(s.allowed_clients.is_empty(), "every client unless set: {:?}", s.allowed_clients);
+    ensure_eq!(s.squash, pb::Squash::None as i32, "no squashing unless set");
+    ensure_eq!((s.anon_uid, s.anon_gid), (Some(65534), Some(65534)), "anonymous ids default to nobody");
     Ok(())
 }
