@@ -368,7 +368,7 @@ impl Vfs for MemVfs {
         // Cookies as metad gives them: entry i has cookie FIRST_ENTRY_COOKIE + i (1 and 2 are
         // "." and "..", which the NFS layer lists).
         let first = crate::nfs3::readdir::FIRST_ENTRY_COOKIE;
-        let skip = usize::try_from((cookie + 1).saturating_sub(first)).map_err(|_| FsError::Invalid("cookie".into()))?;
+        let skip = usize::try_from(cookie.saturating_add(1).saturating_sub(first)).map_err(|_| FsError::Invalid("cookie".into()))?;
         let mut entries = Vec::new();
         for (i, (name, ino)) in d.children.iter().enumerate().skip(skip).take(max_entries as usize) {
             let attr = s.nodes.get(ino).map(|n| n.attr);
