@@ -70,7 +70,7 @@ pub async fn readdir<V: Vfs>(
             let parent = vfs.lookup(&cred, dir, b"..").await?.attr;
             let mut dots = Vec::with_capacity(2);
             if a.cookie < DOT_COOKIE {
-                dots.push(pb::DirEntry { name: b".".to_vec(), cookie: DOT_COOKIE, attr: reply.dir.clone() });
+                dots.push(pb::DirEntry { name: b".".to_vec(), cookie: DOT_COOKIE, attr: reply.dir });
             }
             dots.push(pb::DirEntry { name: b"..".to_vec(), cookie: DOTDOT_COOKIE, attr: parent });
             reply.entries.splice(0..0, dots);
