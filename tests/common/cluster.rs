@@ -5,14 +5,12 @@
 //! Every wait has a deadline; every child is killed (by PID) when the `Cluster` is dropped.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{START_DEADLINE, STOP_DEADLINE, free_port, scrape, wait_deadline};
+use super::{START_DEADLINE, STOP_DEADLINE, free_port, ready_lines, scrape, wait_deadline};
 
 /// One node of the cluster.
 #[derive(Debug, Clone)]
@@ -163,16 +161,7 @@ impl Cluster {
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("spawn tessera serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("TESSERA_READY") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
+        let rx = ready_lines(child.stdout.take().expect("stdout"));
         self.procs[i] = Some(Proc { child });
         let line = match rx.recv_timeout(START_DEADLINE) {
             Ok(l) => l,

@@ -79,16 +79,7 @@ impl Dev {
             .stderr(Stdio::from(log_file))
             .spawn()
             .expect("spawn tessera dev");
-        let stdout = child.stdout.take().expect("child stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("TESSERA_READY") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
+        let rx = ready_lines(child.stdout.take().expect("child stdout"));
         let dev = Dev { child: Some(child), data_dir: data_dir.to_path_buf(), ports, log };
         match rx.recv_timeout(START_DEADLINE) {
             Ok(line) => assert!(line.contains(&format!("nfs={}:{}", ports.ip, ports.nfs)), "ready line: {line}"),
@@ -127,6 +118,21 @@ impl Dev {
     pub fn metrics(&self) -> HashMap<String, f64> {
         scrape(self.ports.ip, self.ports.metrics)
     }
+}
+
+/// The `TESSERA_READY …` lines a child prints on stdout, as they come (read on a thread of
+/// its own, so the child never blocks on a full pipe).
+pub fn ready_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("TESSERA_READY") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx
 }
 
 /// Scrapes a Prometheus `/metrics` endpoint; samples by name (labels included).
