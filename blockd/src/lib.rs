@@ -19,6 +19,7 @@
 mod error;
 mod format;
 pub mod heartbeat;
+mod periodic;
 mod index;
 mod recover;
 pub mod repair;

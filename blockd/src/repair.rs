@@ -333,18 +333,11 @@ impl Repairer {
 
 /// Runs a pass every `interval` until `shutdown`.
 pub(crate) async fn run(repairer: Arc<Repairer>, interval: Duration, shutdown: Shutdown) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let pass = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            pass = repairer.pass() => pass,
-        };
-        match pass {
+    crate::periodic::every(interval, shutdown, || async {
+        match repairer.pass().await {
             Ok(r) => tracing::info!(checked = r.checked, copied = r.copied, skipped = r.skipped, "repair pass done"),
             Err(e) => tracing::warn!(error = %e, "repair pass failed"),
         }
-    }
+    })
+    .await;
 }

@@ -478,16 +478,8 @@ fn verify_record(file: &File, hash: &ChunkHash, loc: Location) -> bool {
 
 /// Runs a pass every `interval` until `shutdown`.
 pub(crate) async fn run(scrubber: Arc<Scrubber>, interval: Duration, shutdown: Shutdown) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let pass = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            pass = scrubber.pass() => pass,
-        };
-        match pass {
+    crate::periodic::every(interval, shutdown, || async {
+        match scrubber.pass().await {
             Ok(r) => tracing::info!(
                 checked = r.checked,
                 bytes = r.bytes_checked,
@@ -499,7 +491,8 @@ pub(crate) async fn run(scrubber: Arc<Scrubber>, interval: Duration, shutdown: S
             ),
             Err(e) => tracing::warn!(error = %e, "scrub pass failed"),
         }
-    }
+    })
+    .await;
 }
 
 /// A token bucket over bytes: `rate` per second, holding at most one second's worth.

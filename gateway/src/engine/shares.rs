@@ -35,6 +35,12 @@ pub struct ShareCache {
     refreshing: tokio::sync::Mutex<()>,
 }
 
+impl Entry {
+    fn new(share: &pb::Share, at: Instant) -> Entry {
+        Entry { export: Arc::new(Export::from_share(share)), rf: share.replication_factor, at }
+    }
+}
+
 impl ShareCache {
     fn fresh(&self, share_id: u64) -> Option<Entry> {
         lock(&self.known).get(&share_id).filter(|e| e.at.elapsed() < TTL).cloned()
@@ -42,9 +48,15 @@ impl ShareCache {
 
     /// Remembers `share` as metad just answered it.
     pub(super) fn remember(&self, share: &pb::Share) {
-        let entry =
-            Entry { export: Arc::new(Export::from_share(share)), rf: share.replication_factor, at: Instant::now() };
-        lock(&self.known).insert(share.share_id, entry);
+        lock(&self.known).insert(share.share_id, Entry::new(share, Instant::now()));
+    }
+
+    /// Makes every entry older by `by` (tests: the TTL passes without waiting for it).
+    #[cfg(test)]
+    pub(super) fn age(&self, by: Duration) {
+        for e in lock(&self.known).values_mut() {
+            e.at = e.at.checked_sub(by).unwrap_or(e.at);
+        }
     }
 }
 
@@ -64,10 +76,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         let mut known = lock(&self.shares.known);
         known.clear();
         for s in &shares {
-            known.insert(
-                s.share_id,
-                Entry { export: Arc::new(Export::from_share(s)), rf: s.replication_factor, at: now },
-            );
+            known.insert(s.share_id, Entry::new(s, now));
         }
         Ok(known.get(&share_id).cloned())
     }

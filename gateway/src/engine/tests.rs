@@ -522,7 +522,7 @@ async fn export_options_are_cached_for_the_ttl_and_refreshed_by_mnt() {
     assert_eq!(calls(), before);
 
     f.meta.0.share_read_only.store(false, Ordering::SeqCst);
-    tokio::time::sleep(super::shares::TTL + Duration::from_millis(50)).await;
+    f.engine.shares.age(super::shares::TTL);
     assert!(!f.engine.export_of(share).await.expect("options").read_only, "refreshed after the TTL");
     assert_eq!(calls(), before + 1);
 }
