@@ -8,22 +8,8 @@
 # Usage: scripts/pjdfstest.sh [pjdfstest filters...]   (PORT=12049 by default)
 set -eu
 cd "$(dirname "$0")/.."
-: "${CARGO_TARGET_DIR:=$HOME/.cache/tessera-target}"
-export CARGO_TARGET_DIR
-PORT="${PORT:-12049}"
-VMC=../shared/tools/vm-client
-cargo build --release --locked --bin tessera
-data=$(mktemp -d)
+. scripts/lib/dev-server.sh
 out="$data/pjdfstest.log"
-mkfifo "$data/ready"
-"$CARGO_TARGET_DIR/release/tessera" dev --data-dir "$data/d" --nfs-port "$PORT" \
-    --control-port 0 --metrics-port 0 >"$data/ready" 2>"$data/tessera.log" &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
-# Wait (bounded by the server's own start) for its ready line.
-grep -m1 TESSERA_READY "$data/ready" >/dev/null
-cat "$data/ready" >/dev/null &
-"$VMC/build.sh" >/dev/null
 set +e
 "$VMC/pjdfstest.sh" --proto nfs3 --port "$PORT" --mount-port "$PORT" --export /export -- "$@" | tee "$out"
 set -e
