@@ -11,6 +11,12 @@
 mod node;
 mod pki;
 
+/// mimalloc instead of glibc malloc: the data path allocates and frees 128 KiB–1 MiB
+/// buffers at a high rate, which glibc serves with fresh mmap'd (zeroed, faulted-in)
+/// pages; mimalloc reuses them (docs/benchmarks.md, "NFS side by side").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};

@@ -54,6 +54,8 @@ fn big_file_round_trips_survives_restart_and_deduplicates() {
     wait_flushed(&dev);
     assert!(metric(&dev, r#"tessera_nfs_requests_total{proc="WRITE"}"#) >= 64.0, "WRITEs are counted by procedure");
     assert!(metric(&dev, "tessera_raft_commits_total") > 0.0, "metad counts Raft commits");
+    assert!(metric(&dev, IN_PROCESS_PUTS) > 0.0, "the gateway stores chunks in its own process's block daemon");
+    assert_eq!(metric(&dev, QUIC_PUTS), 0.0, "no chunk goes over QUIC inside one process");
     let chunks1 = metric(&dev, "tessera_chunks_stored");
     let bytes1 = metric(&dev, "tessera_chunk_bytes_stored");
     let grew = bytes1 - bytes0;
@@ -86,6 +88,35 @@ fn big_file_round_trips_survives_restart_and_deduplicates() {
     let after2 = nfs_cat(&dev.url("big2")).expect("nfs-cat big2 after restart");
     assert!(after2 == content, "big2 is identical after a restart");
     assert_eq!(metric(&dev, "tessera_chunks_stored"), chunks1, "the store reopens with the same chunks");
+    assert!(metric(&dev, IN_PROCESS_GETS) > 0.0, "a fresh gateway reads chunks from its own process's store");
+}
+
+const IN_PROCESS_PUTS: &str = r#"tessera_gateway_chunk_requests_total{op="put",path="in_process"}"#;
+const IN_PROCESS_GETS: &str = r#"tessera_gateway_chunk_requests_total{op="get",path="in_process"}"#;
+const QUIC_PUTS: &str = r#"tessera_gateway_chunk_requests_total{op="put",path="quic"}"#;
+const QUIC_GETS: &str = r#"tessera_gateway_chunk_requests_total{op="get",path="quic"}"#;
+
+/// `gateway.in_process_blockd = false`: the same process's daemon is reached over QUIC,
+/// and the bytes still round-trip (the network path stays usable and tested in dev).
+#[test]
+fn in_process_path_off_sends_chunks_over_quic() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("data");
+    let ports = Ports::pick();
+    let env = [("TESSERA_GATEWAY__IN_PROCESS_BLOCKD", "false".to_string())];
+    let mut dev = Dev::start_with(&data_dir, ports, &env);
+    let content = random_bytes(4 * MIB, 9);
+    let local = tmp.path().join("f.bin");
+    std::fs::write(&local, &content).expect("write local file");
+    nfs_cp(local.to_str().expect("utf-8 path"), &dev.url("f"));
+    wait_flushed(&dev);
+    assert!(metric(&dev, QUIC_PUTS) > 0.0, "chunks go over QUIC when the in-process path is off");
+    assert_eq!(metric(&dev, IN_PROCESS_PUTS), 0.0, "and never in-process");
+    // A restarted gateway has an empty chunk cache: the read fetches over QUIC.
+    dev.stop();
+    let dev = Dev::start_with(&data_dir, ports, &env);
+    assert!(nfs_cat(&dev.url("f")).expect("nfs-cat f") == content, "the bytes round-trip over QUIC");
+    assert!(metric(&dev, QUIC_GETS) > 0.0, "the read fetched chunks over QUIC");
 }
 
 #[test]

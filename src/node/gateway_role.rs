@@ -1,7 +1,8 @@
 //! The gateway role of a node: the I/O engine and the NFS listener.
 //!
 //! Owns: building the engine from `gateway.*` keys (one static block daemon in `tessera
-//! dev`, the live daemons metad lists in `tessera serve`), serving NFSv3 + MOUNT with the
+//! dev`, the live daemons metad lists in `tessera serve`; a daemon of the same process
+//! reached in-process when `gateway.in_process_blockd`), serving NFSv3 + MOUNT with the
 //! process's duplicate request cache (`nfs.drc_*`), the embedded portmapper when
 //! `nfs.portmap_port` is set, and the gateway-first half of shutdown (stop taking
 //! requests, then flush every buffered write).
@@ -14,6 +15,8 @@ use anyhow::Context;
 use cluster::config::Config;
 use cluster::tls::CertificateDer;
 use gateway::engine::{BlockdSource, Engine, EngineOptions};
+
+use super::in_process::InProcessBlockd;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
@@ -33,6 +36,7 @@ impl GatewayRole {
         config: &Config,
         metad_endpoints: Vec<String>,
         blockd: BlockdSource,
+        local_blockd: Option<&blockd::Blockd>,
         ca: CertificateDer<'static>,
         identity: cluster::tls::Identity,
         stop: &cluster::Shutdown,
@@ -40,6 +44,9 @@ impl GatewayRole {
         anyhow::ensure!(!metad_endpoints.is_empty(), "no metad endpoint for the gateway");
         let mut opts = EngineOptions::for_cluster(metad_endpoints, blockd, vec![ca], &config.gateway);
         opts.client_identity = Some(identity);
+        if config.gateway.in_process_blockd {
+            opts.local_daemon = local_blockd.map(InProcessBlockd::handle);
+        }
         let engine = Engine::connect(opts, stop.clone()).await.context("starting the gateway engine")?;
         let listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port))
             .await

@@ -13,10 +13,13 @@
 //! live block daemons metad lists.
 //!
 //! Must never: implement a role's logic. Roles in one process still talk over their real
-//! network links (gRPC to metad, QUIC to blockd), as the cluster does.
+//! network links (gRPC to metad), except that a gateway reaches the block daemon of its
+//! own process through its store (`in_process`, `gateway.in_process_blockd`) rather than
+//! over QUIC; every other daemon is reached over QUIC.
 
 mod blockd_role;
 mod gateway_role;
+mod in_process;
 mod metad_role;
 
 use std::net::SocketAddr;
@@ -56,6 +59,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
         &config,
         vec![metad.advertise.clone()],
         BlockdSource::Static(blockd.local_addr()),
+        Some(&blockd),
         pki.ca_anchor.clone(),
         pki.gateway_identity.clone(),
         &gateway_stop,
@@ -145,8 +149,16 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     };
     let gateway = match (gateway_identity, &ca) {
         (Some(id), Some(ca)) => {
-            let g = GatewayRole::start(&config, metad_endpoints, BlockdSource::FromMetad, ca.clone(), id, &gateway_stop)
-                .await?;
+            let g = GatewayRole::start(
+                &config,
+                metad_endpoints,
+                BlockdSource::FromMetad,
+                blockd.as_ref(),
+                ca.clone(),
+                id,
+                &gateway_stop,
+            )
+            .await?;
             ready.push(format!("nfs={}", g.nfs_addr));
             if let Some(pm) = g.portmap_addr {
                 ready.push(format!("portmap={pm}"));

@@ -1,5 +1,5 @@
 //! `Blocks`: the chunk store a real engine uses, chosen by `BlockdSource`: one block daemon
-//! at a fixed address (`tessera dev`), or every live block daemon metad lists, with
+//! at a fixed address or in this process (`tessera dev`), or every live block daemon metad lists, with
 //! replication (`ReplicatedChunks`).
 //!
 //! Owns only the choice and the delegation; must never add behaviour of its own.
@@ -9,13 +9,15 @@ use proto::{ChunkHash, FsError};
 
 use super::api::ChunkApi;
 use super::grpc_meta::GrpcMeta;
-use super::quic_chunks::QuicChunks;
+use super::local_daemon::Daemon;
 use super::replicated::{QuicConnector, ReplicatedChunks};
 
 /// The real chunk store of an engine.
+#[allow(clippy::large_enum_variant, reason = "one per engine, built once")]
 pub enum Blocks {
-    /// One block daemon; replication factors are ignored (there is one copy).
-    Single(QuicChunks),
+    /// One block daemon (over QUIC, or in this process); replication factors are ignored
+    /// (there is one copy).
+    Single(Daemon),
     /// The cluster's block daemons, as metad lists them.
     Replicated(ReplicatedChunks<GrpcMeta, QuicConnector>),
 }

@@ -18,7 +18,8 @@
 //! the credential of the file's last writer, kept with the buffered data. The reads a
 //! flush makes to widen its span use `flush::FLUSH_READ_CRED` (see there).
 //!
-//! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams), `blocks`
+//! Module map: `api` (the two seams), `grpc_meta`/`quic_chunks` (real seams),
+//! `local_daemon` (a block daemon in this process, called without QUIC), `blocks`
 //! (the real chunk store: one daemon or `replicated`), `replicated` (replica sets over the
 //! live daemons metad lists), `placement` (rendezvous hashing), `shares` (each share's
 //! export options and replication factor, cached for `shares::TTL`), `readahead` (sequential-read detection), `access`
@@ -47,6 +48,7 @@ mod error;
 mod files;
 mod flush;
 mod grpc_meta;
+mod local_daemon;
 mod placement;
 mod quic_chunks;
 mod read;
@@ -76,6 +78,7 @@ pub use api::{ChunkApi, MetaApi};
 pub use blocks::Blocks;
 pub use error::EngineError;
 pub use grpc_meta::GrpcMeta;
+pub use local_daemon::{BoxFuture, Daemon, LocalDaemon, LocalHandle, LocalRefusal};
 pub use quic_chunks::QuicChunks;
 pub use replicated::{Connector, Membership, QuicConnector, ReplicatedChunks, ReplicationOptions};
 
@@ -120,6 +123,10 @@ pub struct EngineOptions {
     pub write_buffer_bytes: u64,
     /// Bytes of the shared chunk cache.
     pub cache_bytes: u64,
+    /// A block daemon in this process, called directly instead of over QUIC (for
+    /// `BlockdSource::Static`, in place of the daemon at that address; for `FromMetad`, for
+    /// the daemon with its id).
+    pub local_daemon: Option<LocalHandle>,
     /// A file's buffered writes are flushed after this long without a write.
     pub flush_idle: Duration,
 }
@@ -157,6 +164,7 @@ impl EngineOptions {
             write_buffer_bytes: cfg.write_buffer_bytes,
             cache_bytes: cfg.cache_bytes,
             flush_idle: Duration::from_millis(cfg.flush_idle_ms),
+            local_daemon: None,
         }
     }
 }
@@ -193,12 +201,18 @@ impl Engine {
     pub async fn connect(opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Engine>, EngineError> {
         let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?;
         let chunks = match opts.blockd {
-            BlockdSource::Static(addr) => {
-                Blocks::Single(QuicChunks::with_identity(addr, &opts.blockd_trust, opts.client_identity.as_ref())?)
-            }
+            BlockdSource::Static(addr) => Blocks::Single(match &opts.local_daemon {
+                Some(local) => Daemon::Local(local.clone()),
+                None => Daemon::Quic(Box::new(QuicChunks::with_identity(
+                    addr,
+                    &opts.blockd_trust,
+                    opts.client_identity.as_ref(),
+                )?)),
+            }),
             BlockdSource::FromMetad => Blocks::Replicated(ReplicatedChunks::new(
                 GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?,
-                QuicConnector::with_identity(opts.blockd_trust.clone(), opts.client_identity.clone()),
+                QuicConnector::with_identity(opts.blockd_trust.clone(), opts.client_identity.clone())
+                    .with_local(opts.local_daemon.clone()),
                 opts.replication.clone(),
             )),
         };

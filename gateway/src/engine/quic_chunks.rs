@@ -196,7 +196,7 @@ async fn exchange(conn: &Connection, op: Op, parts: &[Bytes]) -> Result<(Status,
 }
 
 /// Maps a non-OK status to the filesystem error.
-fn check_status(status: Status, body: &[u8], hash: Option<&ChunkHash>) -> Result<(), FsError> {
+pub(super) fn check_status(status: Status, body: &[u8], hash: Option<&ChunkHash>) -> Result<(), FsError> {
     let msg = || String::from_utf8_lossy(body).into_owned();
     let what = || hash.map(|h| format!("chunk {h}")).unwrap_or_else(|| "request".to_string());
     match status {

@@ -32,6 +32,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::api::ChunkApi;
 use super::grpc_meta::GrpcMeta;
+use super::local_daemon::{Daemon, LocalHandle};
 use super::lock;
 use super::placement;
 use super::quic_chunks::QuicChunks;
@@ -54,31 +55,44 @@ impl Membership for GrpcMeta {
     }
 }
 
-/// `QuicChunks` clients trusting the given certificates (one QUIC endpoint per daemon).
+/// `QuicChunks` clients trusting the given certificates (one QUIC endpoint per daemon),
+/// except for the daemon running in this process, if any, which is called directly.
 pub struct QuicConnector {
     anchors: Vec<CertificateDer<'static>>,
     identity: Option<cluster::tls::Identity>,
+    local: Option<LocalHandle>,
 }
 
 impl QuicConnector {
     pub fn new(anchors: Vec<CertificateDer<'static>>) -> QuicConnector {
-        QuicConnector { anchors, identity: None }
+        QuicConnector { anchors, identity: None, local: None }
     }
 
     /// Connections present `identity` (mutual TLS).
     pub fn with_identity(anchors: Vec<CertificateDer<'static>>, identity: Option<cluster::tls::Identity>) -> QuicConnector {
-        QuicConnector { anchors, identity }
+        QuicConnector { anchors, identity, local: None }
+    }
+
+    /// The daemon `local.id()` is reached through `local` instead of QUIC.
+    pub fn with_local(mut self, local: Option<LocalHandle>) -> QuicConnector {
+        self.local = local;
+        self
     }
 }
 
 impl Connector for QuicConnector {
-    type Daemon = QuicChunks;
+    type Daemon = Daemon;
 
-    async fn connect(&self, id: u64, addr: &str) -> Result<QuicChunks, FsError> {
+    async fn connect(&self, id: u64, addr: &str) -> Result<Daemon, FsError> {
+        if let Some(local) = self.local.as_ref().filter(|l| l.0.id() == id) {
+            return Ok(Daemon::Local(local.clone()));
+        }
         let unavailable = |why: String| FsError::Unavailable(format!("block daemon {id} at {addr:?}: {why}"));
         let mut resolved = tokio::net::lookup_host(addr).await.map_err(|e| unavailable(e.to_string()))?;
         let sock = resolved.next().ok_or_else(|| unavailable("address resolves to nothing".into()))?;
-        QuicChunks::with_identity(sock, &self.anchors, self.identity.as_ref()).map_err(|e| unavailable(e.to_string()))
+        QuicChunks::with_identity(sock, &self.anchors, self.identity.as_ref())
+            .map(|c| Daemon::Quic(Box::new(c)))
+            .map_err(|e| unavailable(e.to_string()))
     }
 }
 

@@ -39,6 +39,7 @@ pub(super) fn options() -> EngineOptions {
         cache_bytes: 1 << 20,
         // Long enough that the idle flusher never runs unless a test asks for it.
         flush_idle: Duration::from_secs(3600),
+        local_daemon: None,
     }
 }
 
