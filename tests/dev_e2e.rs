@@ -96,14 +96,14 @@ const IN_PROCESS_GETS: &str = r#"tessera_gateway_chunk_requests_total{op="get",p
 const QUIC_PUTS: &str = r#"tessera_gateway_chunk_requests_total{op="put",path="quic"}"#;
 const QUIC_GETS: &str = r#"tessera_gateway_chunk_requests_total{op="get",path="quic"}"#;
 
-/// `gateway.in_process_blockd = false`: the same process's daemon is reached over QUIC,
+/// `gateway.in_process = false`: the same process's daemon is reached over QUIC,
 /// and the bytes still round-trip (the network path stays usable and tested in dev).
 #[test]
 fn in_process_path_off_sends_chunks_over_quic() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = tmp.path().join("data");
     let ports = Ports::pick();
-    let env = [("TESSERA_GATEWAY__IN_PROCESS_BLOCKD", "false".to_string())];
+    let env = [("TESSERA_GATEWAY__IN_PROCESS", "false".to_string())];
     let mut dev = Dev::start_with(&data_dir, ports, &env);
     let content = random_bytes(4 * MIB, 9);
     let local = tmp.path().join("f.bin");

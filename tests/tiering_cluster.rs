@@ -222,8 +222,12 @@ fn an_s3_outage_keeps_writes_going_fails_remote_reads_in_time_and_catches_up() {
     // Before the outage: 48 MiB, mostly evicted to S3.
     let before = random_bytes(48 * MIB as usize, 41);
     nfs_cp(&write_file(tmp.path(), "before.bin", &before), &cluster.nfs_url(front, "/export", "before"));
-    cluster.wait_until("the old data is evicted", Duration::from_secs(60), || {
+    // Every sealed segment uploaded too: the outage's writes must fit under the bound on
+    // their own (a loaded machine uploads slower than the write, and a backlog left over
+    // from before the outage would hold them back, as the bound intends).
+    cluster.wait_until("the old data is evicted and uploaded", Duration::from_secs(60), || {
         cluster.metric(daemon, "tessera_s3_evicted_segments_total") >= 6.0
+            && cluster.metric(daemon, "tessera_s3_upload_backlog_bytes") == 0.0
     });
 
     // S3 goes away. Writes keep working up to the bound.

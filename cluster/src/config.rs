@@ -262,10 +262,10 @@ pub struct GatewayConfig {
     pub chunk_max_bytes: u32,
     /// A file's buffered UNSTABLE writes are flushed after this many milliseconds without a write.
     pub flush_idle_ms: u64,
-    /// Reach a block daemon running in the same process (a node with both roles, `tessera
-    /// dev`) by function calls instead of QUIC; false sends its chunks over QUIC like any
-    /// other daemon's.
-    pub in_process_blockd: bool,
+    /// Reach the metad and the block daemon running in the same process (a node with
+    /// several roles, `tessera dev`) by calls instead of gRPC and QUIC; false uses the
+    /// network links as for any other node.
+    pub in_process: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -356,7 +356,7 @@ impl Default for GatewayConfig {
             chunk_avg_bytes: 128 << 10,
             chunk_max_bytes: 512 << 10,
             flush_idle_ms: 2000,
-            in_process_blockd: true,
+            in_process: true,
         }
     }
 }

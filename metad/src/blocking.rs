@@ -1,7 +1,8 @@
 //! Runs synchronous redb work off the async runtime.
 //!
 //! Owns: the one helper every storage adapter uses to run a closure over the database on
-//! tokio's blocking pool (redb commits fsync, which must not stall runtime workers).
+//! tokio's blocking pool (redb commits fsync, which must not stall runtime workers). Only
+//! point reads skip it (`Metad::read_small`).
 //! Must never: hold async locks or call back into openraft.
 
 use std::sync::Arc;

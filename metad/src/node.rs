@@ -328,13 +328,40 @@ impl Metad {
         }
     }
 
-    /// Runs `f` over one read transaction, after making the read linearizable (read index).
-    /// On a follower the read index comes from the leader; the read itself is local.
+    /// Runs `f` over one read transaction on the blocking pool, after making the read
+    /// linearizable (read index). On a follower the read index comes from the leader; the
+    /// read itself is local. For reads that may touch many rows (directories, lists).
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&ReadTables) -> Result<T> + Send + 'static,
     {
+        self.read_index().await?;
+        blocking::run(&self.inner.db, move |db| {
+            let rtx = db.begin_read()?;
+            let tables = ReadTables::open(&rtx)?;
+            f(&tables)
+        })
+        .await
+    }
+
+    /// Like [`Metad::read`], but runs `f` on the calling task: for point reads of a few
+    /// keys (attributes, a lookup, a file's extents for one READ), which redb's page cache
+    /// serves from memory; the hop to the blocking pool would cost more than the read
+    /// (docs/benchmarks.md), and a rare page miss costs one pread.
+    pub async fn read_small<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&ReadTables) -> Result<T>,
+    {
+        self.read_index().await?;
+        let rtx = self.inner.db.begin_read()?;
+        let tables = ReadTables::open(&rtx)?;
+        f(&tables)
+    }
+
+    /// Makes the next read linearizable: this node's applied state covers the read index of
+    /// the leader (this node's own, or asked of the leader).
+    async fn read_index(&self) -> Result<()> {
         let deadline = tokio::time::Instant::now() + FORWARD_DEADLINE;
         let mut target = None;
         loop {
@@ -370,12 +397,7 @@ impl Metad {
             };
             target = self.route(target, next, deadline).await?;
         }
-        blocking::run(&self.inner.db, move |db| {
-            let rtx = db.begin_read()?;
-            let tables = ReadTables::open(&rtx)?;
-            f(&tables)
-        })
-        .await
+        Ok(())
     }
 
     /// Where to send the next attempt, given the last target and the leader it pointed at:

@@ -2,7 +2,7 @@
 //!
 //! Owns: building the engine from `gateway.*` keys (one static block daemon in `tessera
 //! dev`, the live daemons metad lists in `tessera serve`; a daemon of the same process
-//! reached in-process when `gateway.in_process_blockd`), serving NFSv3 + MOUNT with the
+//! and metad reached in-process when `gateway.in_process`), serving NFSv3 + MOUNT with the
 //! process's duplicate request cache (`nfs.drc_*`), the embedded portmapper when
 //! `nfs.portmap_port` is set, and the gateway-first half of shutdown (stop taking
 //! requests, then flush every buffered write).
@@ -14,11 +14,19 @@ use std::sync::Arc;
 use anyhow::Context;
 use cluster::config::Config;
 use cluster::tls::CertificateDer;
-use gateway::engine::{BlockdSource, Engine, EngineOptions};
+use gateway::engine::{BlockdSource, Engine, EngineOptions, LocalMeta, in_process_transport};
 
 use super::in_process::InProcessBlockd;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
+
+/// The other roles running in the gateway's process, reached without a socket when
+/// `gateway.in_process` is set.
+#[derive(Clone, Copy, Default)]
+pub struct LocalRoles<'a> {
+    pub metad: Option<&'a metad::Metad>,
+    pub blockd: Option<&'a blockd::Blockd>,
+}
 
 pub struct GatewayRole {
     pub nfs_addr: SocketAddr,
@@ -36,7 +44,7 @@ impl GatewayRole {
         config: &Config,
         metad_endpoints: Vec<String>,
         blockd: BlockdSource,
-        local_blockd: Option<&blockd::Blockd>,
+        local: LocalRoles<'_>,
         ca: CertificateDer<'static>,
         identity: cluster::tls::Identity,
         stop: &cluster::Shutdown,
@@ -44,8 +52,9 @@ impl GatewayRole {
         anyhow::ensure!(!metad_endpoints.is_empty(), "no metad endpoint for the gateway");
         let mut opts = EngineOptions::for_cluster(metad_endpoints, blockd, vec![ca], &config.gateway);
         opts.client_identity = Some(identity);
-        if config.gateway.in_process_blockd {
-            opts.local_daemon = local_blockd.map(InProcessBlockd::handle);
+        if config.gateway.in_process {
+            opts.local_daemon = local.blockd.map(InProcessBlockd::handle);
+            opts.local_metad = local.metad.map(|m| LocalMeta(in_process_transport(m.meta_service())));
         }
         let engine = Engine::connect(opts, stop.clone()).await.context("starting the gateway engine")?;
         let listener = TcpListener::bind(SocketAddr::new(config.nfs.bind, config.nfs.port))

@@ -1,5 +1,5 @@
 //! The gateway's in-process path to a block daemon of the same process (`tessera dev`, a
-//! node running both roles; `gateway.in_process_blockd`).
+//! node running both roles; `gateway.in_process`).
 //!
 //! Owns only the translation between `gateway::engine::LocalDaemon` and `blockd::Store`:
 //! the same store calls the daemon's QUIC server makes (a put is verified against its

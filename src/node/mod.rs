@@ -12,10 +12,11 @@
 //! members of `metad_endpoints` (or the node's own metad); the gateway places chunks on the
 //! live block daemons metad lists.
 //!
-//! Must never: implement a role's logic. Roles in one process still talk over their real
-//! network links (gRPC to metad), except that a gateway reaches the block daemon of its
-//! own process through its store (`in_process`, `gateway.in_process_blockd`) rather than
-//! over QUIC; every other daemon is reached over QUIC.
+//! Must never: implement a role's logic. Roles in one process talk through the same
+//! interfaces as over the network, except that a gateway reaches the metad and the block
+//! daemon of its own process without a socket (`gateway.in_process`: metad's `Meta`
+//! service called through tonic in memory, the block store through `in_process`); other
+//! nodes are reached over gRPC and QUIC.
 
 mod blockd_role;
 mod gateway_role;
@@ -30,7 +31,7 @@ use cluster::config::{Config, Role};
 use cluster::tls::{NodeTls, Role as CertRole};
 use gateway::engine::BlockdSource;
 
-use gateway_role::GatewayRole;
+use gateway_role::{GatewayRole, LocalRoles};
 use metad_role::MetadRole;
 
 /// Runs every role until SIGTERM/SIGINT.
@@ -59,7 +60,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
         &config,
         vec![metad.advertise.clone()],
         BlockdSource::Static(blockd.local_addr()),
-        Some(&blockd),
+        LocalRoles { metad: Some(&metad.metad), blockd: Some(&blockd) },
         pki.ca_anchor.clone(),
         pki.gateway_identity.clone(),
         &gateway_stop,
@@ -153,7 +154,7 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
                 &config,
                 metad_endpoints,
                 BlockdSource::FromMetad,
-                blockd.as_ref(),
+                LocalRoles { metad: metad.as_ref().map(|m| &m.metad), blockd: blockd.as_ref() },
                 ca.clone(),
                 id,
                 &gateway_stop,

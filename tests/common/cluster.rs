@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{START_DEADLINE, STOP_DEADLINE, free_port, ready_lines, scrape, wait_deadline};
+use super::{START_DEADLINE, STOP_DEADLINE, free_port, ready_lines, run_tool, scrape, wait_deadline};
 
 /// One node of the cluster.
 #[derive(Debug, Clone)]
@@ -172,9 +172,20 @@ impl Cluster {
         self.nodes[i].blockd_id = fields.get("blockd_id").and_then(|s| s.parse().ok());
     }
 
+    /// Starts every node, then waits until each gateway serves the default share: metad
+    /// creates it in the background once a leader is known, which can come after the ready
+    /// lines.
     pub fn start_all(&mut self) {
         for i in 0..self.nodes.len() {
             self.start(i);
+        }
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].roles.contains(&"gateway") {
+                let url = self.nfs_url(i, "/export", "");
+                self.wait_until("the default share is mountable", Duration::from_secs(30), || {
+                    run_tool("nfs-ls", &[&url]).0
+                });
+            }
         }
     }
 

@@ -46,13 +46,20 @@ pub trait MetaApi: Send + Sync + 'static {
 
 /// A block daemon's chunk store.
 pub trait ChunkApi: Send + Sync + 'static {
+    /// True when `get` only ever returns bytes it checked against their hash (the real
+    /// implementations: over QUIC, in-process from a store that checks as it reads, and
+    /// replicated over those). Callers hash again only when this is false, so the bytes
+    /// of one read are hashed once in the gateway, never zero times (invariant 5).
+    const RETURNS_VERIFIED: bool = false;
+
     /// Which of `hashes` the daemon holds, in order. Any number of hashes (implementations
     /// batch as their protocol requires).
     fn has(&self, hashes: &[ChunkHash]) -> impl Future<Output = Result<Vec<bool>, FsError>> + Send;
     /// Stores a chunk; `Ok` means it is durable (fsynced) on the daemon.
     fn put(&self, hash: ChunkHash, data: Bytes) -> impl Future<Output = Result<(), FsError>> + Send;
-    /// The chunk's bytes. Implementations that cross a network verify the hash; the engine
-    /// verifies again before the bytes enter its cache.
+    /// The chunk's bytes. Implementations that cross a network verify the hash (and say so
+    /// with `RETURNS_VERIFIED`); the engine verifies those of any other implementation
+    /// before the bytes enter its cache.
     fn get(&self, hash: ChunkHash) -> impl Future<Output = Result<Bytes, FsError>> + Send;
 
     /// `has` for a chunk kept on `rf` replicas (0 = the cluster default): true only where

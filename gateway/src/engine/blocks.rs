@@ -23,6 +23,8 @@ pub enum Blocks {
 }
 
 impl ChunkApi for Blocks {
+    const RETURNS_VERIFIED: bool = true;
+
     async fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, FsError> {
         match self {
             Blocks::Single(c) => c.has(hashes).await,

@@ -11,6 +11,12 @@
 //! sleep comes only after every endpoint was tried. `NotLeader` (mid-election) waits and
 //! retries the same endpoint.
 //!
+//! In-process: a node that also runs metad hands its `Meta` service to the gateway
+//! (`GrpcMeta::with_in_process`); it becomes the first endpoint, called through tonic's
+//! client and server code without a socket (`MetaTransport`), with the same encoding,
+//! error mapping, retries and request ids as a remote endpoint, which stay behind it for
+//! failover.
+//!
 //! Request ids: every mutation carries a `RequestId` (`client_id` random per `GrpcMeta`,
 //! `seq` from a counter) set once before the first attempt, so a retry whose first
 //! attempt did reach metad (reply lost, or a timeout) is answered from metad's dedup table
@@ -23,7 +29,11 @@ use std::time::Duration;
 use proto::FsError;
 use proto::pb;
 use proto::pb::meta_client::MetaClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::body::Body;
+use tonic::codegen::StdError;
+use tonic::transport::Endpoint;
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
 
 use super::api::MetaApi;
 use super::error::EngineError;
@@ -53,9 +63,52 @@ impl RequestIds {
     }
 }
 
+/// How one metad endpoint is reached: a tonic channel, or metad's `Meta` service in this
+/// process (no socket).
+pub type MetaTransport = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, TransportError>;
+
+/// A transport's failure (a concrete type: tonic's client needs `Into<StdError>`, which a
+/// bare boxed error does not satisfy for every lifetime in an `async fn`).
 #[derive(Debug)]
+pub struct TransportError(StdError);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for TransportError {
+    /// The wrapped error itself, so tonic's mapping to a `Status` (which walks the source
+    /// chain: a connect error is UNAVAILABLE, a timeout CANCELLED) sees it unchanged.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// `svc` (a tonic server, e.g. metad's `MetaServer`) as a transport the client calls
+/// directly.
+pub fn in_process_transport<S>(svc: S) -> MetaTransport
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<StdError>,
+{
+    BoxCloneSyncService::new(svc.map_err(|e| TransportError(e.into())))
+}
+
+/// The in-process metad an engine may use, if any (cheap to clone).
+#[derive(Clone)]
+pub struct LocalMeta(pub MetaTransport);
+
+impl std::fmt::Debug for LocalMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalMeta(in-process metad)")
+    }
+}
+
 pub struct GrpcMeta {
-    clients: Vec<MetaClient<Channel>>,
+    clients: Vec<MetaClient<MetaTransport>>,
     /// The endpoint that answered last (calls start there).
     current: AtomicUsize,
     ids: RequestIds,
@@ -82,10 +135,20 @@ impl GrpcMeta {
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(REQUEST_TIMEOUT)
                     .tcp_nodelay(true);
-                Ok(MetaClient::new(ep.connect_lazy()))
+                Ok(MetaClient::new(BoxCloneSyncService::new(ep.connect_lazy().map_err(|e| TransportError(e.into())))))
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
         Ok(GrpcMeta { clients, current: AtomicUsize::new(0), ids: RequestIds::new() })
+    }
+
+    /// Calls go to `local` (metad in this process) first; the network endpoints stay
+    /// behind it for failover.
+    pub fn with_in_process(mut self, local: Option<LocalMeta>) -> GrpcMeta {
+        if let Some(LocalMeta(transport)) = local {
+            self.clients.insert(0, MetaClient::new(transport));
+            self.current = AtomicUsize::new(0);
+        }
+        self
     }
 
     /// The block daemons metad knows, with their liveness, and the cluster's default
@@ -102,7 +165,7 @@ impl GrpcMeta {
 
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, FsError>
     where
-        F: Fn(MetaClient<Channel>) -> Fut,
+        F: Fn(MetaClient<MetaTransport>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let n = self.clients.len();

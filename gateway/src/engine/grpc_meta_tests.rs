@@ -197,3 +197,27 @@ async fn filesystem_errors_are_not_retried() {
     assert_eq!(meta.get_attr(NODE).await, Err(FsError::NotFound));
     assert_eq!(fake.hits(), 1);
 }
+
+/// metad of the same process, called without a socket, comes first; its errors map like a
+/// remote endpoint's; when it is unavailable the network endpoints behind it answer.
+#[tokio::test]
+async fn the_in_process_endpoint_comes_first_and_fails_over_to_the_network() {
+    let local = Fake::default();
+    let remote = Fake::default();
+    let meta = GrpcMeta::connect_lazy_many(&[serve(remote.clone()).await])
+        .expect("endpoint")
+        .with_in_process(Some(LocalMeta(in_process_transport(MetaServer::new(local.clone())))));
+    assert_eq!(meta.get_attr(NODE).await.expect("answered in-process").node, Some(NODE));
+    meta.create(pb::CreateRequest::default()).await.expect("create in-process");
+    assert_eq!((local.hits(), remote.hits()), (2, 0), "no call left the process");
+    assert!(lock(&local.ids)[0].is_some(), "in-process mutations carry request ids too");
+
+    local.not_found.store(true, Ordering::SeqCst);
+    assert_eq!(meta.get_attr(NODE).await, Err(FsError::NotFound), "filesystem errors map as over the network");
+    assert_eq!(remote.hits(), 0, "and are not retried elsewhere");
+
+    local.not_found.store(false, Ordering::SeqCst);
+    local.always_unavailable.store(true, Ordering::SeqCst);
+    assert_eq!(meta.get_attr(NODE).await.expect("answered by the network endpoint").node, Some(NODE));
+    assert_eq!(remote.hits(), 1);
+}

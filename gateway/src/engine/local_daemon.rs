@@ -81,6 +81,8 @@ impl Daemon {
 }
 
 impl ChunkApi for Daemon {
+    const RETURNS_VERIFIED: bool = true;
+
     async fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, FsError> {
         self.count("has");
         match self {

@@ -77,7 +77,7 @@ use tokio::sync::Notify;
 pub use api::{ChunkApi, MetaApi};
 pub use blocks::Blocks;
 pub use error::EngineError;
-pub use grpc_meta::GrpcMeta;
+pub use grpc_meta::{GrpcMeta, LocalMeta, MetaTransport, in_process_transport};
 pub use local_daemon::{BoxFuture, Daemon, LocalDaemon, LocalHandle, LocalRefusal};
 pub use quic_chunks::QuicChunks;
 pub use replicated::{Connector, Membership, QuicConnector, ReplicatedChunks, ReplicationOptions};
@@ -127,6 +127,8 @@ pub struct EngineOptions {
     /// `BlockdSource::Static`, in place of the daemon at that address; for `FromMetad`, for
     /// the daemon with its id).
     pub local_daemon: Option<LocalHandle>,
+    /// metad's `Meta` service in this process, called before the network endpoints.
+    pub local_metad: Option<LocalMeta>,
     /// A file's buffered writes are flushed after this long without a write.
     pub flush_idle: Duration,
 }
@@ -165,6 +167,7 @@ impl EngineOptions {
             cache_bytes: cfg.cache_bytes,
             flush_idle: Duration::from_millis(cfg.flush_idle_ms),
             local_daemon: None,
+            local_metad: None,
         }
     }
 }
@@ -199,7 +202,7 @@ impl Engine {
     /// runtime; the background flusher stops when `shutdown` is cancelled (call
     /// [`Engine::flush_all`] afterwards to make buffered writes durable).
     pub async fn connect(opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Engine>, EngineError> {
-        let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?;
+        let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?.with_in_process(opts.local_metad.clone());
         let chunks = match opts.blockd {
             BlockdSource::Static(addr) => Blocks::Single(match &opts.local_daemon {
                 Some(local) => Daemon::Local(local.clone()),
@@ -210,7 +213,7 @@ impl Engine {
                 )?)),
             }),
             BlockdSource::FromMetad => Blocks::Replicated(ReplicatedChunks::new(
-                GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?,
+                GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?.with_in_process(opts.local_metad.clone()),
                 QuicConnector::with_identity(opts.blockd_trust.clone(), opts.client_identity.clone())
                     .with_local(opts.local_daemon.clone()),
                 opts.replication.clone(),

@@ -211,6 +211,8 @@ pub(super) fn check_status(status: Status, body: &[u8], hash: Option<&ChunkHash>
 }
 
 impl ChunkApi for QuicChunks {
+    const RETURNS_VERIFIED: bool = true;
+
     async fn has(&self, hashes: &[ChunkHash]) -> Result<Vec<bool>, FsError> {
         let mut out = Vec::with_capacity(hashes.len());
         for batch in hashes.chunks(MAX_HAS) {

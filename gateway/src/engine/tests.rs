@@ -40,6 +40,7 @@ pub(super) fn options() -> EngineOptions {
         // Long enough that the idle flusher never runs unless a test asks for it.
         flush_idle: Duration::from_secs(3600),
         local_daemon: None,
+        local_metad: None,
     }
 }
 

@@ -151,7 +151,7 @@ impl pb::meta_server::Meta for MetaService {
 
     async fn get_attr(&self, request: Request<pb::GetAttrRequest>) -> Result<Response<pb::AttrReply>, Status> {
         let key = convert::node_key(request.get_ref().node.as_ref()).map_err(fs)?;
-        let attr = self.metad.read(move |t| t.get_attr(&key)).await.map_err(status)?;
+        let attr = self.metad.read_small(move |t| t.get_attr(&key)).await.map_err(status)?;
         Ok(Response::new(pb::AttrReply { attr: Some(attr_to_pb(&attr)) }))
     }
 
@@ -160,7 +160,7 @@ impl pb::meta_server::Meta for MetaService {
         let dir = convert::node_key(req.dir.as_ref()).map_err(fs)?;
         let cred = cred(req.cred.as_ref())?;
         validate::check_lookup_name(&req.name).map_err(refused)?;
-        let (child, dir) = self.metad.read(move |t| t.lookup(&cred, &dir, &req.name)).await.map_err(status)?;
+        let (child, dir) = self.metad.read_small(move |t| t.lookup(&cred, &dir, &req.name)).await.map_err(status)?;
         Ok(Response::new(pb::LookupReply { attr: Some(attr_to_pb(&child)), dir: Some(attr_to_pb(&dir)) }))
     }
 
@@ -269,7 +269,7 @@ impl pb::meta_server::Meta for MetaService {
         let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
         let cred = cred(req.cred.as_ref())?;
         let (attr, extents) =
-            self.metad.read(move |t| t.get_extents(&cred, &node, req.offset, req.length)).await.map_err(status)?;
+            self.metad.read_small(move |t| t.get_extents(&cred, &node, req.offset, req.length)).await.map_err(status)?;
         Ok(Response::new(pb::GetExtentsReply {
             attr: Some(attr_to_pb(&attr)),
             extents: extents.iter().map(convert::extent_to_pb).collect(),
@@ -360,7 +360,7 @@ impl pb::meta_server::Meta for MetaService {
         let req = request.into_inner();
         let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
         let cred = cred(req.cred.as_ref())?;
-        let (granted, attr) = self.metad.read(move |t| t.access(&cred, &node, req.mask)).await.map_err(status)?;
+        let (granted, attr) = self.metad.read_small(move |t| t.access(&cred, &node, req.mask)).await.map_err(status)?;
         Ok(Response::new(pb::AccessReply { granted, attr: Some(attr_to_pb(&attr)) }))
     }
 
