@@ -41,7 +41,8 @@ for conc in $CONCS; do
         "$CARGO_TARGET_DIR/release/tessera" dev --data-dir "$work/d" --nfs-port "$PORT" \
             --control-port 0 --metrics-port 0 >"$work/ready.$conc.$run" 2>"$work/tessera.log" &
         pid=$!
-        grep -m1 TESSERA_READY "$work/ready.$conc.$run" >/dev/null
+        grep -m1 TESSERA_READY "$work/ready.$conc.$run" >/dev/null ||
+            { echo "tessera dev did not start:" >&2; tail -n 20 "$work/tessera.log" >&2; exit 1; }
         cat "$work/ready.$conc.$run" >/dev/null &
         NFSBENCH_ARGS="--conc $conc $NFSBENCH_EXTRA" RESULTS="$results" \
             "$BENCH/bench.sh" ganesha "nfs:tessera=127.0.0.1:$PORT/export" >&2

@@ -15,6 +15,7 @@ mkfifo "$data/ready"
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$data"' EXIT
 # Wait (bounded by the server's own start) for its ready line.
-grep -m1 TESSERA_READY "$data/ready" >/dev/null
+grep -m1 TESSERA_READY "$data/ready" >/dev/null ||
+    { echo "tessera dev did not start:" >&2; tail -n 20 "$data/tessera.log" >&2; exit 1; }
 cat "$data/ready" >/dev/null &
 "$VMC/build.sh" >/dev/null
