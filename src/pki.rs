@@ -27,7 +27,7 @@ pub struct IssueCertArgs {
     #[arg(long, value_parser = ["metad", "blockd", "gateway", "tool"])]
     role: String,
     /// A DNS name or IP address the node is reached at (repeat for several). Block daemons
-    /// are verified against the IP address clients dial.
+    /// and metad nodes are verified against the address clients dial.
     #[arg(long = "name", value_name = "NAME", required = true)]
     names: Vec<String>,
     /// The node's TLS directory (its `tls.dir`; by default `<data_dir>/tls`).

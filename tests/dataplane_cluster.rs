@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use ::cluster::grpc_tls::ClientTls;
 use common::chunks::ChunkProbe;
 use common::cluster::Cluster;
 use common::*;
@@ -42,14 +43,16 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
 }
 
-async fn meta(url: &str) -> MetaClient<tonic::transport::Channel> {
-    MetaClient::connect(url.to_string()).await.expect("connect to metad")
+/// A `Meta` client with the `tool` certificate (`Cluster::tool_client`): everything here
+/// only reads.
+async fn meta(tool: &ClientTls, url: &str) -> MetaClient<tonic::transport::Channel> {
+    common::grpc::meta(tool, url)
 }
 
 /// Live block daemons as metad reports them: id -> address.
-fn live_daemons(rt: &tokio::runtime::Runtime, url: &str) -> HashMap<u64, String> {
+fn live_daemons(rt: &tokio::runtime::Runtime, tool: &ClientTls, url: &str) -> HashMap<u64, String> {
     rt.block_on(async {
-        let mut m = meta(url).await;
+        let mut m = meta(tool, url).await;
         let reply = m.list_block_daemons(pb::ListBlockDaemonsRequest {}).await.expect("list daemons").into_inner();
         reply.daemons.into_iter().filter(|d| d.live).map(|d| (d.id, d.addr)).collect()
     })
@@ -60,9 +63,15 @@ fn root_cred() -> Option<pb::Cred> {
 }
 
 /// The distinct chunk hashes metad lists for `name` in the root of `export`.
-fn file_chunks(rt: &tokio::runtime::Runtime, url: &str, export: &str, name: &str) -> HashSet<Vec<u8>> {
+fn file_chunks(
+    rt: &tokio::runtime::Runtime,
+    tool: &ClientTls,
+    url: &str,
+    export: &str,
+    name: &str,
+) -> HashSet<Vec<u8>> {
     rt.block_on(async {
-        let mut m = meta(url).await;
+        let mut m = meta(tool, url).await;
         let share = m.get_share(pb::GetShareRequest { export_path: export.into() }).await.expect("share").into_inner();
         let root = share.root.and_then(|a| a.node).expect("share root");
         let attr = m
@@ -103,7 +112,10 @@ fn killing_a_block_daemon_mid_write_loses_nothing_and_chunks_return_to_three_rep
     cluster.start_all();
     let rt = runtime();
     let url = cluster.metad_urls()[0].clone();
-    cluster.wait_until("four block daemons are live", Duration::from_secs(30), || live_daemons(&rt, &url).len() == 4);
+    let tool = cluster.tool_client();
+    cluster.wait_until("four block daemons are live", Duration::from_secs(30), || {
+        live_daemons(&rt, &tool, &url).len() == 4
+    });
 
     let content = random_bytes(256 * MIB, 5);
     let local = tmp.path().join("big.bin");
@@ -125,10 +137,11 @@ fn killing_a_block_daemon_mid_write_loses_nothing_and_chunks_return_to_three_rep
     // Note when metad declares it dead, while the write goes on.
     let watcher = {
         let url = url.clone();
+        let tool = tool.clone();
         std::thread::spawn(move || {
             let rt = runtime();
             while killed_at.elapsed() < Duration::from_secs(60) {
-                if !live_daemons(&rt, &url).contains_key(&victim_id) {
+                if !live_daemons(&rt, &tool, &url).contains_key(&victim_id) {
                     return Some(killed_at.elapsed());
                 }
                 std::thread::park_timeout(Duration::from_millis(50));
@@ -146,7 +159,7 @@ fn killing_a_block_daemon_mid_write_loses_nothing_and_chunks_return_to_three_rep
     assert!(back == content, "the file reads back identical ({} bytes)", back.len());
 
     // Every chunk of the file back on three of the surviving daemons.
-    let chunks = file_chunks(&rt, &url, "/export", "big");
+    let chunks = file_chunks(&rt, &tool, &url, "/export", "big");
     assert!(chunks.len() > 256, "a 256 MiB file has more than 256 chunks ({})", chunks.len());
     let survivors: Vec<usize> = daemons.iter().copied().filter(|&i| i != victim).collect();
     // Ask the survivors over QUIC (HAS, with a `tool` certificate) until every chunk has 3 holders.
@@ -197,7 +210,10 @@ fn a_flipped_byte_and_a_deleted_segment_read_correctly_and_scrub_repairs_both() 
     cluster.start_all();
     let rt = runtime();
     let url = cluster.metad_urls()[0].clone();
-    cluster.wait_until("three block daemons are live", Duration::from_secs(30), || live_daemons(&rt, &url).len() == 3);
+    let tool = cluster.tool_client();
+    cluster.wait_until("three block daemons are live", Duration::from_secs(30), || {
+        live_daemons(&rt, &tool, &url).len() == 3
+    });
 
     let content = random_bytes(32 * MIB, 7);
     let local = tmp.path().join("f.bin");

@@ -1,7 +1,11 @@
 //! Three `tessera serve` processes forming a metad group on a loopback address of its own (127.a.b.c), driven over gRPC as a
 //! gateway would: fail-over under a stream of mutations (kill -9 of the leader), and a follower
 //! catching up from a snapshot after missing 10,000 operations (with its data directory kept,
-//! and replaced by an empty one).
+//! and replaced by an empty one). Every link to the internal port is mutual TLS (a CA from
+//! `tessera init-ca`, a `metad` certificate per node, a `gateway` certificate for the test's
+//! client); the members' URLs are written `http://` and dialed as `https://`. The internal
+//! port refuses clients without a certificate from the cluster CA, and certificate roles the
+//! method is not for (a `tool` or `gateway` certificate never speaks Raft).
 //!
 //! Every wait has a deadline; every child is killed (by PID) when its `Proc` is dropped.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (workspace lint note)
@@ -14,6 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use cluster::grpc_tls::ClientTls;
+use cluster::tls::Role;
 use proto::FsError;
 use proto::pb::control_client::ControlClient;
 use proto::pb::meta_client::MetaClient;
@@ -49,6 +57,9 @@ struct Spec {
     control: u16,
     metrics: u16,
     data_dir: PathBuf,
+    /// `tls.dir`: outside `data_dir`, so a node restarted on an empty data directory keeps
+    /// its certificate.
+    tls_dir: PathBuf,
 }
 
 impl Spec {
@@ -91,6 +102,10 @@ impl Drop for Proc {
 
 struct Cluster {
     _tmp: tempfile::TempDir,
+    /// `gateway`, `tool` and `blockd` certificates for the test's own clients.
+    clients_dir: PathBuf,
+    /// How the test dials the internal port: as a gateway would.
+    gateway: ClientTls,
     specs: Vec<Spec>,
     procs: Vec<Option<Proc>>,
     snapshot_logs: u64,
@@ -121,9 +136,21 @@ impl Cluster {
                 control: free_port(&ip),
                 metrics: free_port(&ip),
                 data_dir: tmp.path().join(format!("node{id}")),
+                tls_dir: tmp.path().join(format!("node{id}-tls")),
             })
             .collect();
-        let mut c = Cluster { _tmp: tmp, specs, procs: vec![None, None, None], snapshot_logs, keep_logs };
+        let ca_dir = tmp.path().join("ca");
+        tessera(&["init-ca", "--dir", ca_dir.to_str().unwrap()]);
+        for s in &specs {
+            issue_cert(&ca_dir, "metad", &s.ip, &s.tls_dir);
+        }
+        let clients_dir = tmp.path().join("clients");
+        for role in ["gateway", "tool", "blockd"] {
+            issue_cert(&ca_dir, role, "localhost", &clients_dir);
+        }
+        let gateway = common::grpc::client_tls(&clients_dir, Role::Gateway);
+        let mut c =
+            Cluster { _tmp: tmp, clients_dir, gateway, specs, procs: vec![None, None, None], snapshot_logs, keep_logs };
         for i in 0..3 {
             c.start(i, false);
         }
@@ -135,10 +162,20 @@ impl Cluster {
     fn start(&mut self, i: usize, join: bool) {
         let s = self.specs[i].clone();
         let mut toml = format!(
-            "node_id = {}\ndata_dir = {:?}\nroles = [\"metad\"]\n\
+            "node_id = {}\ndata_dir = {:?}\nroles = [\"metad\"]\n[tls]\ndir = {:?}\n\
              [control]\nbind = {:?}\nport = {}\n[metrics]\nbind = {:?}\nport = {}\n[log]\nfilter = \"info\"\n\
              [metad]\nbind = {:?}\nport = {}\nsnapshot_logs = {}\nkeep_logs = {}\n",
-            s.id, s.data_dir, s.ip, s.control, s.ip, s.metrics, s.ip, s.metad, self.snapshot_logs, self.keep_logs
+            s.id,
+            s.data_dir,
+            s.tls_dir,
+            s.ip,
+            s.control,
+            s.ip,
+            s.metrics,
+            s.ip,
+            s.metad,
+            self.snapshot_logs,
+            self.keep_logs
         );
         if join {
             let urls: Vec<String> =
@@ -193,9 +230,9 @@ impl Cluster {
         self.specs.iter().position(|s| s.id == id).unwrap()
     }
 
+    /// A `Meta` client of node `i`, with the `gateway` certificate.
     async fn meta(&self, i: usize) -> MetaClient<Channel> {
-        let ch = tonic::transport::Endpoint::from_shared(self.specs[i].metad_url()).unwrap().connect_lazy();
-        MetaClient::new(ch)
+        common::grpc::meta(&self.gateway, &self.specs[i].metad_url())
     }
 
     async fn status(&self, i: usize) -> Option<pb::StatusReply> {
@@ -251,6 +288,17 @@ impl Cluster {
             tokio::time::sleep(POLL).await;
         }
     }
+}
+
+fn tessera(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera")).args(args).output().unwrap();
+    assert!(out.status.success(), "tessera {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `tessera issue-cert` of `role` for `name` into the TLS directory `out`.
+fn issue_cert(ca_dir: &Path, role: &str, name: &str, out: &Path) {
+    let (ca, out) = (ca_dir.to_str().unwrap(), out.to_str().unwrap());
+    tessera(&["issue-cert", "--ca", ca, "--role", role, "--name", name, "--out", out]);
 }
 
 /// Every entry of `dir`, read through node `i` page by page.
@@ -492,6 +540,122 @@ async fn lagging_follower_catches_up_from_a_snapshot() {
     assert!(Path::new(&cluster.specs[follower].data_dir).join("metad/snapshots").is_dir());
 }
 
+/// A tonic client of `https_url` built by hand: trusting `ca`, presenting `identity` (or
+/// nothing), verifying the server against `domain` (or the URL's host).
+fn hand_made_client(
+    https_url: &str,
+    ca: &cluster::tls::CertificateDer<'static>,
+    identity: Option<&cluster::tls::Identity>,
+    domain: Option<&str>,
+) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let pem = |tag: &str, der: &[u8]| pem::encode(&pem::Pem::new(tag, der.to_vec()));
+    let ca = Certificate::from_pem(pem("CERTIFICATE", ca));
+    let mut tls = ClientTlsConfig::new().ca_certificate(ca).timeout(Duration::from_secs(5));
+    if let Some(id) = identity {
+        let chain: String = id.chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        tls = tls.identity(Identity::from_pem(chain, pem("PRIVATE KEY", id.key.secret_pkcs8_der())));
+    }
+    if let Some(d) = domain {
+        tls = tls.domain_name(d);
+    }
+    tonic::transport::Endpoint::from_shared(https_url.to_string())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect_lazy()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_port_refuses_strangers_and_roles_a_method_is_not_for() {
+    use cluster::tls::NodeTls;
+    use proto::pb::raft_client::RaftClient;
+    use tonic::Code;
+
+    cluster::tls::install_crypto_provider();
+    let cluster = Cluster::new(10_000, 1_000);
+    let leader = cluster.leader().await;
+    cluster.root().await;
+    let url = cluster.specs[leader].metad_url();
+    assert!(url.starts_with("http://"), "written http://, dialed https:// by the nodes and by ClientTls");
+    let https = url.replacen("http://", "https://", 1);
+    let share = || pb::GetShareRequest { export_path: "/export".into() };
+    let ca = NodeTls::new(&cluster.clients_dir).ca_anchor().unwrap();
+    let gateway_id = NodeTls::new(&cluster.clients_dir).identity(&Role::Gateway).unwrap();
+
+    // For contrast: a gateway certificate from the cluster CA reads.
+    cluster.meta(leader).await.get_share(share()).await.expect("a gateway certificate may read");
+    let by_hand = hand_made_client(&https, &ca, Some(&gateway_id), None);
+    MetaClient::new(by_hand).get_share(share()).await.expect("the same certificate, tonic configured by hand");
+
+    // Refused during the TLS handshake: no TLS at all, TLS without a client certificate, a
+    // certificate from another CA, and a server certificate checked against a name it was not
+    // issued for (the client refuses the server).
+    let plain = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().timeout(Duration::from_secs(10)).connect_lazy();
+    let r = MetaClient::new(plain).get_share(share()).await;
+    assert!(r.is_err(), "plaintext: {r:?}");
+    let r = MetaClient::new(hand_made_client(&https, &ca, None, None)).get_share(share()).await;
+    assert!(r.is_err(), "no client certificate: {r:?}");
+    let other_ca = cluster._tmp.path().join("other-ca");
+    let other_clients = cluster._tmp.path().join("other-clients");
+    tessera(&["init-ca", "--dir", other_ca.to_str().unwrap()]);
+    issue_cert(&other_ca, "gateway", "localhost", &other_clients);
+    let stranger = NodeTls::new(&other_clients).identity(&Role::Gateway).unwrap();
+    let r = MetaClient::new(hand_made_client(&https, &ca, Some(&stranger), None)).get_share(share()).await;
+    assert!(r.is_err(), "a certificate from another CA: {r:?}");
+    let foreign = ClientTls::mutual(&ca, &stranger).unwrap();
+    let r = common::grpc::meta(&foreign, &url).get_share(share()).await;
+    assert!(r.is_err(), "a certificate from another CA, through ClientTls: {r:?}");
+    let r = MetaClient::new(hand_made_client(&https, &ca, Some(&gateway_id), Some("127.254.254.254")))
+        .get_share(share())
+        .await;
+    assert!(r.is_err(), "the server's certificate does not name 127.254.254.254: {r:?}");
+
+    // Refused by role, before any service code: Raft only from metad certificates.
+    let payload = || pb::RaftPayload { data: b"{}".to_vec() };
+    for role in [Role::Tool, Role::Gateway, Role::Blockd] {
+        let tls = common::grpc::client_tls(&cluster.clients_dir, role.clone());
+        let mut raft = RaftClient::new(common::grpc::channel(&tls, &url));
+        let codes = [
+            ("AppendEntries", raft.append_entries(payload()).await.map(|_| ())),
+            ("Vote", raft.vote(payload()).await.map(|_| ())),
+            ("ClientWrite", raft.client_write(payload()).await.map(|_| ())),
+            ("ReadIndex", raft.read_index(payload()).await.map(|_| ())),
+        ];
+        for (rpc, r) in codes {
+            assert_eq!(r.as_ref().map_err(|s| s.code()), Err(Code::PermissionDenied), "{role} calling Raft/{rpc}: {r:?}");
+        }
+    }
+
+    // A tool reads and changes nothing; a block daemon does its bookkeeping only; a gateway
+    // cannot reach the forwarded control calls (e.g. add a member) on the internal port.
+    let tool = common::grpc::client_tls(&cluster.clients_dir, Role::Tool);
+    let mut tool_meta = common::grpc::meta(&tool, &url);
+    let root = tool_meta.get_share(share()).await.expect("a tool may read").into_inner().root.unwrap().node.unwrap();
+    let r = tool_meta.create(create_req(root, "by-a-tool", None)).await;
+    assert_eq!(r.map_err(|s| s.code()).map(|_| ()), Err(Code::PermissionDenied), "a tool may not create");
+    let mut tool_control = ControlClient::new(common::grpc::channel(&tool, &url));
+    tool_control.status(pb::StatusRequest {}).await.expect("a tool may ask the status on the internal port");
+    let r = tool_control.remove_node(pb::RemoveNodeRequest { node_id: 3 }).await;
+    assert_eq!(r.map_err(|s| s.code()).map(|_| ()), Err(Code::PermissionDenied), "a tool may not remove a member");
+    let blockd = common::grpc::client_tls(&cluster.clients_dir, Role::Blockd);
+    let mut blockd_meta = common::grpc::meta(&blockd, &url);
+    blockd_meta.list_block_daemons(pb::ListBlockDaemonsRequest {}).await.expect("a block daemon lists its peers");
+    let r = blockd_meta.get_share(share()).await;
+    assert_eq!(r.map_err(|s| s.code()).map(|_| ()), Err(Code::PermissionDenied), "a block daemon reads no namespace");
+    let mut gateway_control = ControlClient::new(common::grpc::channel(&cluster.gateway, &url));
+    let r = gateway_control.add_node(pb::AddNodeRequest { node_id: 9, addr: "https://127.0.0.1:1".into(), voter: true }).await;
+    assert_eq!(r.map_err(|s| s.code()).map(|_| ()), Err(Code::PermissionDenied), "a gateway may not add a member");
+
+    // None of it reached the group: still three voters, and no file was created.
+    let status = cluster.status(leader).await.unwrap();
+    assert_eq!(status.voters, 3, "{status:?}");
+    let names = read_dir_all(&mut cluster.meta(leader).await, root).await;
+    assert!(names.is_empty(), "{names:?}");
+}
+
 #[test]
 fn serve_explains_what_a_role_is_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -510,6 +674,9 @@ fn serve_explains_what_a_role_is_missing() {
     let err = serve(format!(
         "data_dir = {data:?}\nroles = [\"blockd\"]\nmetad_endpoints = [\"http://127.0.0.1:1\"]\n"
     ));
+    assert!(err.contains("tls.dir") && err.contains("issue-cert"), "{err}");
+    // So does a metad node (its internal port is mutual TLS): after the CA, its certificate.
+    let err = serve(format!("data_dir = {data:?}\nroles = [\"metad\"]\n"));
     assert!(err.contains("tls.dir") && err.contains("issue-cert"), "{err}");
     // tessera init-ca refuses to replace a CA; issue-cert refuses a directory without one.
     let ca = dir.path().join("ca");

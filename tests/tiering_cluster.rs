@@ -103,9 +103,10 @@ fn the_same_data_in_three_files_and_two_shares_is_stored_once_per_replica_and_on
     });
     assert_eq!(share.export_path, "/second");
     let url = cluster.metad_urls()[0].clone();
+    let tool = cluster.tool_client();
     cluster.wait_until("three block daemons are live", Duration::from_secs(30), || {
         rt.block_on(async {
-            let mut m = pb::meta_client::MetaClient::connect(url.clone()).await.expect("metad");
+            let mut m = common::grpc::meta(&tool, &url);
             let r = m.list_block_daemons(pb::ListBlockDaemonsRequest {}).await.expect("list").into_inner();
             r.daemons.iter().filter(|d| d.live).count() == 3
         })

@@ -590,6 +590,7 @@ fn blockd_options(ca: &Ca, dir: PathBuf, metad: Vec<String>, segment_bytes: u64)
         segment_bytes,
         min_free_bytes: 0,
         metad_endpoints: metad,
+        metad_tls: cluster::grpc_tls::ClientTls::plaintext(),
         advertise_addr: None,
         // Repair passes would compete with the measured I/O; every write here reaches its
         // full replica set anyway.

@@ -3,7 +3,8 @@
 //!
 //! Owns: the daemon id file (`<data_dir>/daemon-id`, a decimal u64 chosen once), the list
 //! of metad endpoints ([`Metad`]: each call tries the endpoint that answered last, then
-//! the others in order), and the heartbeat task, which reports the daemon's QUIC address,
+//! the others in order; mutual TLS with the daemon's `blockd` certificate when
+//! `BlockdOptions::metad_tls` says so), and the heartbeat task, which reports the daemon's QUIC address,
 //! store counters and disk capacity at the interval metad's reply asks for.
 //!
 //! Must never: block or slow the data path (it runs as its own task, reads counters only,
@@ -17,9 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use cluster::Shutdown;
+use cluster::grpc_tls::ClientTls;
 use proto::pb;
 use proto::pb::meta_client::MetaClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::store::Store;
 
@@ -95,14 +97,17 @@ pub(crate) struct Metad {
 }
 
 impl Metad {
-    pub fn new(endpoints: &[String]) -> Result<Metad, HeartbeatError> {
+    /// Clients of `endpoints`, dialed as `tls` says (mutual TLS with the daemon's `blockd`
+    /// certificate in a cluster).
+    pub fn new(endpoints: &[String], tls: &ClientTls) -> Result<Metad, HeartbeatError> {
         if endpoints.is_empty() {
             return Err(HeartbeatError::NoEndpoints);
         }
         let clients = endpoints
             .iter()
             .map(|e| {
-                let ep = Endpoint::from_shared(e.clone())
+                let ep = tls
+                    .endpoint(e)
                     .map_err(|err| HeartbeatError::Endpoint { endpoint: e.clone(), reason: err.to_string() })?
                     .connect_timeout(CALL_TIMEOUT)
                     .timeout(CALL_TIMEOUT);
@@ -231,6 +236,10 @@ mod tests {
 
     #[test]
     fn endpoints_are_validated() {
-        assert!(matches!(Metad::new(&[]), Err(HeartbeatError::NoEndpoints)));
+        let plain = ClientTls::plaintext();
+        assert!(matches!(Metad::new(&[], &plain), Err(HeartbeatError::NoEndpoints)));
+        // Without a TLS identity an https:// endpoint cannot be dialed: refused at start.
+        let https = ["https://127.0.0.1:1".to_string()];
+        assert!(matches!(Metad::new(&https, &plain), Err(HeartbeatError::Endpoint { .. })));
     }
 }

@@ -65,9 +65,12 @@ pub struct BlockdOptions {
     pub segment_bytes: u64,
     /// Puts are refused with `Status::NoSpace` when the disk has less free space than this.
     pub min_free_bytes: u64,
-    /// metad gRPC endpoints (`http://host:port`) for heartbeats and the daemon list; empty:
+    /// metad gRPC endpoints (`http(s)://host:port`) for heartbeats and the daemon list; empty:
     /// no heartbeats and no repair.
     pub metad_endpoints: Vec<String>,
+    /// How metad is dialed: mutual TLS presenting the daemon's `blockd` certificate in a
+    /// cluster (an `http://` endpoint is then dialed as `https://`), plaintext in tests.
+    pub metad_tls: cluster::grpc_tls::ClientTls,
     /// QUIC address announced to metad (default: the bound address).
     pub advertise_addr: Option<SocketAddr>,
     /// Anti-entropy re-replication (needs metad endpoints and [`ClientAuth::Required`]).
@@ -107,8 +110,11 @@ impl Blockd {
             min_free_bytes: opts.min_free_bytes,
         };
         // The S3 tier asks metad who is live and where chunks are, when metad is configured.
-        let metad =
-            if opts.metad_endpoints.is_empty() { None } else { Some(heartbeat::Metad::new(&opts.metad_endpoints)?) };
+        let metad = if opts.metad_endpoints.is_empty() {
+            None
+        } else {
+            Some(heartbeat::Metad::new(&opts.metad_endpoints, &opts.metad_tls)?)
+        };
         let directory = metad.clone().map(|m| Arc::new(m) as Arc<dyn s3::Directory>);
         let store = Arc::new(
             tokio::task::spawn_blocking(move || Store::open_with_directory(store_opts, s3, directory)).await??,

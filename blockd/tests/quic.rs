@@ -41,6 +41,7 @@ async fn start() -> Harness {
         segment_bytes: 1 << 20,
         min_free_bytes: 0,
         metad_endpoints: Vec::new(),
+        metad_tls: cluster::grpc_tls::ClientTls::plaintext(),
         advertise_addr: None,
         repair: blockd::RepairOptions::default(),
         scrub: blockd::ScrubOptions::default(),

@@ -1,13 +1,15 @@
 //! What every Tessera node needs to be a member of a cluster.
 //!
 //! Owns: configuration (`config`: defaults < `--config` file < `TESSERA_*` env < flags),
-//! TLS identities and the one rustls crypto provider (`tls`), the Prometheus exporter and
+//! TLS identities and the one rustls crypto provider (`tls`), mutual TLS and role checks on
+//! the gRPC links (`grpc_tls`), the Prometheus exporter and
 //! the names of every `tessera_` metric (`metrics`), logging (`telemetry`), graceful
 //! shutdown (`shutdown`) and rendezvous placement of chunks on block daemons (`placement`).
 //!
 //! Must never: know a filesystem operation, a protocol, or a storage format.
 
 pub mod config;
+pub mod grpc_tls;
 pub mod metrics;
 pub mod placement;
 pub mod shutdown;

@@ -3,18 +3,19 @@
 //! Exactly one provider (aws-lc-rs) is compiled in; [`install_crypto_provider`] must run
 //! first thing in every `main` and test that builds a TLS config, or rustls refuses to pick.
 //!
-//! The chunk link is mutual TLS: every node certificate is issued by the cluster CA ([`Ca`])
-//! and names the node's [`Role`] as a URI subject alternative name `tessera:role:<role>`
-//! (e.g. `tessera:role:gateway`). A SAN URI was chosen over an OU or an extended key usage
-//! because it is unambiguous, needs no private OID, and sits next to the names the
-//! certificate is valid for. [`mtls_server_config`] accepts only clients whose chain
-//! verifies against the CA; [`peer_role`] reads the role back out of a verified peer chain
-//! so a server can authorize by role. [`DevPki`] keeps a self-signed CA and the dev node
-//! certificates under `<data_dir>/tls/` for `tessera dev`; [`NodeTls`] is the same layout
+//! The chunk link (QUIC) and metad's internal gRPC port (`crate::grpc_tls`) are mutual TLS:
+//! every node certificate is issued by the cluster CA ([`Ca`]) and names the node's [`Role`]
+//! as a URI subject alternative name `tessera:role:<role>` (e.g. `tessera:role:gateway`). A
+//! SAN URI was chosen over an OU or an extended key usage because it is unambiguous, needs
+//! no private OID, and sits next to the names the certificate is valid for.
+//! [`mtls_server_config`] accepts only clients whose chain verifies against the CA;
+//! [`peer_role`] reads the role back out of a verified peer chain so a server can authorize
+//! by role (block daemons for PUT, metad per gRPC method). [`DevPki`] keeps a self-signed CA
+//! and the dev node certificates under `<data_dir>/tls/` for `tessera dev`; [`NodeTls`] is the same layout
 //! for a cluster node, written by `tessera issue-cert` from an operator's CA
-//! (`tessera init-ca`) and read by `tessera serve`. Clients verify a block daemon's
-//! certificate against the IP address they connect to, so a node certificate lists its
-//! addresses.
+//! (`tessera init-ca`) and read by `tessera serve`. Clients verify a block daemon's or a
+//! metad's certificate against the IP address they connect to, so a node certificate lists
+//! its addresses.
 //!
 //! Must never: trust a role read from a chain that the TLS handshake did not verify; write
 //! a private key with a mode other than 0600; panic on a malformed certificate.
@@ -51,6 +52,10 @@ pub enum TlsError {
     NoRole,
     #[error("peer certificate names more than one tessera role")]
     AmbiguousRole,
+    #[error("gRPC endpoint {url:?}: {reason}")]
+    Endpoint { url: String, reason: String },
+    #[error("gRPC TLS: {0}")]
+    Grpc(String),
 }
 
 /// Installs aws-lc-rs as the process-wide rustls provider. Idempotent.
@@ -278,19 +283,22 @@ pub fn issue(ca: &Ca, names: &[String], role: &Role) -> Result<Identity, TlsErro
 }
 
 /// The PKI of a single-process `tessera dev` node: the CA and one certificate per role,
-/// kept under one directory in the layout of [`NodeTls`] (`ca/`, `blockd/`, `gateway/`).
+/// kept under one directory in the layout of [`NodeTls`] (`ca/`, `blockd/`, `gateway/`,
+/// `metad/`).
 #[derive(Debug, Clone)]
 pub struct DevPki {
     pub ca_anchor: CertificateDer<'static>,
     pub blockd_identity: Identity,
     pub gateway_identity: Identity,
+    /// metad's internal gRPC listener (and its Raft client, though dev has one voter).
+    pub metad_identity: Identity,
 }
 
 impl DevPki {
     /// Loads the dev PKI from `tls_dir`, creating the CA and any missing node certificate.
     /// Node certificates are valid for [`DEV_SERVER_NAME`], `localhost`, 127.0.0.1 and
-    /// `extra_names` (e.g. the block daemon's bind address, which clients verify); a stored
-    /// certificate for other names is replaced.
+    /// `extra_names` (e.g. the block daemon's and metad's bind addresses, which clients
+    /// verify); a stored certificate for other names is replaced.
     pub fn load_or_create(tls_dir: &Path, extra_names: &[String]) -> Result<DevPki, TlsError> {
         let ca = Ca::load_or_create(&tls_dir.join("ca"))?;
         let mut names = vec![DEV_SERVER_NAME.to_string(), "localhost".to_string(), "127.0.0.1".to_string()];
@@ -301,7 +309,8 @@ impl DevPki {
         }
         let blockd_identity = load_or_issue(&ca, &tls_dir.join("blockd"), &names, &Role::Blockd)?;
         let gateway_identity = load_or_issue(&ca, &tls_dir.join("gateway"), &names, &Role::Gateway)?;
-        Ok(DevPki { ca_anchor: ca.anchor(), blockd_identity, gateway_identity })
+        let metad_identity = load_or_issue(&ca, &tls_dir.join("metad"), &names, &Role::Metad)?;
+        Ok(DevPki { ca_anchor: ca.anchor(), blockd_identity, gateway_identity, metad_identity })
     }
 }
 
@@ -492,6 +501,8 @@ mod tests {
         assert_eq!(a.blockd_identity.chain, b.blockd_identity.chain);
         assert_eq!(peer_role(&b.blockd_identity.chain).expect("role"), Role::Blockd);
         assert_eq!(peer_role(&b.gateway_identity.chain).expect("role"), Role::Gateway);
+        assert_eq!(peer_role(&b.metad_identity.chain).expect("role"), Role::Metad);
+        assert_eq!(a.metad_identity.chain, b.metad_identity.chain);
         assert!(mtls_server_config(&b.blockd_identity, std::slice::from_ref(&b.ca_anchor), CHUNK_ALPN).is_ok());
         assert!(client_config_with_cert(std::slice::from_ref(&b.ca_anchor), &b.gateway_identity, CHUNK_ALPN).is_ok());
 

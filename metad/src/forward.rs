@@ -12,28 +12,36 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use cluster::grpc_tls::ClientTls;
 use proto::pb;
 use proto::pb::raft_client::RaftClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::command::Command;
 use crate::error::{MetadError, Result};
 use crate::network::MAX_RAFT_MESSAGE;
 use crate::network::codec::{ForwardedRead, ForwardedWrite};
 
-/// Channels to leaders, by address.
+/// Channels to leaders, by address (over mutual TLS when the node has a `metad` identity).
 #[derive(Default)]
 pub struct Forwarder {
+    tls: ClientTls,
     clients: Mutex<HashMap<String, RaftClient<Channel>>>,
 }
 
 impl Forwarder {
+    pub fn new(tls: ClientTls) -> Forwarder {
+        Forwarder { tls, clients: Mutex::default() }
+    }
+
     fn client(&self, leader: u64, addr: &str) -> Result<RaftClient<Channel>> {
         let mut clients = self.clients.lock().map_err(|_| MetadError::Raft("forwarder lock poisoned".into()))?;
         if let Some(c) = clients.get(addr) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(addr.to_string())
+        let endpoint = self
+            .tls
+            .endpoint(addr)
             .map_err(|e| MetadError::Forward { leader, reason: format!("bad address {addr:?}: {e}") })?
             .connect_timeout(Duration::from_secs(2));
         let c = RaftClient::new(endpoint.connect_lazy())

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 
+use cluster::grpc_tls::ClientTls;
 use openraft::BasicNode;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
@@ -19,7 +20,7 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotRespon
 use proto::pb;
 use proto::pb::raft_client::RaftClient;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::command::TypeConfig;
 use crate::command::alias::Vote;
@@ -94,15 +95,24 @@ pub mod codec {
     }
 }
 
-/// Creates a [`PeerClient`] per target; connections are made lazily on first use.
+/// Creates a [`PeerClient`] per target; connections are made lazily on first use, over
+/// mutual TLS when the node has a `metad` identity (`MetadOptions::client_tls`).
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    tls: ClientTls,
+}
+
+impl NetworkFactory {
+    pub fn new(tls: ClientTls) -> NetworkFactory {
+        NetworkFactory { tls }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), client: None }
+        PeerClient { target, addr: node.addr.clone(), tls: self.tls.clone(), client: None }
     }
 }
 
@@ -110,6 +120,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     target: u64,
     addr: String,
+    tls: ClientTls,
     client: Option<RaftClient<Channel>>,
 }
 
@@ -122,7 +133,9 @@ impl PeerClient {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(self.addr.clone())
+        let endpoint = self
+            .tls
+            .endpoint(&self.addr)
             .map_err(|e| unreachable(format!("bad address {:?} for node {}: {e}", self.addr, self.target)))?
             .connect_timeout(std::time::Duration::from_secs(2));
         let c = RaftClient::new(endpoint.connect_lazy())

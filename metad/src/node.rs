@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cluster::grpc_tls::ClientTls;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
@@ -58,6 +59,10 @@ pub struct MetadOptions {
     pub advertise_addr: String,
     /// A share to ensure exists, as (name, export path), e.g. `("default", "/export")`.
     pub default_share: Option<(String, String)>,
+    /// How this node dials its peers' internal ports (Raft, forwarded writes and reads,
+    /// forwarded control calls): mutual TLS with its `metad` certificate in `tessera serve`
+    /// and `tessera dev`, plaintext in in-process test groups.
+    pub client_tls: ClientTls,
 }
 
 /// When snapshots are taken and how much log is kept behind them.
@@ -116,6 +121,8 @@ pub(crate) struct Inner {
     pub(crate) snapshots: SnapshotDir,
     pub(crate) liveness: Liveness,
     forwarder: Forwarder,
+    /// How peers' internal ports are dialed (also by the control service's forwarding).
+    pub(crate) client_tls: ClientTls,
 }
 
 fn raft_config(tuning: RaftTuning) -> Result<Config> {
@@ -174,13 +181,21 @@ impl Metad {
         let raft = Raft::new(
             opts.node_id,
             Arc::new(raft_config(tuning)?),
-            NetworkFactory,
+            NetworkFactory::new(opts.client_tls.clone()),
             LogStore::new(db.clone()),
             StateMachineStore::new(db.clone(), snapshots.clone()),
         )
         .await
         .map_err(raft_err)?;
-        let inner = Inner { node_id: opts.node_id, raft, db, snapshots, liveness, forwarder: Forwarder::default() };
+        let inner = Inner {
+            node_id: opts.node_id,
+            raft,
+            db,
+            snapshots,
+            liveness,
+            forwarder: Forwarder::new(opts.client_tls.clone()),
+            client_tls: opts.client_tls.clone(),
+        };
         let metad = Metad { inner: Arc::new(inner) };
         metad.spawn_term_gauge();
 

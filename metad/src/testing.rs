@@ -47,6 +47,7 @@ impl LocalGroup {
                 data_dir: dir.path().to_path_buf(),
                 advertise_addr: addrs[&id].clone(),
                 default_share: Some((SHARE.0.into(), SHARE.1.into())),
+                client_tls: cluster::grpc_tls::ClientTls::plaintext(),
             };
             let bootstrap = if id == 1 { Bootstrap::Members(addrs.clone()) } else { Bootstrap::Join };
             let metad = Metad::start(&opts, bootstrap).await?;

@@ -67,6 +67,7 @@ async fn three_voters_replicate_and_fail_over() {
             data_dir: dirs[i].path().to_path_buf(),
             advertise_addr: members[&id].clone(),
             default_share: Some(("default".into(), "/export".into())),
+            client_tls: cluster::grpc_tls::ClientTls::plaintext(),
         };
         let bootstrap = if id == 1 { Bootstrap::Members(members.clone()) } else { Bootstrap::Join };
         let metad = Metad::start(&opts, bootstrap).await.unwrap();
@@ -243,6 +244,7 @@ async fn start_learner(id: u64) -> (Node, String, tempfile::TempDir) {
         data_dir: dir.path().to_path_buf(),
         advertise_addr: addr.clone(),
         default_share: None,
+        client_tls: cluster::grpc_tls::ClientTls::plaintext(),
     };
     let metad = Metad::start(&opts, Bootstrap::Join).await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -38,6 +38,7 @@ fn opts(id: u64, dir: &Path, addr: &str) -> MetadOptions {
         data_dir: dir.to_path_buf(),
         advertise_addr: addr.to_string(),
         default_share: Some(("default".into(), "/export".into())),
+        client_tls: cluster::grpc_tls::ClientTls::plaintext(),
     }
 }
 

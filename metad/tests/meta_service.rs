@@ -20,6 +20,7 @@ async fn open(dir: &Path) -> Metad {
         data_dir: dir.to_path_buf(),
         advertise_addr: "http://127.0.0.1:1".into(),
         default_share: Some(("default".into(), "/export".into())),
+        client_tls: cluster::grpc_tls::ClientTls::plaintext(),
     })
     .await
     .expect("metad opens")

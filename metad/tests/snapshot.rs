@@ -86,6 +86,7 @@ async fn snapshot_round_trip_reproduces_the_namespace() {
             data_dir: src.path().to_path_buf(),
             advertise_addr: "http://127.0.0.1:1".into(),
             default_share: Some(("default".into(), "/export".into())),
+            client_tls: cluster::grpc_tls::ClientTls::plaintext(),
         })
         .await
         .unwrap();

@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cluster::config::Config;
+use cluster::grpc_tls::ClientTls;
 use cluster::tls::CertificateDer;
 
-/// Starts the block daemon: mutual TLS against `ca`, presenting `identity`, heartbeating to
-/// `metad_endpoints`, with the S3 tier when a bucket is configured.
+/// Starts the block daemon: mutual TLS against `ca`, presenting `identity` (to its clients and
+/// peers, and to metad at `metad_endpoints` for heartbeats), with the S3 tier when a bucket
+/// is configured.
 pub async fn start(
     config: &Config,
     identity: cluster::tls::Identity,
@@ -32,10 +34,11 @@ pub async fn start(
     let opts = blockd::BlockdOptions {
         data_dir: config.blockd_dir(),
         listen: SocketAddr::new(b.bind, b.port),
-        identity,
-        client_auth: blockd::ClientAuth::Required(vec![ca]),
+        identity: identity.clone(),
+        client_auth: blockd::ClientAuth::Required(vec![ca.clone()]),
         segment_bytes: b.segment_bytes,
         min_free_bytes: b.min_free_bytes,
+        metad_tls: ClientTls::mutual(&ca, &identity).context("blockd's client TLS identity")?,
         metad_endpoints,
         advertise_addr,
         repair,

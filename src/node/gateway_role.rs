@@ -2,7 +2,8 @@
 //!
 //! Owns: building the engine from `gateway.*` keys (one static block daemon in `tessera
 //! dev`, the live daemons metad lists in `tessera serve`; a daemon of the same process
-//! and metad reached in-process when `gateway.in_process`), serving NFSv3 + MOUNT with the
+//! and metad reached in-process when `gateway.in_process`; metad's network endpoints over
+//! mutual TLS with the gateway's certificate), serving NFSv3 + MOUNT with the
 //! process's duplicate request cache (`nfs.drc_*`), the embedded portmapper when
 //! `nfs.portmap_port` is set, and the gateway-first half of shutdown (stop taking
 //! requests, then flush every buffered write).
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use cluster::config::Config;
+use cluster::grpc_tls::ClientTls;
 use cluster::tls::CertificateDer;
 use gateway::engine::{BlockdSource, Engine, EngineOptions, LocalMeta, in_process_transport};
 
@@ -50,7 +52,8 @@ impl GatewayRole {
         stop: &cluster::Shutdown,
     ) -> anyhow::Result<GatewayRole> {
         anyhow::ensure!(!metad_endpoints.is_empty(), "no metad endpoint for the gateway");
-        let mut opts = EngineOptions::for_cluster(metad_endpoints, blockd, vec![ca], &config.gateway);
+        let mut opts = EngineOptions::for_cluster(metad_endpoints, blockd, vec![ca.clone()], &config.gateway);
+        opts.metad_tls = ClientTls::mutual(&ca, &identity).context("the gateway's client TLS identity")?;
         opts.client_identity = Some(identity);
         if config.gateway.in_process {
             opts.local_daemon = local.blockd.map(InProcessBlockd::handle);

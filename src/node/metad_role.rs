@@ -1,17 +1,22 @@
 //! The metad role of a node: its gRPC listeners and, in `serve`, how it forms or joins the
 //! group.
 //!
-//! Owns: binding the internal listener (Meta + Raft + Control) and the control listener,
-//! the bootstrap decision from configuration, joining through members' control APIs, and
-//! making sure the default share exists once a leader is known. Must never: decide
-//! anything Raft decides (leadership, membership changes beyond asking to be added).
+//! Owns: binding the internal listener (Meta + Raft + Control; mutual TLS against the
+//! cluster CA, every call checked against `metad::service::authz` by the role of the
+//! caller's certificate) and the control listener (plaintext, no client certificate: the
+//! operators' API, see docs/cluster.md), the bootstrap decision from configuration, joining
+//! through members' control APIs, and making sure the default share exists once a leader is
+//! known. Must never: decide anything Raft decides (leadership, membership changes beyond
+//! asking to be added); serve the internal services without TLS and the role gate.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
 use cluster::Shutdown;
 use cluster::config::Config;
+use cluster::grpc_tls::{ClientTls, RoleGateLayer, server_tls};
+use cluster::tls::{CertificateDer, Identity};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
@@ -28,6 +33,35 @@ pub fn default_share() -> (String, String) {
     ("default".to_string(), "/export".to_string())
 }
 
+/// metad's TLS material: the cluster CA and this node's `metad` certificate, which its
+/// internal listener presents and its Raft, forwarding and control-forwarding clients present
+/// to the other members.
+pub struct MetadTls {
+    pub ca: CertificateDer<'static>,
+    pub identity: Identity,
+}
+
+impl MetadTls {
+    fn client(&self) -> anyhow::Result<ClientTls> {
+        ClientTls::mutual(&self.ca, &self.identity).context("metad's client TLS identity")
+    }
+}
+
+/// The address clients dial for a listener bound to `ip`: a wildcard bind is reached on the
+/// loopback address of its family (which `tessera dev`'s certificates name).
+fn dial_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        other => other,
+    }
+}
+
+/// The host `tessera dev`'s metad certificate must name (see [`dial_ip`]).
+pub fn dev_dial_host(config: &Config) -> String {
+    dial_ip(config.metad.bind).to_string()
+}
+
 /// A running metad with its listeners.
 pub struct MetadRole {
     pub metad: metad::Metad,
@@ -41,29 +75,44 @@ pub struct MetadRole {
 
 impl MetadRole {
     /// `tessera dev`: a single voter, ready (leader elected, default share present) on return.
-    pub async fn start_dev(config: &Config, stop: &Shutdown) -> anyhow::Result<MetadRole> {
+    /// Its internal listener is mutual TLS like a cluster node's (the block daemon's
+    /// heartbeats reach it over the network; the gateway calls it in-process).
+    pub async fn start_dev(config: &Config, tls: &MetadTls, stop: &Shutdown) -> anyhow::Result<MetadRole> {
         let listener = TcpListener::bind(config.metad.addr()).await.context("binding metad's listener")?;
         let addr = listener.local_addr()?;
+        let advertise = format!("https://{}", SocketAddr::new(dial_ip(addr.ip()), addr.port()));
         let metad = metad::Metad::open(metad::MetadOptions {
             node_id: config.node_id,
             data_dir: config.metad_dir(),
-            advertise_addr: format!("http://{addr}"),
+            advertise_addr: advertise.clone(),
             default_share: Some(default_share()),
+            client_tls: tls.client()?,
         })
         .await
         .context("starting metad")?;
-        MetadRole::serve(metad, listener, format!("http://{addr}"), config, stop).await
+        MetadRole::serve(metad, listener, advertise, config, tls, stop).await
     }
 
     /// `tessera serve`: bootstrap, join or restart a member as `config.metad` says. Returns
     /// once the listeners are up (and a join request was accepted); the default share is
     /// created in the background once a leader is known.
-    pub async fn start_member(config: &Config, stop: &Shutdown) -> anyhow::Result<MetadRole> {
+    /// Member URLs may be written `http://` or `https://`: they are dialed (and advertised)
+    /// as `https://`.
+    pub async fn start_member(config: &Config, tls: &MetadTls, stop: &Shutdown) -> anyhow::Result<MetadRole> {
         let m = &config.metad;
+        let client_tls = tls.client()?;
         let listener = TcpListener::bind(m.addr()).await.context("binding metad's listener")?;
         let addr = listener.local_addr()?;
-        let advertise = if m.advertise.is_empty() { format!("http://{addr}") } else { m.advertise.clone() };
-        let members = m.initial_member_ids()?;
+        let advertise = if m.advertise.is_empty() {
+            format!("https://{addr}")
+        } else {
+            client_tls.url(&m.advertise).context("metad.advertise")?
+        };
+        let members = m
+            .initial_member_ids()?
+            .into_iter()
+            .map(|(id, url)| Ok((id, client_tls.url(&url).context("metad.initial_members")?)))
+            .collect::<anyhow::Result<std::collections::BTreeMap<u64, String>>>()?;
         let joining = !m.join.is_empty();
         let lowest = members.keys().next().copied();
         let bootstrap = if members.is_empty() && !joining {
@@ -78,6 +127,7 @@ impl MetadRole {
             data_dir: config.metad_dir(),
             advertise_addr: advertise.clone(),
             default_share: Some(default_share()),
+            client_tls,
         };
         let tuning = metad::RaftTuning { snapshot_logs: m.snapshot_logs, keep_logs: m.keep_logs };
         let liveness = metad::Liveness {
@@ -86,7 +136,7 @@ impl MetadRole {
         };
         let metad =
             metad::Metad::start_tuned(&opts, bootstrap, tuning, liveness).await.context("starting metad")?;
-        let role = MetadRole::serve(metad, listener, advertise.clone(), config, stop).await?;
+        let role = MetadRole::serve(metad, listener, advertise.clone(), config, tls, stop).await?;
 
         if joining && !role.metad.raft().is_initialized().await.context("reading Raft state")? {
             join(&m.join, config.node_id, &advertise).await?;
@@ -108,10 +158,14 @@ impl MetadRole {
         listener: TcpListener,
         advertise: String,
         config: &Config,
+        tls: &MetadTls,
         stop: &Shutdown,
     ) -> anyhow::Result<MetadRole> {
         let internal_addr = listener.local_addr()?;
         let internal = tonic::transport::Server::builder()
+            .tls_config(server_tls(&tls.ca, &tls.identity))
+            .context("metad's internal listener: TLS identity")?
+            .layer(RoleGateLayer::new(metad::service::authz::may_call))
             .add_service(metad.meta_service())
             .add_service(metad.raft_service())
             .add_service(metad.control_service());

@@ -8,7 +8,8 @@
 //! `tessera dev` (`run_dev`) runs all three roles on one node with its own CA
 //! (`cluster::tls::DevPki`) and one block daemon. `tessera serve` (`run_serve`) runs the
 //! roles a config names: metad bootstraps, joins (`metad.join`) or restarts a member;
-//! blockd and gateway use the cluster CA's certificates under `tls.dir` and the metad
+//! every role uses its certificate from the cluster CA under `tls.dir` (the QUIC chunk
+//! links and metad's internal gRPC port are mutual TLS), blockd and gateway reach the metad
 //! members of `metad_endpoints` (or the node's own metad); the gateway places chunks on the
 //! live block daemons metad lists.
 //!
@@ -32,22 +33,26 @@ use cluster::tls::{NodeTls, Role as CertRole};
 use gateway::engine::BlockdSource;
 
 use gateway_role::{GatewayRole, LocalRoles};
-use metad_role::MetadRole;
+use metad_role::{MetadRole, MetadTls};
 
 /// Runs every role until SIGTERM/SIGINT.
 pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    // The dev cluster's own CA and its blockd/gateway certificates (mutual TLS on the chunk
-    // link); the block daemon's certificate names the address the gateway dials.
-    let pki = cluster::tls::DevPki::load_or_create(&config.tls_dir(), &[config.blockd.bind.to_string()])?;
+    // The dev cluster's own CA and its blockd/gateway/metad certificates (mutual TLS on the
+    // chunk link and on metad's internal port); they name the addresses clients dial.
+    let pki = cluster::tls::DevPki::load_or_create(
+        &config.tls_dir(),
+        &[config.blockd.bind.to_string(), metad_role::dev_dial_host(&config)],
+    )?;
     cluster::metrics::install_exporter(config.metrics.addr())?;
 
     // Two shutdown phases: the gateway first (stop taking requests, flush), then the core.
     let core_stop = Shutdown::new();
     let gateway_stop = Shutdown::new();
 
-    let metad = MetadRole::start_dev(&config, &core_stop).await?;
+    let metad_tls = MetadTls { ca: pki.ca_anchor.clone(), identity: pki.metad_identity.clone() };
+    let metad = MetadRole::start_dev(&config, &metad_tls, &core_stop).await?;
     let blockd = blockd_role::start(
         &config,
         pki.blockd_identity.clone(),
@@ -111,15 +116,13 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let tls = NodeTls::new(&config.tls_dir());
     // Load every certificate first: a node missing one fails at once, naming the file.
-    let ca = if config.roles.iter().any(|r| *r != Role::Metad) {
-        Some(tls.ca_anchor().with_context(|| format!("tls.dir {}: run `tessera issue-cert`", config.tls_dir().display()))?)
-    } else {
-        None
-    };
+    let ca =
+        tls.ca_anchor().with_context(|| format!("tls.dir {}: run `tessera issue-cert`", config.tls_dir().display()))?;
     let identity = |role: CertRole| {
         tls.identity(&role)
             .with_context(|| format!("tls.dir {}: no usable {role} certificate (run `tessera issue-cert --role {role}`)", config.tls_dir().display()))
     };
+    let metad_identity = config.roles.contains(&Role::Metad).then(|| identity(CertRole::Metad)).transpose()?;
     let blockd_identity = config.roles.contains(&Role::Blockd).then(|| identity(CertRole::Blockd)).transpose()?;
     let gateway_identity = config.roles.contains(&Role::Gateway).then(|| identity(CertRole::Gateway)).transpose()?;
     cluster::metrics::install_exporter(config.metrics.addr())?;
@@ -128,8 +131,8 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     let gateway_stop = Shutdown::new();
     let mut ready = vec![format!("node={}", config.node_id)];
 
-    let metad = if config.roles.contains(&Role::Metad) {
-        let m = MetadRole::start_member(&config, &core_stop).await?;
+    let metad = if let Some(identity) = metad_identity {
+        let m = MetadRole::start_member(&config, &MetadTls { ca: ca.clone(), identity }, &core_stop).await?;
         ready.push(format!("metad={} advertise={} control={}", m.internal_addr, m.advertise, m.control_addr));
         Some(m)
     } else {
@@ -140,16 +143,16 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
         (Some(m), true) => vec![m.advertise.clone()],
         (None, true) => anyhow::bail!("metad_endpoints: a node without the metad role must name metad members"),
     };
-    let blockd = match (blockd_identity, &ca) {
-        (Some(id), Some(ca)) => {
+    let blockd = match blockd_identity {
+        Some(id) => {
             let b = blockd_role::start(&config, id, ca.clone(), metad_endpoints.clone(), &core_stop).await?;
             ready.push(format!("blockd={} blockd_id={}", b.local_addr(), b.id()));
             Some(b)
         }
-        _ => None,
+        None => None,
     };
-    let gateway = match (gateway_identity, &ca) {
-        (Some(id), Some(ca)) => {
+    let gateway = match gateway_identity {
+        Some(id) => {
             let g = GatewayRole::start(
                 &config,
                 metad_endpoints,
@@ -166,7 +169,7 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
             }
             Some(g)
         }
-        _ => None,
+        None => None,
     };
     ready.push(format!("metrics={}", config.metrics.addr()));
     let roles: Vec<String> = config.roles.iter().map(|r| format!("{r:?}").to_lowercase()).collect();

@@ -1,6 +1,7 @@
 //! A cluster of `tessera serve` processes on loopback, as an operator would run one: a CA
-//! from `tessera init-ca`, one certificate per node role from `tessera issue-cert`, one
-//! TOML file per node, every node on its own 127.a.b.c address.
+//! from `tessera init-ca`, one certificate per node role from `tessera issue-cert` (metad's
+//! internal port and the QUIC chunk links are mutual TLS), one TOML file per node, every
+//! node on its own 127.a.b.c address.
 //!
 //! Every wait has a deadline; every child is killed (by PID) when the `Cluster` is dropped.
 
@@ -82,7 +83,7 @@ impl Cluster {
             blockd_id: None,
         };
         let tls = data_dir.join("tls");
-        for role in roles.iter().filter(|r| **r != "metad") {
+        for role in roles {
             tessera(&[
                 "issue-cert",
                 "--ca",
@@ -100,7 +101,8 @@ impl Cluster {
         i
     }
 
-    /// A TLS directory holding a `tool` certificate (may ask block daemons, never store).
+    /// A TLS directory holding a `tool` certificate (may ask block daemons and read from
+    /// metad, never store or change anything).
     pub fn tool_tls(&self) -> PathBuf {
         let dir = self.dir.join("tool");
         if !dir.join("tool").exists() {
@@ -111,13 +113,19 @@ impl Cluster {
         dir
     }
 
-    /// The internal gRPC URLs of the metad nodes.
+    /// The internal gRPC URLs of the metad nodes (mutual TLS).
     pub fn metad_urls(&self) -> Vec<String> {
         self.nodes
             .iter()
             .filter(|n| n.roles.contains(&"metad"))
-            .map(|n| format!("http://{}:{}", n.ip, n.metad_port))
+            .map(|n| format!("https://{}:{}", n.ip, n.metad_port))
             .collect()
+    }
+
+    /// How a tool dials metad's internal port: mutual TLS with the `tool` certificate (reads
+    /// only).
+    pub fn tool_client(&self) -> cluster::grpc_tls::ClientTls {
+        super::grpc::client_tls(&self.tool_tls(), cluster::tls::Role::Tool)
     }
 
     fn config(&self, i: usize) -> String {

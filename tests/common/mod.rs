@@ -7,6 +7,7 @@
 
 pub mod chunks;
 pub mod cluster;
+pub mod grpc;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

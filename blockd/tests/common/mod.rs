@@ -38,6 +38,7 @@ pub fn options(ca: &Ca, dir: &std::path::Path) -> BlockdOptions {
         segment_bytes: 1 << 20,
         min_free_bytes: 0,
         metad_endpoints: Vec::new(),
+        metad_tls: cluster::grpc_tls::ClientTls::plaintext(),
         advertise_addr: None,
         repair: blockd::RepairOptions { interval: None, max_copies_per_sec: 0 },
         scrub: blockd::ScrubOptions { interval: None, max_bytes_per_sec: 0 },

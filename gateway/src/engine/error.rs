@@ -15,7 +15,7 @@ pub enum EngineError {
     #[error("no metad endpoint configured")]
     NoMetadEndpoint,
     #[error("metad endpoint {endpoint:?} is invalid: {source}")]
-    MetadEndpoint { endpoint: String, source: tonic::transport::Error },
+    MetadEndpoint { endpoint: String, source: cluster::tls::TlsError },
     #[error("TLS configuration for the block daemon link: {0}")]
     Tls(#[from] cluster::tls::TlsError),
     #[error("QUIC cannot use this TLS configuration: {reason}")]

@@ -1,6 +1,7 @@
 //! `GrpcMeta`: the `MetaApi` over tonic channels to metad.
 //!
-//! Owns the transport concerns: lazily connected channels to every configured metad node,
+//! Owns the transport concerns: lazily connected channels to every configured metad node
+//! (mutual TLS with the gateway's certificate in a cluster, `EngineOptions::metad_tls`),
 //! mapping `tonic::Status` to `FsError` (`FsError::from_status`), failover, request ids,
 //! and a bounded retry of `Unavailable`/`NotLeader` answers (an election, a restart) with
 //! exponential backoff. Must never interpret filesystem semantics or retry any other error.
@@ -26,12 +27,12 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cluster::grpc_tls::ClientTls;
 use proto::FsError;
 use proto::pb;
 use proto::pb::meta_client::MetaClient;
 use tonic::body::Body;
 use tonic::codegen::StdError;
-use tonic::transport::Endpoint;
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
@@ -115,22 +116,24 @@ pub struct GrpcMeta {
 }
 
 impl GrpcMeta {
-    /// A client for one metad `endpoint` (e.g. `http://127.0.0.1:7100`; `tessera dev`);
-    /// connects on first use.
+    /// A plaintext client for one metad `endpoint` (e.g. `http://127.0.0.1:7100`; tests and
+    /// tools on a private network); connects on first use.
     pub fn connect_lazy(endpoint: &str) -> Result<GrpcMeta, EngineError> {
-        GrpcMeta::connect_lazy_many(&[endpoint.to_string()])
+        GrpcMeta::connect_lazy_many(&[endpoint.to_string()], &ClientTls::plaintext())
     }
 
-    /// A client for the metad nodes at `endpoints` (any of them answers); connects on
-    /// first use.
-    pub fn connect_lazy_many(endpoints: &[String]) -> Result<GrpcMeta, EngineError> {
+    /// A client for the metad nodes at `endpoints` (any of them answers), dialed as `tls`
+    /// says (mutual TLS with the gateway's certificate in a cluster: an `http://` endpoint
+    /// is then dialed as `https://`); connects on first use.
+    pub fn connect_lazy_many(endpoints: &[String], tls: &ClientTls) -> Result<GrpcMeta, EngineError> {
         if endpoints.is_empty() {
             return Err(EngineError::NoMetadEndpoint);
         }
         let clients = endpoints
             .iter()
             .map(|endpoint| {
-                let ep = Endpoint::from_shared(endpoint.clone())
+                let ep = tls
+                    .endpoint(endpoint)
                     .map_err(|source| EngineError::MetadEndpoint { endpoint: endpoint.clone(), source })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(REQUEST_TIMEOUT)

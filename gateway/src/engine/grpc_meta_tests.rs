@@ -138,7 +138,14 @@ const NODE: pb::NodeRef = pb::NodeRef { share_id: 1, ino: 2, generation: 3 };
 #[test]
 fn bad_endpoints_are_setup_errors() {
     assert!(matches!(GrpcMeta::connect_lazy("not a uri \u{1}"), Err(EngineError::MetadEndpoint { .. })));
-    assert!(matches!(GrpcMeta::connect_lazy_many(&[]), Err(EngineError::NoMetadEndpoint)));
+    assert!(matches!(GrpcMeta::connect_lazy_many(&[], &ClientTls::plaintext()), Err(EngineError::NoMetadEndpoint)));
+    // Without a TLS identity an https:// endpoint cannot be dialed: a setup error, not a
+    // plaintext connection.
+    let https = ["https://127.0.0.1:1".to_string()];
+    assert!(matches!(
+        GrpcMeta::connect_lazy_many(&https, &ClientTls::plaintext()),
+        Err(EngineError::MetadEndpoint { .. })
+    ));
 }
 
 #[tokio::test]
@@ -175,7 +182,7 @@ async fn fails_over_to_the_next_endpoint_and_sticks_to_it() {
     down.always_unavailable.store(true, Ordering::SeqCst);
     let up = Fake::default();
     let endpoints = ["http://127.0.0.1:1".to_string(), serve(down.clone()).await, serve(up.clone()).await];
-    let meta = GrpcMeta::connect_lazy_many(&endpoints).expect("endpoints");
+    let meta = GrpcMeta::connect_lazy_many(&endpoints, &ClientTls::plaintext()).expect("endpoints");
     let attr = meta.get_attr(NODE).await.expect("answered by the third endpoint");
     assert_eq!(attr.node, Some(NODE));
     assert_eq!((down.hits(), up.hits()), (1, 1));
@@ -192,8 +199,11 @@ async fn fails_over_to_the_next_endpoint_and_sticks_to_it() {
 async fn filesystem_errors_are_not_retried() {
     let fake = Fake::default();
     fake.not_found.store(true, Ordering::SeqCst);
-    let meta =
-        GrpcMeta::connect_lazy_many(&[serve(fake.clone()).await, serve(Fake::default()).await]).expect("endpoints");
+    let meta = GrpcMeta::connect_lazy_many(
+        &[serve(fake.clone()).await, serve(Fake::default()).await],
+        &ClientTls::plaintext(),
+    )
+    .expect("endpoints");
     assert_eq!(meta.get_attr(NODE).await, Err(FsError::NotFound));
     assert_eq!(fake.hits(), 1);
 }
@@ -204,7 +214,7 @@ async fn filesystem_errors_are_not_retried() {
 async fn the_in_process_endpoint_comes_first_and_fails_over_to_the_network() {
     let local = Fake::default();
     let remote = Fake::default();
-    let meta = GrpcMeta::connect_lazy_many(&[serve(remote.clone()).await])
+    let meta = GrpcMeta::connect_lazy_many(&[serve(remote.clone()).await], &ClientTls::plaintext())
         .expect("endpoint")
         .with_in_process(Some(LocalMeta(in_process_transport(MetaServer::new(local.clone())))));
     assert_eq!(meta.get_attr(NODE).await.expect("answered in-process").node, Some(NODE));
@@ -220,4 +230,53 @@ async fn the_in_process_endpoint_comes_first_and_fails_over_to_the_network() {
     local.always_unavailable.store(true, Ordering::SeqCst);
     assert_eq!(meta.get_attr(NODE).await.expect("answered by the network endpoint").node, Some(NODE));
     assert_eq!(remote.hits(), 1);
+}
+
+/// Serves `fake` on a loopback port over mutual TLS (clients need a certificate from `ca`)
+/// behind a role gate; returns its endpoint URI, written `http://` as configurations may.
+async fn serve_tls(fake: Fake, ca: &cluster::tls::Ca, policy: cluster::grpc_tls::Policy) -> String {
+    use cluster::grpc_tls::{RoleGateLayer, server_tls};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server_id = ca.issue(&["127.0.0.1".to_string()], &cluster::tls::Role::Metad).expect("server certificate");
+    let server = Server::builder()
+        .tls_config(server_tls(&ca.anchor(), &server_id))
+        .expect("server TLS")
+        .layer(RoleGateLayer::new(policy))
+        .add_service(MetaServer::new(fake));
+    tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn metad_over_mutual_tls_presents_the_gateway_certificate_and_obeys_the_gate() {
+    use cluster::tls::{Ca, Role};
+    let ca = Ca::generate().expect("ca");
+    let fake = Fake::default();
+    // Gateways may read; nobody may create (to see a refusal).
+    let url = serve_tls(fake.clone(), &ca, |role, path| *role == Role::Gateway && !path.ends_with("/Create")).await;
+    let as_role = |role: Role| {
+        let id = ca.issue(&["127.0.0.1".to_string()], &role).expect("client certificate");
+        ClientTls::mutual(&ca.anchor(), &id).expect("client TLS")
+    };
+    let gateway = GrpcMeta::connect_lazy_many(std::slice::from_ref(&url), &as_role(Role::Gateway)).expect("endpoint");
+    assert_eq!(gateway.get_attr(NODE).await.expect("a gateway certificate may read").node, Some(NODE));
+    let refused = gateway.create(pb::CreateRequest::default()).await;
+    assert!(matches!(&refused, Err(FsError::Internal(m)) if m.contains("PermissionDenied")), "{refused:?}");
+    assert_eq!(fake.hits(), 1, "a refused call never reaches the service, and is not retried");
+
+    let tool = GrpcMeta::connect_lazy_many(std::slice::from_ref(&url), &as_role(Role::Tool)).expect("endpoint");
+    assert!(matches!(tool.get_attr(NODE).await, Err(FsError::Internal(m)) if m.contains("PermissionDenied")));
+
+    // A plaintext client, and one whose certificate comes from another CA, are refused by TLS.
+    let plain = GrpcMeta::connect_lazy(&url).expect("endpoint");
+    let r = plain.get_attr(NODE).await;
+    assert!(r.is_err(), "{r:?}");
+    let other = Ca::generate().expect("other ca");
+    let stranger = other.issue(&["127.0.0.1".to_string()], &Role::Gateway).expect("certificate");
+    let foreign = ClientTls::mutual(&ca.anchor(), &stranger).expect("client TLS");
+    let foreign = GrpcMeta::connect_lazy_many(std::slice::from_ref(&url), &foreign).expect("endpoint");
+    let r = foreign.get_attr(NODE).await;
+    assert!(r.is_err(), "{r:?}");
+    assert_eq!(fake.hits(), 1, "none of them reached the service");
 }

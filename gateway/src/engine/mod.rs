@@ -71,6 +71,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use cluster::grpc_tls::ClientTls;
 use rustls::pki_types::CertificateDer;
 use tokio::sync::Notify;
 
@@ -104,9 +105,12 @@ pub enum BlockdSource {
 /// Settings of one engine.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
-    /// metad's gRPC endpoints, e.g. `http://127.0.0.1:7100`: any node answers (followers
+    /// metad's gRPC endpoints, e.g. `https://127.0.0.1:7100`: any node answers (followers
     /// forward to the leader); the engine fails over between them.
     pub metad_endpoints: Vec<String>,
+    /// How metad's endpoints are dialed: mutual TLS presenting the gateway's certificate
+    /// (`tessera serve`, `tessera dev`), or plaintext (tests).
+    pub metad_tls: ClientTls,
     /// Where the block daemons are.
     pub blockd: BlockdSource,
     /// Timing of replicated puts and of the block daemon list (`BlockdSource::FromMetad`).
@@ -156,6 +160,7 @@ impl EngineOptions {
     ) -> EngineOptions {
         EngineOptions {
             metad_endpoints,
+            metad_tls: ClientTls::plaintext(),
             blockd,
             replication: ReplicationOptions::default(),
             blockd_trust,
@@ -202,7 +207,8 @@ impl Engine {
     /// runtime; the background flusher stops when `shutdown` is cancelled (call
     /// [`Engine::flush_all`] afterwards to make buffered writes durable).
     pub async fn connect(opts: EngineOptions, shutdown: cluster::Shutdown) -> Result<Arc<Engine>, EngineError> {
-        let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?.with_in_process(opts.local_metad.clone());
+        let meta = GrpcMeta::connect_lazy_many(&opts.metad_endpoints, &opts.metad_tls)?
+            .with_in_process(opts.local_metad.clone());
         let chunks = match opts.blockd {
             BlockdSource::Static(addr) => Blocks::Single(match &opts.local_daemon {
                 Some(local) => Daemon::Local(local.clone()),
@@ -213,7 +219,8 @@ impl Engine {
                 )?)),
             }),
             BlockdSource::FromMetad => Blocks::Replicated(ReplicatedChunks::new(
-                GrpcMeta::connect_lazy_many(&opts.metad_endpoints)?.with_in_process(opts.local_metad.clone()),
+                GrpcMeta::connect_lazy_many(&opts.metad_endpoints, &opts.metad_tls)?
+                    .with_in_process(opts.local_metad.clone()),
                 QuicConnector::with_identity(opts.blockd_trust.clone(), opts.client_identity.clone())
                     .with_local(opts.local_daemon.clone()),
                 opts.replication.clone(),

@@ -28,6 +28,7 @@ const MAX: u32 = 1024;
 pub(super) fn options() -> EngineOptions {
     EngineOptions {
         metad_endpoints: Vec::new(),
+        metad_tls: cluster::grpc_tls::ClientTls::plaintext(),
         blockd: super::BlockdSource::Static("127.0.0.1:1".parse().expect("addr")),
         replication: super::ReplicationOptions::default(),
         client_identity: None,

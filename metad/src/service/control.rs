@@ -54,7 +54,13 @@ impl ControlService {
             return Err(err.to_status());
         }
         let Some(addr) = self.metad.node_addr(leader) else { return Err(err.to_status()) };
-        let endpoint = tonic::transport::Endpoint::from_shared(addr).map_err(|e| Status::internal(e.to_string()))?;
+        let endpoint = self
+            .metad
+            .inner
+            .client_tls
+            .endpoint(&addr)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(2));
         let client = ControlClient::new(endpoint.connect_lazy());
         let mut request = Request::new(req);
         request.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));

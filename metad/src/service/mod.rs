@@ -1,11 +1,13 @@
 //! The gRPC services metad serves: thin adapters from protobuf to [`crate::Metad`].
 //!
 //! Owns: [`meta::MetaService`], [`raft::RaftService`], [`control::ControlService`], the
-//! tonic server wrappers built from a [`Metad`] (with their message-size limits), and the
-//! protobuf conversions in [`convert`].
+//! tonic server wrappers built from a [`Metad`] (with their message-size limits), the
+//! protobuf conversions in [`convert`], and [`authz`]: which certificate role may call which
+//! method on the internal port.
 //! Must never: hold filesystem logic (that is `fsm`) or let an internal error out other than
 //! through `MetadError::to_status`.
 
+pub mod authz;
 pub mod control;
 pub mod convert;
 pub mod meta;

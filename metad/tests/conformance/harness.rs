@@ -111,6 +111,7 @@ impl Group {
                 data_dir: dirs[i].path().to_path_buf(),
                 advertise_addr: members[&id].clone(),
                 default_share: Some(default_share.clone()),
+                client_tls: cluster::grpc_tls::ClientTls::plaintext(),
             };
             let bootstrap = match (voters, id) {
                 (1, _) => Bootstrap::SingleVoter,
