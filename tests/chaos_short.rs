@@ -14,6 +14,7 @@ fn twenty_faults_lose_nothing_acknowledged() {
         seed: 7,
         faults: 20,
         clients: 3,
+        kinds: Vec::new(),
         tessera: std::path::PathBuf::from(env!("CARGO_BIN_EXE_tessera")),
         dir: Some(dir.path().to_path_buf()),
     };

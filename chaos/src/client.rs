@@ -6,7 +6,8 @@
 //! `CALL_TIMEOUT` or whose connection breaks is retried on a new connection (through
 //! HAProxy, so usually another gateway) with the same handles, as a kernel client
 //! retransmits; NFS3ERR_JUKEBOX is retried after a pause. Because a retried call may have
-//! taken effect the first time, EXIST after a retried CREATE and NOENT after a retried
+//! taken effect the first time — and so may one answered NFS3ERR_JUKEBOX, which RFC 1813
+//! says to retry with a new xid — EXIST after a retried CREATE and NOENT after a retried
 //! REMOVE or RENAME count as success (a kernel client does the same). UNSTABLE data is
 //! acknowledged only by a COMMIT whose verifier equals every WRITE's; otherwise it is sent
 //! again. Every read is compared at once with the model: the client is the only writer of
@@ -26,8 +27,12 @@ use rand::{Rng, SeedableRng};
 
 type Client = nfs3_client::Nfs3Client<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>;
 
-/// A call unanswered this long is abandoned and retried on a new connection.
-pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(8);
+/// A call unanswered this long is abandoned and retried on a new connection. Longer than
+/// the gateway's own deadline for storing a chunk (20 s), as Linux's 60 s (`timeo=600`):
+/// a client that gives up sooner races the gateway still working on its request, whose
+/// late completion can overwrite what the client wrote since through another gateway
+/// (what per-file write leases in metad would fence; docs/reliability.md).
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// An operation still failing after this long is reported as failed.
 pub(crate) const OP_DEADLINE: Duration = Duration::from_secs(120);
 /// Pause after NFS3ERR_JUKEBOX or a failed (re)connection.
@@ -284,12 +289,14 @@ impl Worker {
                     Nfs3Option::None => None,
                 },
                 Nfs3Result::Err((s, _)) if jukebox(&s) => {
+                    // "Try again later" says nothing of whether this attempt took effect.
+                    retried = true;
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
                 // The first attempt took effect.
                 Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _)) if retried => None,
-                Nfs3Result::Err((s, _)) => return self.fail(format!("CREATE {fname}: {s:?}")),
+                Nfs3Result::Err((s, _)) => return self.fail(format!("CREATE {fname}: {s:?} (retried: {retried})")),
             };
             let fh = match fh {
                 Some(fh) => fh,
@@ -435,9 +442,12 @@ impl Worker {
             };
             match r {
                 Nfs3Result::Ok(_) => break,
-                Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
+                Nfs3Result::Err((s, _)) if jukebox(&s) => {
+                    retried = true;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
                 Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) if retried && self.lookup(&to).await.is_some() => break,
-                Nfs3Result::Err((s, _)) => return self.fail(format!("RENAME {from} -> {to}: {s:?}")),
+                Nfs3Result::Err((s, _)) => return self.fail(format!("RENAME {from} -> {to}: {s:?} (retried: {retried})")),
             }
         }
         if let Some(f) = self.files.remove(&from) {
@@ -457,7 +467,10 @@ impl Worker {
             };
             match r {
                 Nfs3Result::Ok(_) => break,
-                Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
+                Nfs3Result::Err((s, _)) if jukebox(&s) => {
+                    retried = true;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
                 Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) if retried => break,
                 Nfs3Result::Err((s, _)) => return self.fail(format!("REMOVE {fname}: {s:?}")),
             }

@@ -61,18 +61,28 @@ async fn wait_new_leader(cluster: &ChaosCluster, old: u64, since: Instant) -> Op
     None
 }
 
-/// Applies `n` faults drawn from `seed`; returns what was done, in order.
-pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize) -> Result<Vec<Fault>> {
+/// Every kind of fault, with its weight in the draw.
+pub const KINDS: [(&str, u32); 3] = [("kill9", 45), ("pause", 35), ("s3_outage", 20)];
+
+/// Applies `n` faults drawn from `seed` among `kinds` (empty = all); returns what was done,
+/// in order.
+pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[String]) -> Result<Vec<Fault>> {
+    let chosen: Vec<(&str, u32)> = KINDS.iter().copied().filter(|(k, _)| kinds.is_empty() || kinds.iter().any(|x| x == k)).collect();
+    if chosen.is_empty() {
+        anyhow::bail!("no fault kind among {kinds:?}; known: {:?}", KINDS.map(|k| k.0));
+    }
+    let total: u32 = chosen.iter().map(|k| k.1).sum();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut log = Vec::new();
     // Let the clients get going before the first fault.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for _ in 0..n {
-        let p: u32 = rng.random_range(0..100);
+        let mut p: u32 = rng.random_range(0..total);
+        let kind = chosen.iter().find(|(_, w)| if p < *w { true } else { p -= w; false }).map_or("kill9", |k| k.0);
         let i = rng.random_range(0..cluster.nodes.len());
         let hold = Duration::from_millis(rng.random_range(500..3000));
         let start = Instant::now();
-        let (kind, node, failover_ms) = if p < 45 {
+        let (kind, node, failover_ms) = if kind == "kill9" {
             let leader = leader_seen_by(cluster, i).await;
             cluster.kill9(i);
             let killed_leader = leader == Some(cluster.nodes[i].id);
@@ -80,7 +90,7 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize) -> Result<V
             tokio::time::sleep(hold).await;
             cluster.restart(i).await?;
             ("kill9", Some(i), failover)
-        } else if p < 80 {
+        } else if kind == "pause" {
             cluster.pause(i)?;
             tokio::time::sleep(hold).await;
             cluster.resume(i)?;

@@ -30,6 +30,8 @@ pub struct Options {
     pub seed: u64,
     pub faults: usize,
     pub clients: usize,
+    /// Fault kinds to draw from (`faults::KINDS`); empty = all.
+    pub kinds: Vec<String>,
     /// The `tessera` binary to run.
     pub tessera: PathBuf,
     /// Where the cluster's files go (a temporary folder when `None`; kept when given).
@@ -99,7 +101,7 @@ pub async fn run(opts: &Options) -> Result<Summary> {
             w.report
         }));
     }
-    let fault_log = faults::inject(&mut cluster, opts.seed, opts.faults).await?;
+    let fault_log = faults::inject(&mut cluster, opts.seed, opts.faults, &opts.kinds).await?;
     cluster.heal().await?;
     // Let every client finish a few operations on the healed cluster.
     tokio::time::sleep(Duration::from_secs(2)).await;

@@ -29,6 +29,9 @@ enum Cmd {
         /// Concurrent NFS clients.
         #[arg(long, default_value_t = 3)]
         clients: usize,
+        /// Only these fault kinds (kill9, pause, s3_outage; repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        kinds: Vec<String>,
         /// The `tessera` binary (default: next to this one).
         #[arg(long)]
         tessera: Option<PathBuf>,
@@ -39,7 +42,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let Cmd::Run { seed, faults, clients, tessera, dir } = Cli::parse().command;
+    let Cmd::Run { seed, faults, clients, kinds, tessera, dir } = Cli::parse().command;
     let tessera = match tessera.or_else(|| std::env::current_exe().ok().and_then(|p| Some(p.parent()?.join("tessera")))) {
         Some(t) if t.exists() => t,
         _ => {
@@ -54,7 +57,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = chaos::Options { seed, faults, clients, tessera, dir };
+    let opts = chaos::Options { seed, faults, clients, kinds, tessera, dir };
     match runtime.block_on(chaos::run(&opts)) {
         Ok(summary) => {
             println!("{}", serde_json::to_string(&summary).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
