@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tessera's tests need on a fresh Debian machine with Rust (rustup):
 # the toolchain pinned in rust-toolchain.toml, cargo-nextest, and Debian's libnfs-utils
-# (nfs-cp / nfs-ls / nfs-cat, the real NFS client the end-to-end tests use).
+# (nfs-cp / nfs-ls / nfs-cat, the real NFS client the end-to-end tests use) and haproxy
+# (the TCP load balancer in front of the gateways in the cluster and chaos tests).
 # Idempotent: installs only what is missing. Needs root or sudo for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ as_root() {
 
 # Debian packages: command -> package.
 missing=()
-for pair in nfs-cp:libnfs-utils nfs-cat:libnfs-utils nfs-ls:libnfs-utils; do
+for pair in nfs-cp:libnfs-utils nfs-cat:libnfs-utils nfs-ls:libnfs-utils haproxy:haproxy; do
   cmd=${pair%%:*}; pkg=${pair#*:}
   command -v "$cmd" >/dev/null || missing+=("$pkg")
 done

@@ -37,11 +37,20 @@ fn store_opts(dir: &Path) -> StoreOptions {
     StoreOptions { data_dir: dir.to_path_buf(), segment_bytes: SEGMENT, min_free_bytes: 0 }
 }
 
+/// Opens the store; a reopen waits (bounded) while a read of the previous instance that its
+/// caller abandoned at the read timeout still holds the index on a blocking thread.
 async fn open(dir: &Path, s3: S3Options) -> Arc<Store> {
-    let opts = store_opts(dir);
-    Arc::new(
-        tokio::task::spawn_blocking(move || Store::open_with_tier(opts, Some(s3))).await.expect("join").expect("open"),
-    )
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (opts, s3) = (store_opts(dir), s3.clone());
+        match tokio::task::spawn_blocking(move || Store::open_with_tier(opts, Some(s3))).await.expect("join") {
+            Ok(store) => return Arc::new(store),
+            Err(crate::BlockdError::Index(redb::Error::DatabaseAlreadyOpen)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("open: {e:?}"),
+        }
+    }
 }
 
 async fn close(store: Arc<Store>) {

@@ -2,7 +2,12 @@
 //!
 //! Owns when buffered data is flushed without a client asking: files idle for
 //! `flush_idle`, every dirty file when the write budget runs low or a writer waits for it,
-//! and failed flushes after their backoff. Also forgets clean file state. Must never keep
+//! and failed flushes after their backoff. Also forgets clean file state, and drops every
+//! buffer after the process was stalled (`STALL`: a SIGSTOP, a VM pause, a swap storm):
+//! its clients will have timed out and may have written the same ranges through another
+//! gateway since, which a late flush of the old copy would overwrite; the verifier changes
+//! so that they resend what they had not committed (found by the chaos harness,
+//! docs/reliability.md). Must never keep
 //! the engine alive (it holds a `Weak`), and stops when the shutdown token is cancelled;
 //! `flush_all` is how a graceful shutdown makes the remaining writes durable.
 
@@ -19,6 +24,8 @@ const MIN_TICK: Duration = Duration::from_millis(5);
 const MAX_TICK: Duration = Duration::from_secs(1);
 /// Files flushed at once by the background flusher.
 const FLUSH_CONCURRENCY: usize = 4;
+/// A wake-up this much later than asked means the whole process was stalled.
+const STALL: Duration = Duration::from_secs(2);
 
 /// Starts the flusher task of `engine` on the current runtime.
 pub(super) fn spawn<M: MetaApi, C: ChunkApi>(
@@ -31,12 +38,18 @@ pub(super) fn spawn<M: MetaApi, C: ChunkApi>(
     let tick = (engine.flush_idle / 4).clamp(MIN_TICK, MAX_TICK);
     runtime.spawn(async move {
         loop {
+            // tokio's clock: the same one the sleep uses (and tests can advance).
+            let asleep = tokio::time::Instant::now();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = pressure.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
             }
             let Some(engine) = weak.upgrade() else { break };
+            let late = asleep.elapsed().saturating_sub(tick);
+            if late > STALL {
+                engine.drop_after_stall(late);
+            }
             tokio::select! {
                 // Abandoning a flush midway is safe: data leaves a buffer only after commit.
                 _ = shutdown.cancelled() => break,
@@ -48,6 +61,31 @@ pub(super) fn spawn<M: MetaApi, C: ChunkApi>(
 }
 
 impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
+    /// Drops every buffered write (see the module comment), changing the verifier first if
+    /// any was acknowledged UNSTABLE.
+    pub(super) fn drop_after_stall(&self, late: Duration) {
+        let files = self.files.all();
+        let unstable = files.iter().any(|(_, f)| lock(&f.inner).unstable_acked);
+        if unstable {
+            self.verifier.rotate();
+        }
+        let mut dropped = 0;
+        for (_, f) in files {
+            let excess = {
+                let mut inner = lock(&f.inner);
+                if inner.buf.is_empty() {
+                    continue;
+                }
+                dropped += 1;
+                inner.buf.clear();
+                inner.unstable_acked = false;
+                inner.excess_permits()
+            };
+            self.budget.release(excess);
+        }
+        tracing::warn!(late_ms = late.as_millis() as u64, files = dropped, verifier_changed = unstable, "the process was stalled: buffered writes dropped (clients resend)");
+    }
+
     /// Whether writers wait, or soon will, for write-buffer budget.
     fn under_pressure(&self) -> bool {
         self.writers_waiting.load(Ordering::SeqCst) > 0 || self.budget.available() < self.budget.capacity() / 4

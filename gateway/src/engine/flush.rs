@@ -20,11 +20,16 @@
 //! go back into the same file, and a writer allowed to write but not to read (mode 0200,
 //! not the owner) must still be able to flush.
 //!
-//! Failure policy: the data stays buffered and is retried later with backoff; if UNSTABLE
-//! data had been acknowledged the write verifier changes (clients resend, as with Linux
-//! nfsd). If the file is gone (`Stale`/`NotFound`) its buffer is dropped and the verifier
-//! kept. Must never remove from the buffer data that was not committed, and never run two
-//! flushes of one file at once (callers hold the file's flush lock).
+//! Failure policy: the data the failed flush held is dropped from the buffer; if UNSTABLE
+//! data had been acknowledged the write verifier changes first, so clients resend it (as
+//! with Linux nfsd), and a FILE_SYNC write waiting on the flush gets the error and is
+//! retried by its client. Not keeping it matters with several gateways: a client told to
+//! resend may write the same range again through another gateway, and a copy kept here
+//! and flushed later would overwrite that newer data (the chaos harness found this:
+//! docs/reliability.md). If the file is gone (`Stale`/`NotFound`) its buffer is dropped
+//! and the verifier kept. Must never drop acknowledged UNSTABLE data without changing the
+//! verifier, and never run two flushes of one file at once (callers hold the file's flush
+//! lock).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -102,16 +107,24 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 Err(e)
             }
             Err(e) => {
-                let (rotate, failures) = {
-                    let mut inner = lock(&file.inner);
-                    inner.failures = inner.failures.saturating_add(1);
-                    inner.retry_at = Some(Instant::now() + retry_delay(inner.failures));
-                    (std::mem::take(&mut inner.unstable_acked), inner.failures)
-                };
+                let rotate = std::mem::take(&mut lock(&file.inner).unstable_acked);
+                // The verifier changes before the data goes: a COMMIT answered from now on
+                // tells its client to resend.
                 if rotate {
                     self.verifier.rotate();
                 }
-                tracing::error!(?node, error = %e, failures, verifier_changed = rotate, "flush failed; data kept buffered");
+                let (excess, failures) = {
+                    let mut inner = lock(&file.inner);
+                    inner.buf.remove_upto(snap.upto_seq);
+                    inner.failures = inner.failures.saturating_add(1);
+                    inner.retry_at = Some(Instant::now() + retry_delay(inner.failures));
+                    // Writes that arrived during the flush stay (acknowledged with the old
+                    // verifier: their COMMIT will now differ, so they are resent too).
+                    inner.unstable_acked = !inner.buf.is_empty();
+                    (inner.excess_permits(), inner.failures)
+                };
+                self.budget.release(excess);
+                tracing::error!(?node, error = %e, failures, verifier_changed = rotate, "flush failed; its data dropped (clients resend)");
                 Err(e)
             }
         }

@@ -237,7 +237,7 @@ async fn reads_of_deduplicated_content_are_cached_once() {
 }
 
 #[tokio::test]
-async fn a_failed_flush_changes_the_verifier_and_keeps_the_data() {
+async fn a_failed_flush_changes_the_verifier_and_drops_the_data() {
     let f = fixture();
     let node = create(&f.engine, "a").await;
     let bytes = data(6_000, 7);
@@ -248,10 +248,16 @@ async fn a_failed_flush_changes_the_verifier_and_keeps_the_data() {
     assert!(matches!(err, Err(FsError::Unavailable(_))), "{err:?}");
     let v1 = f.engine.write_verifier();
     assert_ne!(v0, v1, "clients must resend after a lost flush");
-    assert_eq!(read_all(&f.engine, node, 6_000).await, bytes, "data stays buffered");
+    assert_eq!(
+        read_all(&f.engine, node, 0).await,
+        Vec::<u8>::new(),
+        "the data is dropped: a later flush must not overwrite what the client writes elsewhere"
+    );
+    f.chunks.0.fail_puts.store(false, Ordering::SeqCst);
+    f.engine.commit(&cred(), node).await.expect("nothing left to flush");
+    assert_eq!(f.meta.size(node.ino), Some(0), "nothing was flushed behind the client's back");
 
     // metad failing is handled the same way.
-    f.chunks.0.fail_puts.store(false, Ordering::SeqCst);
     f.meta.0.fail_commits.store(true, Ordering::SeqCst);
     f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("resend");
     assert!(f.engine.commit(&cred(), node).await.is_err());
@@ -259,6 +265,8 @@ async fn a_failed_flush_changes_the_verifier_and_keeps_the_data() {
     assert_ne!(v1, v2);
 
     f.meta.0.fail_commits.store(false, Ordering::SeqCst);
+    // The client sees the new verifier in the COMMIT reply and resends.
+    f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::Unstable).await.expect("resend again");
     f.engine.commit(&cred(), node).await.expect("commit after recovery");
     assert_eq!(f.engine.write_verifier(), v2, "a successful flush keeps the verifier");
     assert_eq!(f.meta.size(node.ino), Some(6_000));
@@ -528,4 +536,30 @@ async fn export_options_are_cached_for_the_ttl_and_refreshed_by_mnt() {
     f.engine.shares.age(super::shares::TTL);
     assert!(!f.engine.export_of(share).await.expect("options").read_only, "refreshed after the TTL");
     assert_eq!(calls(), before + 1);
+}
+
+/// A process stall (SIGSTOP, a VM pause) drops what was buffered and changes the verifier:
+/// its clients timed out meanwhile and may have rewritten those ranges through another
+/// gateway, which a late flush of the old copy would overwrite.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_process_drops_its_buffers_and_changes_the_verifier() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    f.engine.write(&cred(), node, 0, Bytes::from(data(5_000, 3)), Stability::Unstable).await.expect("write");
+    let v0 = f.engine.write_verifier();
+    // Ticks that come on time change nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(f.engine.write_verifier(), v0, "no stall, no change");
+    assert_eq!(f.engine.files.buffered_end(&node), Some(5_000));
+    // The whole runtime's clock jumps ten seconds at once: the flusher wakes late.
+    tokio::time::advance(Duration::from_secs(10)).await;
+    for _ in 0..100 {
+        if f.engine.write_verifier() != v0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_ne!(f.engine.write_verifier(), v0, "clients must resend what they had not committed");
+    assert_eq!(f.engine.files.buffered_end(&node), None, "nothing old is flushed later");
+    assert_eq!(f.engine.budget.available(), f.engine.budget.capacity());
 }

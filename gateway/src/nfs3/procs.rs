@@ -42,6 +42,12 @@ const FSF3_CANSETTIME: u32 = 0x10;
 /// Writes an error status and the procedure's failure body.
 pub(super) fn fail(w: &mut XdrWriter, e: &FsError, body: impl FnOnce(&mut XdrWriter)) -> NfsStat3 {
     let s = nfsstat3_from(e);
+    match e {
+        // A fault of ours (or of metad's): the operator needs to see why.
+        FsError::Internal(why) => tracing::error!(error = %why, "NFS call failed with a server fault"),
+        FsError::Io(why) => tracing::warn!(error = %why, "NFS call failed with an I/O error"),
+        _ => {}
+    }
     w.u32(s as u32);
     body(w);
     s

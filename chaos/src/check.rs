@@ -1,0 +1,127 @@
+//! The checker: after healing, every client's directory and files are read back through
+//! the load balancer and compared with what the client had acknowledged; the run's
+//! reads, failures, stalls and the nodes' logs are folded into the [`Summary`].
+//!
+//! Must never: count a missing or differing acknowledged state as anything but lost.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use nfs3_client::nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3};
+
+use crate::Summary;
+use crate::client::{self, ClientReport, Conn};
+use crate::cluster::ChaosCluster;
+use crate::faults::Fault;
+
+/// How long after a fault ends a slow operation still counts as its stall.
+const AFTERMATH: Duration = Duration::from_secs(2);
+const SHOWN_PROBLEMS: usize = 10;
+
+pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[Fault]) -> Summary {
+    let mut s = Summary { faults_injected: faults.len(), ..Summary::default() };
+    for f in faults {
+        *s.faults_by_kind.entry(f.kind.to_string()).or_default() += 1;
+        if let Some(ms) = f.failover_ms {
+            s.leader_failover_ms.push(ms);
+        }
+    }
+    let mut problems = Vec::new();
+    let mut slowest = BTreeMap::new();
+    let mut conn = Conn::new(cluster.lb);
+    for r in reports {
+        s.operations_acknowledged += r.acknowledged;
+        s.failed_operations += r.failed.len();
+        s.linearizability_violations += r.violations.len();
+        problems.extend(r.failed.iter().cloned());
+        problems.extend(r.violations.iter().cloned());
+        for (start, end, op) in &r.ops {
+            // The fault this operation overlapped most (its window extended by AFTERMATH).
+            let overlap = |f: &Fault| {
+                let (lo, hi) = ((*start).max(f.start), (*end).min(f.end + AFTERMATH));
+                hi.checked_duration_since(lo).unwrap_or_default()
+            };
+            let Some(f) = faults.iter().filter(|f| !overlap(f).is_zero()).max_by_key(|f| overlap(f)) else { continue };
+            let ms = end.duration_since(*start).as_millis() as u64;
+            let e = s.longest_stall_ms.entry(f.kind.to_string()).or_default();
+            if ms > *e {
+                *e = ms;
+                slowest.insert(f.kind, format!("{op} took {ms} ms during {} of node {:?}", f.kind, f.node.map(|n| n + 1)));
+            }
+        }
+        let (lost, msgs) = check_client(&mut conn, r).await;
+        s.acknowledged_but_lost += lost;
+        problems.extend(msgs);
+    }
+    s.slowest_operations = slowest.into_values().collect();
+    let panics = cluster.panics();
+    s.panics = panics.len();
+    problems.extend(panics);
+    problems.truncate(SHOWN_PROBLEMS);
+    s.problems = problems;
+    s
+}
+
+/// Lost acknowledged states of one client: (count, descriptions).
+async fn check_client(conn: &mut Conn, r: &ClientReport) -> (usize, Vec<String>) {
+    let mut lost = 0;
+    let mut msgs = Vec::new();
+    let Some(root) = ({
+        let _ = conn.client().await;
+        conn.root.clone()
+    }) else {
+        return (r.files.len().max(1), vec![format!("{}: cannot mount through the load balancer after healing", r.dir_name)]);
+    };
+    let dir = {
+        let args = LOOKUP3args { what: diropargs3 { dir: root, name: client::name(&r.dir_name) } };
+        match client::rpc!(conn, c => c.lookup(&args)) {
+            Some(Nfs3Result::Ok(ok)) => ok.object,
+            _ => {
+                if r.files.is_empty() {
+                    return (0, msgs);
+                }
+                return (r.files.len(), vec![format!("{}: directory not found after healing", r.dir_name)]);
+            }
+        }
+    };
+    let names: BTreeSet<String> = match client::list(conn, &dir).await {
+        Ok(n) => n.into_iter().collect(),
+        Err(e) => return (r.files.len(), vec![format!("{}: READDIR failed after healing: {e}", r.dir_name)]),
+    };
+    let want: BTreeSet<String> = r.files.keys().cloned().collect();
+    for missing in want.difference(&names) {
+        lost += 1;
+        msgs.push(format!("{}/{missing}: acknowledged but missing", r.dir_name));
+    }
+    for extra in names.difference(&want) {
+        lost += 1;
+        msgs.push(format!("{}/{extra}: removed or renamed (acknowledged) but present", r.dir_name));
+    }
+    let by_name: BTreeMap<&String, &Vec<u8>> = r.files.iter().collect();
+    for (fname, data) in by_name {
+        if !names.contains(fname) {
+            continue;
+        }
+        let args = LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: client::name(fname) } };
+        let fh = match client::rpc!(conn, c => c.lookup(&args)) {
+            Some(Nfs3Result::Ok(ok)) => ok.object,
+            _ => {
+                lost += 1;
+                msgs.push(format!("{}/{fname}: listed but LOOKUP fails", r.dir_name));
+                continue;
+            }
+        };
+        match client::read_all(conn, &fh).await {
+            Ok(got) if &got == data => {}
+            Ok(got) => {
+                lost += 1;
+                msgs.push(format!("{}/{fname}: {} bytes read back, {} acknowledged", r.dir_name, got.len(), data.len()));
+            }
+            Err(e) => {
+                lost += 1;
+                msgs.push(format!("{}/{fname}: READ failed after healing: {e}", r.dir_name));
+            }
+        }
+    }
+    (lost, msgs)
+}

@@ -1,0 +1,289 @@
+//! The cluster under test: the three nodes of `deploy/three-node` (docs/deploy.md) as
+//! `tessera serve` processes, HAProxy in front of their gateways (`haproxy.cfg` from the
+//! same folder), and an S3 server (s3s-fs, in this process) for their tier.
+//!
+//! Owns turning the example files into runnable ones — the example's addresses `10.0.0.x`
+//! become `127.A.B.x` (A, B random per run, so runs side by side cannot collide) and its
+//! paths under `/var/lib/tessera` a per-node folder; nothing else is changed, so the
+//! documented configuration is the one exercised — plus the cluster CA and certificates
+//! (made with `tessera init-ca` / `issue-cert`), starting, killing (SIGKILL), pausing
+//! (SIGSTOP/SIGCONT) and restarting processes by PID, and stopping the S3 server.
+//! Must never: signal a process it did not start, or leave one running when dropped.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use blockd::s3::test_server::{AK, BUCKET, S3Server, SK};
+
+/// How long a node may take to print its ready line.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+/// The example's NFS port (every node's gateway and the load balancer).
+pub const NFS_PORT: u16 = 2049;
+
+/// One `tessera serve` node.
+pub struct Node {
+    pub id: u64,
+    pub ip: Ipv4Addr,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+impl Node {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+}
+
+pub struct ChaosCluster {
+    pub dir: PathBuf,
+    tessera: PathBuf,
+    pub nodes: Vec<Node>,
+    /// HAProxy's frontend: where clients connect.
+    pub lb: SocketAddr,
+    haproxy: Option<Child>,
+    s3: Option<S3Server>,
+    s3_addr: SocketAddr,
+    s3_root: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+/// The example folder: `deploy/three-node` of the workspace.
+pub fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/three-node")
+}
+
+fn run_tessera(tessera: &Path, args: &[&str]) -> Result<()> {
+    let out = Command::new(tessera).args(args).output().with_context(|| format!("running {}", tessera.display()))?;
+    if !out.status.success() {
+        bail!("tessera {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// The example's text with its addresses and paths replaced.
+fn localise(text: &str, net: &str, data_dir: &Path) -> String {
+    text.replace("10.0.0.", net).replace("/var/lib/tessera", &data_dir.display().to_string())
+}
+
+impl ChaosCluster {
+    /// Writes the configurations, creates the CA and certificates, starts the S3 server,
+    /// the three nodes and HAProxy, and waits until each node is ready.
+    pub async fn start(dir: &Path, tessera: &Path) -> Result<ChaosCluster> {
+        let r: u32 = rand::random();
+        let (a, b) = (1 + (r % 250) as u8, (r >> 8) as u8);
+        let net = format!("127.{a}.{b}.");
+        let example = example_dir();
+        let ca = dir.join("ca");
+        run_tessera(tessera, &["init-ca", "--dir", &ca.display().to_string()])?;
+        let mut nodes = Vec::new();
+        for id in 1..=3u64 {
+            let ip = Ipv4Addr::new(127, a, b, id as u8);
+            let data_dir = dir.join(format!("node{id}"));
+            std::fs::create_dir_all(&data_dir)?;
+            let text = std::fs::read_to_string(example.join(format!("node{id}.toml")))
+                .with_context(|| format!("reading the example's node{id}.toml"))?;
+            let config = dir.join(format!("node{id}.toml"));
+            std::fs::write(&config, localise(&text, &net, &data_dir))?;
+            let tls = data_dir.join("tls");
+            for role in ["blockd", "gateway"] {
+                run_tessera(
+                    tessera,
+                    &[
+                        "issue-cert",
+                        "--ca",
+                        &ca.display().to_string(),
+                        "--role",
+                        role,
+                        "--name",
+                        &ip.to_string(),
+                        "--out",
+                        &tls.display().to_string(),
+                    ],
+                )?;
+            }
+            nodes.push(Node { id, ip, config, log: dir.join(format!("node{id}.log")), child: None, paused: false });
+        }
+        let s3_root = dir.join("s3");
+        let s3_addr: SocketAddr = format!("{net}9:9000").parse()?;
+        let s3 = S3Server::start(&s3_root, s3_addr).await;
+        // The example names its own bucket and key; the test server serves fixed ones.
+        let env = vec![
+            ("TESSERA_BLOCKD__S3__BUCKET".to_string(), BUCKET.to_string()),
+            ("TESSERA_BLOCKD__S3__ACCESS_KEY".to_string(), AK.to_string()),
+            ("TESSERA_BLOCKD__S3__SECRET_KEY".to_string(), SK.to_string()),
+            // The machine's free space is not the test's subject.
+            ("TESSERA_BLOCKD__MIN_FREE_BYTES".to_string(), "0".to_string()),
+        ];
+        let haproxy_cfg = dir.join("haproxy.cfg");
+        let text = std::fs::read_to_string(example.join("haproxy.cfg")).context("reading the example's haproxy.cfg")?;
+        std::fs::write(&haproxy_cfg, localise(&text, &net, dir))?;
+        let lb: SocketAddr = format!("{net}10:{NFS_PORT}").parse()?;
+        let mut c = ChaosCluster {
+            dir: dir.to_path_buf(),
+            tessera: tessera.to_path_buf(),
+            nodes,
+            lb,
+            haproxy: None,
+            s3: Some(s3),
+            s3_addr,
+            s3_root,
+            env,
+        };
+        for i in 0..c.nodes.len() {
+            c.spawn(i)?;
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_ready(i).await?;
+        }
+        let log = std::fs::File::create(dir.join("haproxy.log"))?;
+        let child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&haproxy_cfg)
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("starting haproxy (scripts/install-test-deps.sh installs it)")?;
+        c.haproxy = Some(child);
+        Ok(c)
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
+        let ready = node.log.with_extension("ready");
+        let child = Command::new(&self.tessera)
+            .args(["serve", "--config"])
+            .arg(&node.config)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::from(std::fs::File::create(&ready)?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawning tessera serve")?;
+        node.child = Some(child);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// Waits (bounded) for node `i`'s ready line; fails if it exits first.
+    async fn wait_ready(&mut self, i: usize) -> Result<()> {
+        let started = Instant::now();
+        let ready = self.nodes[i].log.with_extension("ready");
+        loop {
+            if std::fs::read_to_string(&ready).unwrap_or_default().contains("TESSERA_READY") {
+                return Ok(());
+            }
+            if let Some(child) = self.nodes[i].child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("node {} exited with {status} before it was ready; see {}", i + 1, self.nodes[i].log.display());
+            }
+            if started.elapsed() > START_DEADLINE {
+                bail!("node {} not ready within {START_DEADLINE:?}; see {}", i + 1, self.nodes[i].log.display());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL node `i` (no warning, as a power loss of the process).
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.nodes[i].paused = false;
+    }
+
+    /// Starts node `i` again with the same configuration and data.
+    pub async fn restart(&mut self, i: usize) -> Result<()> {
+        std::fs::write(self.nodes[i].log.with_extension("ready"), b"")?;
+        self.spawn(i)?;
+        self.wait_ready(i).await
+    }
+
+    fn signal(&self, i: usize, sig: rustix::process::Signal) -> Result<()> {
+        let Some(child) = self.nodes[i].child.as_ref() else { bail!("node {} is not running", i + 1) };
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).context("pid")?;
+        rustix::process::kill_process(pid, sig).context("signal")?;
+        Ok(())
+    }
+
+    /// SIGSTOP: the node's process freezes, its sockets stay open.
+    pub fn pause(&mut self, i: usize) -> Result<()> {
+        self.signal(i, rustix::process::Signal::STOP)?;
+        self.nodes[i].paused = true;
+        Ok(())
+    }
+
+    pub fn resume(&mut self, i: usize) -> Result<()> {
+        self.signal(i, rustix::process::Signal::CONT)?;
+        self.nodes[i].paused = false;
+        Ok(())
+    }
+
+    pub fn s3_is_up(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    /// Stops the S3 server (listener and connections closed).
+    pub async fn s3_down(&mut self) {
+        if let Some(s3) = self.s3.take() {
+            s3.stop().await;
+        }
+    }
+
+    /// Starts it again on the same address over the same folder.
+    pub async fn s3_up(&mut self) {
+        if self.s3.is_none() {
+            self.s3 = Some(S3Server::start(&self.s3_root, self.s3_addr).await);
+        }
+    }
+
+    /// Every node running and resumed, S3 up.
+    pub async fn heal(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused {
+                self.resume(i)?;
+            }
+            if !self.nodes[i].is_running() {
+                self.restart(i).await?;
+            }
+        }
+        self.s3_up().await;
+        Ok(())
+    }
+
+    /// Log lines reporting a panic, per node.
+    pub fn panics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            out.extend(text.lines().filter(|l| l.contains("panicked")).map(|l| format!("node{}: {l}", n.id)));
+        }
+        out
+    }
+}
+
+impl Drop for ChaosCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].paused {
+                let _ = self.resume(i);
+            }
+            self.kill9(i);
+        }
+        if let Some(mut h) = self.haproxy.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+    }
+}
