@@ -206,7 +206,8 @@ impl Scrubber {
         let mut report = ScrubReport::default();
         let mut bucket =
             (self.max_bytes_per_sec > 0).then(|| TokenBucket::new(self.max_bytes_per_sec, self.clock.now()));
-        let mut segments: HashMap<u32, Health> = HashMap::new();
+        // Shared with the blocking check; only this task changes it (after each check ends).
+        let mut segments: Arc<HashMap<u32, Health>> = Arc::new(HashMap::new());
         let mut states = Arc::new(self.blocking(|s| s.segment_states()).await?);
         let mut peers: PeerList = None;
         // Lost segments met this pass -> their chunks not repaired.
@@ -232,15 +233,15 @@ impl Scrubber {
                     // A segment created since the pass started.
                     states = Arc::new(self.blocking(|s| s.segment_states()).await?);
                 }
-                let (store, known, st) = (self.store.clone(), segments.get(&loc.segment).cloned(), states.clone());
-                let (verdict, health) = tokio::task::spawn_blocking(move || check_chunk(&store, &hash, known, &st))
+                let (store, known, st) = (self.store.clone(), segments.clone(), states.clone());
+                let (verdict, health) = tokio::task::spawn_blocking(move || check_chunk(&store, &hash, &known, &st))
                     .await
                     .map_err(BlockdError::Task)??;
                 if let Some((id, h)) = health {
                     if matches!(h, Health::Lost) {
                         lost.insert(id, 0);
                     }
-                    segments.insert(id, h);
+                    Arc::make_mut(&mut segments).insert(id, h);
                 }
                 let bad = match verdict {
                     Verdict::Skipped => continue,
@@ -293,6 +294,8 @@ impl Scrubber {
         }
         let c = &self.counters;
         c.passes.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::SCRUB_PASSES).increment(1);
+        metrics::gauge!(names::SCRUB_LAST_PASS_DAMAGED).set((report.corrupt + report.missing) as f64);
         c.checked.fetch_add(report.checked, Ordering::Relaxed);
         c.bytes_checked.fetch_add(report.bytes_checked, Ordering::Relaxed);
         c.corrupt.fetch_add(report.corrupt, Ordering::Relaxed);
@@ -397,18 +400,20 @@ impl Scrubber {
     }
 }
 
-/// Checks one chunk's copy. `known` is its segment's health if this pass already looked;
-/// otherwise it is found (and returned, to be remembered). Blocking.
+/// Checks one chunk's copy. `known` holds the health of the segments this pass already
+/// looked at; the health of the chunk's segment, if not among them, is found (and
+/// returned, to be remembered). Blocking.
 fn check_chunk(
     store: &Store,
     hash: &ChunkHash,
-    known: Option<Health>,
+    known: &HashMap<u32, Health>,
     states: &BTreeMap<u32, SegmentState>,
 ) -> Result<(Verdict, Option<(u32, Health)>), BlockdError> {
-    // Looked up again: a put may have rewritten it since the page was read.
+    // Looked up again: a put may have rewritten it since the page was read, so its
+    // segment's health is looked up by this location, never the page's.
     let Some(loc) = store.locate(hash)? else { return Ok((Verdict::Skipped, None)) };
-    let (health, found) = match known {
-        Some(h) => (h, None),
+    let (health, found) = match known.get(&loc.segment) {
+        Some(h) => (h.clone(), None),
         None => {
             let h = segment_health(store, loc.segment, states.get(&loc.segment).copied());
             (h.clone(), Some((loc.segment, h)))
@@ -581,6 +586,34 @@ mod tests {
         let (r, elapsed) = pass(0).await;
         assert_eq!(r.checked, N);
         assert_eq!(elapsed, Duration::ZERO);
+        store.close();
+    }
+
+    /// A chunk rewritten into another segment after the pass noted its old segment's
+    /// health is checked in its new segment, not read from the old file at the new offset
+    /// (which made scrub call a good copy corrupt).
+    #[tokio::test]
+    async fn a_chunk_moved_to_another_segment_is_checked_where_it_now_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = StoreOptions { data_dir: dir.path().to_path_buf(), segment_bytes: 1 << 20, min_free_bytes: 0 };
+        let store = Arc::new(Store::open(opts).expect("open"));
+        let chunks: Vec<Chunk> =
+            (0..24u8).map(|i| Chunk::new(Bytes::from(vec![i; 64 * 1024])).expect("chunk")).collect();
+        for c in &chunks {
+            store.put(c.clone()).await.expect("put");
+        }
+        let first = *chunks[0].hash();
+        let old = store.locate(&first).expect("locate").expect("stored");
+        let states = store.segment_states().expect("states");
+        let health = segment_health(&store, old.segment, states.get(&old.segment).copied());
+        let known = HashMap::from([(old.segment, health)]);
+        store.rewrite(chunks[0].clone()).await.expect("rewrite");
+        let new = store.locate(&first).expect("locate").expect("stored");
+        assert_ne!(new.segment, old.segment, "the rewrite went to the active segment");
+        let states = store.segment_states().expect("states");
+        let (verdict, found) = check_chunk(&store, &first, &known, &states).expect("check");
+        assert!(matches!(verdict, Verdict::Good { .. }), "the moved copy is good");
+        assert_eq!(found.map(|(id, _)| id), Some(new.segment), "the new segment's health is found and remembered");
         store.close();
     }
 

@@ -80,6 +80,12 @@ pub const SCRUB_REPAIRED: &str = "tessera_scrub_repaired_total";
 /// Counter: corrupt or missing copies scrub found no good copy of (no peer, no pack).
 pub const SCRUB_UNREPAIRABLE: &str = "tessera_scrub_unrepairable_total";
 
+/// Counter: scrub passes a block daemon completed.
+pub const SCRUB_PASSES: &str = "tessera_scrub_passes_total";
+/// Gauge: corrupt or missing copies the latest complete scrub pass found (repaired or not);
+/// 0 once a whole pass found every local copy good.
+pub const SCRUB_LAST_PASS_DAMAGED: &str = "tessera_scrub_last_pass_damaged_chunks";
+
 // Anti-entropy re-replication of a block daemon (`blockd::repair`).
 /// Counter: chunk copies repair sent to replica-set members that lacked them.
 pub const REPAIR_COPIES: &str = "tessera_repair_copies_total";
