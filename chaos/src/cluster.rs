@@ -94,7 +94,7 @@ impl ChaosCluster {
             let config = dir.join(format!("node{id}.toml"));
             std::fs::write(&config, localise(&text, &net, &data_dir))?;
             let tls = data_dir.join("tls");
-            for role in ["blockd", "gateway"] {
+            for role in ["metad", "blockd", "gateway"] {
                 run_tessera(
                     tessera,
                     &[
