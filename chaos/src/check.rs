@@ -49,6 +49,11 @@ pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[F
                 slowest.insert(f.kind, format!("{op} took {ms} ms during {} of node {:?}", f.kind, f.node.map(|n| n + 1)));
             }
         }
+        for at in &r.reconnects {
+            if let Some(f) = faults.iter().find(|f| f.start <= *at && *at <= f.end + AFTERMATH) {
+                *s.reconnects_by_kind.entry(f.kind.to_string()).or_default() += 1;
+            }
+        }
         let (lost, msgs) = check_client(&mut conn, r).await;
         s.acknowledged_but_lost += lost;
         problems.extend(msgs);

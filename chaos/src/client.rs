@@ -25,7 +25,7 @@ use nfs3_client::nfs3_types::xdr_codec::{List, Opaque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-type Client = nfs3_client::Nfs3Client<nfs3_client::tokio::TokioIo<tokio::net::TcpStream>>;
+type Client = nfs3_client::Nfs3Client<crate::tcp::Tcp>;
 
 /// A call unanswered this long is abandoned and retried on a new connection. Longer than
 /// the gateway's own deadline for storing a chunk (20 s), as Linux's 60 s (`timeo=600`):
@@ -37,6 +37,8 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const OP_DEADLINE: Duration = Duration::from_secs(120);
 /// Pause after NFS3ERR_JUKEBOX or a failed (re)connection.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Each client reconnects through the load balancer after this many operations.
+const REMOUNT_EVERY: u64 = 40;
 const MAX_WRITE: usize = 64 * 1024;
 const MAX_FILE: usize = 384 * 1024;
 
@@ -51,6 +53,9 @@ pub struct ClientReport {
     pub violations: Vec<String>,
     /// (start, end, kind) of every operation, retries included.
     pub ops: Vec<(Instant, Instant, &'static str)>,
+    /// When calls were sent that failed without an answer (connection broken or timed
+    /// out), after which the client moved to a new connection through the load balancer.
+    pub reconnects: Vec<Instant>,
     /// The final model: file name -> acknowledged content.
     pub files: BTreeMap<String, Vec<u8>>,
     pub dir_name: String,
@@ -66,6 +71,9 @@ pub struct Conn {
     lb: SocketAddr,
     client: Option<Client>,
     pub root: Option<nfs_fh3>,
+    /// When calls that failed without an answer were sent (each failure is followed by a
+    /// new connection).
+    pub broken: Vec<Instant>,
 }
 
 fn auth() -> opaque_auth<'static> {
@@ -78,13 +86,13 @@ pub fn name(s: &str) -> filename3<'static> {
 
 impl Conn {
     pub fn new(lb: SocketAddr) -> Conn {
-        Conn { lb, client: None, root: None }
+        Conn { lb, client: None, root: None, broken: Vec::new() }
     }
 
     /// The client, connecting (MOUNT + NFS, through the load balancer) if needed.
     pub async fn client(&mut self) -> Option<&mut Client> {
         if self.client.is_none() {
-            let b = nfs3_client::Nfs3ConnectionBuilder::new(nfs3_client::tokio::TokioConnector, self.lb.ip().to_string(), "/export")
+            let b = nfs3_client::Nfs3ConnectionBuilder::new(crate::tcp::TcpConnector, self.lb.ip().to_string(), "/export")
                 .mount_port(self.lb.port())
                 .nfs3_port(self.lb.port())
                 .connect_from_privileged_port(false)
@@ -110,6 +118,13 @@ impl Conn {
     pub fn reset(&mut self) {
         self.client = None;
     }
+
+    /// A call sent at `sent` failed without an answer: noted, and the next call connects
+    /// again.
+    pub fn broke(&mut self, sent: Instant) {
+        self.broken.push(sent);
+        self.reset();
+    }
 }
 
 /// Runs `$call` (an expression using the client `$c`) until the server answers, on new
@@ -130,11 +145,12 @@ macro_rules! rpc {
                 ::tokio::time::sleep($crate::client::RETRY_PAUSE).await;
                 continue;
             };
+            let sent = ::std::time::Instant::now();
             match ::tokio::time::timeout($crate::client::CALL_TIMEOUT, $call).await {
                 Ok(Ok(r)) => break Some(r),
                 _ => {
                     $retried = true;
-                    $conn.reset();
+                    $conn.broke(sent);
                     ::tokio::time::sleep($crate::client::RETRY_PAUSE).await;
                 }
             }
@@ -226,7 +242,14 @@ impl Worker {
 
     /// Runs operations until `stop` says so.
     pub async fn run(&mut self, stop: tokio::sync::watch::Receiver<bool>) {
+        let mut done: u64 = 0;
         while !*stop.borrow() {
+            done += 1;
+            if done.is_multiple_of(REMOUNT_EVERY) {
+                // Clients come and go: a new connection through the load balancer (with the
+                // handles this client holds), so gateways that returned get clients again.
+                self.conn.reset();
+            }
             let started = Instant::now();
             let p: u32 = self.rng.random_range(0..100);
             let n = self.files.len();
@@ -252,6 +275,7 @@ impl Worker {
             self.report.ops.push((started, Instant::now(), kind));
         }
         self.report.files = self.files.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect();
+        self.report.reconnects = std::mem::take(&mut self.conn.broken);
     }
 
     fn dir(&self) -> nfs_fh3 {

@@ -1,6 +1,7 @@
-//! The cluster under test: the three nodes of `deploy/three-node` (docs/deploy.md) as
-//! `tessera serve` processes, HAProxy in front of their gateways (`haproxy.cfg` from the
-//! same folder), and an S3 server (s3s-fs, in this process) for their tier.
+//! The cluster under test: the three nodes of `deploy/three-node` (docs/deploy.md) and its
+//! gateway-only fourth machine (`gateway4.toml`) as `tessera serve` processes, HAProxy in
+//! front of the four gateways (`haproxy.cfg` from the same folder), and an S3 server
+//! (s3s-fs, in this process) for their tier.
 //!
 //! Owns turning the example files into runnable ones — the example's addresses `10.0.0.x`
 //! become `127.A.B.x` (A, B random per run, so runs side by side cannot collide) and its
@@ -22,10 +23,22 @@ use blockd::s3::test_server::{AK, BUCKET, S3Server, SK};
 const START_DEADLINE: Duration = Duration::from_secs(60);
 /// The example's NFS port (every node's gateway and the load balancer).
 pub const NFS_PORT: u16 = 2049;
+/// The example's metrics port (every node).
+pub const METRICS_PORT: u16 = 9090;
+
+/// The example's files: (config file, node id, the roles it runs and needs certificates for).
+const EXAMPLE_NODES: [(&str, u64, &[&str]); 4] = [
+    ("node1.toml", 1, &["metad", "blockd", "gateway"]),
+    ("node2.toml", 2, &["metad", "blockd", "gateway"]),
+    ("node3.toml", 3, &["metad", "blockd", "gateway"]),
+    ("gateway4.toml", 4, &["gateway"]),
+];
 
 /// One `tessera serve` node.
 pub struct Node {
     pub id: u64,
+    /// Runs only a gateway (no metad, no block daemon).
+    pub gateway_only: bool,
     pub ip: Ipv4Addr,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -40,6 +53,18 @@ impl Node {
 
     pub fn is_paused(&self) -> bool {
         self.paused
+    }
+}
+
+impl ChaosCluster {
+    /// The nodes that run metad and a block daemon (with a gateway): 1-3.
+    pub fn core_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| !self.nodes[i].gateway_only).collect()
+    }
+
+    /// The gateway-only nodes: 4.
+    pub fn gateway_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].gateway_only).collect()
     }
 }
 
@@ -76,7 +101,7 @@ fn localise(text: &str, net: &str, data_dir: &Path) -> String {
 
 impl ChaosCluster {
     /// Writes the configurations, creates the CA and certificates, starts the S3 server,
-    /// the three nodes and HAProxy, and waits until each node is ready.
+    /// the four nodes and HAProxy, and waits until each node is ready.
     pub async fn start(dir: &Path, tessera: &Path) -> Result<ChaosCluster> {
         let r: u32 = rand::random();
         let (a, b) = (1 + (r % 250) as u8, (r >> 8) as u8);
@@ -85,16 +110,16 @@ impl ChaosCluster {
         let ca = dir.join("ca");
         run_tessera(tessera, &["init-ca", "--dir", &ca.display().to_string()])?;
         let mut nodes = Vec::new();
-        for id in 1..=3u64 {
+        for (file, id, roles) in EXAMPLE_NODES {
             let ip = Ipv4Addr::new(127, a, b, id as u8);
             let data_dir = dir.join(format!("node{id}"));
             std::fs::create_dir_all(&data_dir)?;
-            let text = std::fs::read_to_string(example.join(format!("node{id}.toml")))
-                .with_context(|| format!("reading the example's node{id}.toml"))?;
-            let config = dir.join(format!("node{id}.toml"));
+            let text = std::fs::read_to_string(example.join(file))
+                .with_context(|| format!("reading the example's {file}"))?;
+            let config = dir.join(file);
             std::fs::write(&config, localise(&text, &net, &data_dir))?;
             let tls = data_dir.join("tls");
-            for role in ["metad", "blockd", "gateway"] {
+            for role in roles {
                 run_tessera(
                     tessera,
                     &[
@@ -110,7 +135,9 @@ impl ChaosCluster {
                     ],
                 )?;
             }
-            nodes.push(Node { id, ip, config, log: dir.join(format!("node{id}.log")), child: None, paused: false });
+            let log = dir.join(format!("node{id}.log"));
+            let gateway_only = roles == ["gateway"];
+            nodes.push(Node { id, gateway_only, ip, config, log, child: None, paused: false });
         }
         let s3_root = dir.join("s3");
         let s3_addr: SocketAddr = format!("{net}9:9000").parse()?;
@@ -260,6 +287,22 @@ impl ChaosCluster {
         }
         self.s3_up().await;
         Ok(())
+    }
+
+    /// The value of the metric `name` (no labels) on node `i`, if it answers within 2 s.
+    pub async fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = SocketAddr::from((self.nodes[i].ip, METRICS_PORT));
+        let scrape = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: tessera\r\nConnection: close\r\n\r\n").await.ok()?;
+            let mut body = String::new();
+            s.read_to_string(&mut body).await.ok()?;
+            body.lines()
+                .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+                .next()
+        };
+        tokio::time::timeout(Duration::from_secs(2), scrape).await.ok().flatten()
     }
 
     /// Log lines reporting a panic, per node.

@@ -3,7 +3,9 @@
 //!
 //! Kinds: `kill9` (SIGKILL a node — its metad, block daemon and gateway at once — then
 //! restart it), `pause` (SIGSTOP, then SIGCONT: a node that hangs with its sockets open),
-//! `s3_outage` (the S3 server stops, then comes back on the same address). One node is
+//! `s3_outage` (the S3 server stops, then comes back on the same address), `gateway_kill`
+//! (SIGKILL the gateway-only node, then restart it: a gateway lost behind HAProxy while the
+//! metadata and block services stay whole). `kill9` and `pause` pick one of nodes 1-3. One node is
 //! faulted at a time, so the three metad voters keep a quorum and every chunk keeps a live
 //! replica: what is tested is that nothing acknowledged is lost and service continues, not
 //! what happens past the designed fault tolerance. When the node killed is metad's leader,
@@ -32,6 +34,8 @@ pub struct Fault {
 }
 
 const CONTROL_PORT: u16 = 7000;
+/// How long `gateway_kill` waits for a client to be connected to the gateway it kills.
+const GATEWAY_CLIENT_WAIT: Duration = Duration::from_secs(10);
 
 /// The leader node `i` reports, if it answers within a second.
 async fn leader_seen_by(cluster: &ChaosCluster, i: usize) -> Option<u64> {
@@ -62,7 +66,9 @@ async fn wait_new_leader(cluster: &ChaosCluster, old: u64, since: Instant) -> Op
 }
 
 /// Every kind of fault, with its weight in the draw.
-pub const KINDS: [(&str, u32); 3] = [("kill9", 45), ("pause", 35), ("s3_outage", 20)];
+/// (A seed's schedule over the first three kinds is the same as before `gateway_kill` was
+/// added, so `--kinds kill9,pause,s3_outage` replays the seeds that found bugs.)
+pub const KINDS: [(&str, u32); 4] = [("kill9", 45), ("pause", 35), ("s3_outage", 20), ("gateway_kill", 20)];
 
 /// Applies `n` faults drawn from `seed` among `kinds` (empty = all); returns what was done,
 /// in order.
@@ -79,7 +85,8 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[St
     for _ in 0..n {
         let mut p: u32 = rng.random_range(0..total);
         let kind = chosen.iter().find(|(_, w)| if p < *w { true } else { p -= w; false }).map_or("kill9", |k| k.0);
-        let i = rng.random_range(0..cluster.nodes.len());
+        let core = cluster.core_nodes();
+        let i = core[rng.random_range(0..core.len())];
         let hold = Duration::from_millis(rng.random_range(500..3000));
         let start = Instant::now();
         let (kind, node, failover_ms) = if kind == "kill9" {
@@ -90,6 +97,23 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[St
             tokio::time::sleep(hold).await;
             cluster.restart(i).await?;
             ("kill9", Some(i), failover)
+        } else if kind == "gateway_kill" {
+            let gateways = cluster.gateway_nodes();
+            let Some(&g) = gateways.get(i % gateways.len().max(1)) else {
+                anyhow::bail!("gateway_kill: the example has no gateway-only node")
+            };
+            // Lose it while it serves someone: clients remount now and then (client.rs)
+            // and HAProxy's leastconn sends new connections to the emptiest gateway.
+            let waiting = Instant::now();
+            while waiting.elapsed() < GATEWAY_CLIENT_WAIT
+                && cluster.metric(g, "tessera_nfs_connections").await.unwrap_or(0.0) < 1.0
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            cluster.kill9(g);
+            tokio::time::sleep(hold).await;
+            cluster.restart(g).await?;
+            ("gateway_kill", Some(g), None)
         } else if kind == "pause" {
             cluster.pause(i)?;
             tokio::time::sleep(hold).await;

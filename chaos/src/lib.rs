@@ -17,6 +17,7 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod faults;
+pub mod tcp;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -55,6 +56,10 @@ pub struct Summary {
     /// Longest time one client operation took (retries included) while a fault of that
     /// kind was active or within 2 s after it, per kind, in milliseconds.
     pub longest_stall_ms: std::collections::BTreeMap<String, u64>,
+    /// Calls that failed without an answer (connection broken or timed out) after which a
+    /// client reconnected through the load balancer, per kind of the fault they fell in.
+    /// `gateway_kill` > 0 shows clients were on the gateway that was lost.
+    pub reconnects_by_kind: std::collections::BTreeMap<String, usize>,
     /// The operation behind each longest stall.
     pub slowest_operations: Vec<String>,
     /// Time from killing the metad leader until another node reported a new leader, ms.

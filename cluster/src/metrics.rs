@@ -96,6 +96,11 @@ pub const REPAIR_CHECKED: &str = "tessera_repair_chunks_checked_total";
 /// daemon leads is on all its replicas.
 pub const REPAIR_UNCONFIRMED: &str = "tessera_repair_unconfirmed_chunks";
 
+/// Gauge: open NFS (and MOUNT) TCP connections to a gateway.
+pub const NFS_CONNECTIONS: &str = "tessera_nfs_connections";
+/// Counter: NFS (and MOUNT) TCP connections a gateway accepted.
+pub const NFS_CONNECTIONS_ACCEPTED: &str = "tessera_nfs_connections_accepted_total";
+
 // Duplicate request cache of the NFS gateway (`gateway::rpc::drc`).
 /// Counter: retransmitted non-idempotent NFS calls answered with the original call's reply.
 pub const NFS_DRC_HITS: &str = "tessera_nfs_drc_hits_total";

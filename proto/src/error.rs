@@ -127,7 +127,11 @@ impl FsError {
     }
 
     /// Reads an error back from a gRPC status. A status without a Tessera code (transport
-    /// failure, a peer of another version) becomes `Unavailable` or `Internal`.
+    /// failure, a peer of another version) becomes `Unavailable` or `Internal`: a status the
+    /// client made itself from a broken connection (code `Unknown` with the transport error
+    /// as its source, e.g. a connection reset mid-call when a node is killed) is
+    /// `Unavailable` — the call may or may not have arrived, as with a timeout, and is
+    /// retried (mutations carry request ids, so metad answers a repeat from its dedup table).
     pub fn from_status(status: &Status) -> FsError {
         let code = status.metadata().get(ERROR_CODE_KEY).and_then(|v| v.to_str().ok());
         let msg = || status.message().to_string();
@@ -163,6 +167,9 @@ impl FsError {
             Some("TES-INTERNAL") => FsError::Internal(msg()),
             _ => match status.code() {
                 Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => FsError::Unavailable(msg()),
+                Code::Unknown if std::error::Error::source(status).is_some() => {
+                    FsError::Unavailable(format!("transport: {}", status.message()))
+                }
                 _ => FsError::Internal(format!("{:?}: {}", status.code(), status.message())),
             },
         }
@@ -178,6 +185,17 @@ impl From<FsError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection broken mid-call is retried like a timeout; an `Unknown` answered by a
+    /// server (no source) is not.
+    #[test]
+    fn a_broken_connection_is_unavailable_but_an_unknown_answer_is_internal() {
+        let broken = Status::from_error(Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")));
+        assert_eq!(broken.code(), Code::Unknown);
+        assert!(matches!(FsError::from_status(&broken), FsError::Unavailable(_)), "{broken:?}");
+        let answered = Status::new(Code::Unknown, "transport error");
+        assert!(matches!(FsError::from_status(&answered), FsError::Internal(_)));
+    }
 
     #[test]
     fn every_error_survives_grpc() {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use cluster::Shutdown;
+use cluster::metrics as names;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -69,11 +70,13 @@ pub async fn serve<V: Vfs>(
         match accepted {
             Ok((stream, peer)) => {
                 let (vfs, opts, shutdown) = (vfs.clone(), opts.clone(), shutdown.clone());
+                let open = OpenConnection::counted();
                 tokio::spawn(async move {
                     match connection(stream, vfs, opts, shutdown).await {
                         Ok(()) => tracing::debug!(%peer, "NFS connection closed"),
                         Err(e) => tracing::debug!(%peer, error = %e, "NFS connection ended"),
                     }
+                    drop(open);
                 });
             }
             Err(e) => {
@@ -85,6 +88,24 @@ pub async fn serve<V: Vfs>(
                 }
             }
         }
+    }
+}
+
+/// One open connection in `tessera_nfs_connections` (counted down when dropped, however
+/// the connection's task ends).
+struct OpenConnection;
+
+impl OpenConnection {
+    fn counted() -> OpenConnection {
+        metrics::counter!(names::NFS_CONNECTIONS_ACCEPTED).increment(1);
+        metrics::gauge!(names::NFS_CONNECTIONS).increment(1.0);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::gauge!(names::NFS_CONNECTIONS).decrement(1.0);
     }
 }
 
