@@ -29,8 +29,10 @@ use super::error::EngineError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Upper bound of one request (a 16 MiB put included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const IDLE_TIMEOUT_MS: u32 = 30_000;
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// A peer that sends nothing (not even the ACK of a keep-alive) for this long is gone: the
+/// connection closes and its requests fail, instead of waiting out `REQUEST_TIMEOUT`.
+const IDLE_TIMEOUT_MS: u32 = 10_000;
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// LAN round trips are well under a millisecond; quinn's default (333 ms) assumes the
 /// internet and makes the first loss recovery slow.
 const INITIAL_RTT: Duration = Duration::from_millis(5);

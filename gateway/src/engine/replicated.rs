@@ -13,9 +13,19 @@
 //! - get: the replicas in rendezvous order, then every other live daemon (placement may
 //!   have changed since the chunk was written), then the daemons metad lists as not live
 //!   (a daemon whose heartbeats metad missed, e.g. across a metad restart); an answer is taken only if its BLAKE3 hash
-//!   matches; corrupt, missing or unreachable moves to the next; none left is `FsError::Io`.
+//!   matches; corrupt, missing or unreachable moves to the next. None left: if some daemon
+//!   could not be reached, the round is repeated on a fresh view until `put_deadline`, then
+//!   `FsError::Unavailable` (JUKEBOX: the copy may be on a daemon that is restarting);
+//!   `FsError::Io` only when every daemon answered and none had good bytes.
 //! - has: true only if every replica of the set holds the chunk, so the write path's
 //!   dedup never skips a missing replica; a replica that cannot answer counts as lacking.
+//! - suspects: a daemon that failed as unreachable or did not answer within
+//!   `attempt_timeout` (a killed or hung daemon says nothing until QUIC gives up) is
+//!   *suspect* for `suspect_for`: puts and HAS place as if metad had already judged it dead
+//!   (with the cluster default rf, that is the live count without it, as metad will say
+//!   once its heartbeats stop), and gets ask it last. So one timeout is paid per daemon
+//!   lost, not one per chunk until metad notices. If every live daemon is suspect, none is.
+//! - every request to one daemon is bounded by `attempt_timeout`.
 //!
 //! Must never acknowledge a put with fewer than `rf` durable copies, return bytes that fail
 //! their hash check, hold a std mutex across an `.await`, or panic on anything metad or a
@@ -109,6 +119,8 @@ pub struct ReplicationOptions {
     /// First wait between put attempts (doubled each time, up to `max_backoff`).
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a daemon that failed or did not answer stays suspect (module docs).
+    pub suspect_for: Duration,
 }
 
 impl Default for ReplicationOptions {
@@ -119,6 +131,7 @@ impl Default for ReplicationOptions {
             attempt_timeout: Duration::from_secs(5),
             first_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            suspect_for: Duration::from_secs(10),
         }
     }
 }
@@ -157,10 +170,11 @@ impl View {
         View { generation, live, others, addrs, default_rf, fetched: Instant::now() }
     }
 
-    /// The copies wanted for a share's `rf` (0 = the cluster default).
-    fn want(&self, rf: u32) -> usize {
+    /// The copies wanted for a share's `rf` over `usable` daemons (0 = the cluster
+    /// default, which follows the live count: without suspects, as metad will count).
+    fn want(&self, rf: u32, usable: usize) -> usize {
         match rf {
-            0 => self.default_rf,
+            0 => self.default_rf.min(placement::default_rf(usable)),
             n => n as usize,
         }
     }
@@ -189,6 +203,8 @@ pub struct ReplicatedChunks<S: Membership, K: Connector> {
     /// One fetch of the view at a time.
     refreshing: tokio::sync::Mutex<()>,
     links: Mutex<HashMap<u64, Link<K::Daemon>>>,
+    /// Daemons that failed or did not answer, and until when they are suspect.
+    suspects: Mutex<HashMap<u64, Instant>>,
 }
 
 impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
@@ -200,7 +216,49 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
             view: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             links: Mutex::new(HashMap::new()),
+            suspects: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Daemon `id` failed as unreachable or did not answer in time.
+    fn suspect(&self, id: u64, why: &str) {
+        let until = Instant::now() + self.opts.suspect_for;
+        if lock(&self.suspects).insert(id, until).is_none() {
+            tracing::warn!(daemon = id, %why, for_ = ?self.opts.suspect_for, "block daemon suspect: placing around it");
+        }
+    }
+
+    /// Whether daemon `id` is suspect now (expired marks are dropped).
+    fn is_suspect(&self, id: u64) -> bool {
+        let mut s = lock(&self.suspects);
+        match s.get(&id) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                s.remove(&id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// The live daemons of `view` placement may use: without the suspects, unless every one
+    /// is suspect.
+    fn usable(&self, view: &View) -> Vec<u64> {
+        let ok: Vec<u64> = view.live.iter().copied().filter(|&id| !self.is_suspect(id)).collect();
+        if ok.is_empty() { view.live.clone() } else { ok }
+    }
+
+    /// `request` to daemon `id`, bounded by `attempt_timeout`; an unreachable daemon or one
+    /// that does not answer in time becomes suspect.
+    async fn ask<T>(&self, id: u64, request: impl Future<Output = Result<T, FsError>>) -> Result<T, FsError> {
+        let answer = match tokio::time::timeout(self.opts.attempt_timeout, request).await {
+            Ok(r) => r,
+            Err(_) => Err(FsError::Unavailable(format!("no answer within {:?}", self.opts.attempt_timeout))),
+        };
+        if let Err(FsError::Unavailable(why)) = &answer {
+            self.suspect(id, why);
+        }
+        answer
     }
 
     /// The current view, fetched first if it is missing or older than `refresh_every`.
@@ -272,12 +330,15 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
         let mut backoff = self.opts.first_backoff;
         let mut view = self.current_view().await?;
         loop {
-            let want = view.want(rf);
-            let set = placement::replicas(&hash, &view.live, want);
+            let usable = self.usable(&view);
+            let want = view.want(rf, usable.len());
+            let set = placement::replicas(&hash, &usable, want);
             let why = if want == 0 || set.len() < want {
-                format!("{} live block daemons for {want} replicas", view.live.len())
+                format!("{} usable live block daemons for {want} replicas", usable.len())
             } else {
-                let left = deadline.saturating_duration_since(Instant::now()).min(self.opts.attempt_timeout);
+                // Each replica's requests are bounded by `attempt_timeout` (`ask`); this
+                // bounds the attempt by the deadline too.
+                let left = deadline.saturating_duration_since(Instant::now()).min(self.opts.attempt_timeout * 2);
                 match tokio::time::timeout(left, self.put_on(&view, &set, hash, &data)).await {
                     Ok(Ok(())) => return Ok(()),
                     Ok(Err(Attempt::Fatal(e))) => return Err(e),
@@ -301,11 +362,11 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
     /// One attempt: every replica of `set` ends up holding `hash`, or why not.
     async fn put_on(&self, view: &View, set: &[u64], hash: ChunkHash, data: &Bytes) -> Result<(), Attempt> {
         let results = futures::future::join_all(set.iter().map(|&id| async move {
-            let daemon = self.daemon(view, id).await?;
-            if daemon.has(&[hash]).await?.first() == Some(&true) {
+            let daemon = self.ask(id, self.daemon(view, id)).await?;
+            if self.ask(id, daemon.has(&[hash])).await?.first() == Some(&true) {
                 return Ok(());
             }
-            daemon.put(hash, data.clone()).await
+            self.ask(id, daemon.put(hash, data.clone())).await
         }))
         .await;
         let mut failed = Vec::new();
@@ -328,10 +389,11 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
             // The puts that follow report the outage.
             Err(_) => return Ok(vec![false; hashes.len()]),
         };
-        let want = view.want(rf);
+        let usable = self.usable(&view);
+        let want = view.want(rf, usable.len());
         let mut asks: HashMap<u64, Vec<usize>> = HashMap::new();
         for (i, h) in hashes.iter().enumerate() {
-            let set = placement::replicas(h, &view.live, want);
+            let set = placement::replicas(h, &usable, want);
             if want == 0 || set.len() < want {
                 all[i] = false;
                 continue;
@@ -343,8 +405,8 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
         let view = &view;
         let answers = futures::future::join_all(asks.into_iter().map(|(id, idx)| async move {
             let wanted: Vec<ChunkHash> = idx.iter().map(|&i| hashes[i]).collect();
-            let answer = match self.daemon(view, id).await {
-                Ok(d) => d.has(&wanted).await,
+            let answer = match self.ask(id, self.daemon(view, id)).await {
+                Ok(d) => self.ask(id, d.has(&wanted)).await,
                 Err(e) => Err(e),
             };
             (id, idx, answer)
@@ -371,18 +433,54 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
     }
 
     /// The verified bytes of `hash` from the first daemon that has them (see the module
-    /// comment).
+    /// comment). While some daemon could not be reached, rounds are repeated on a fresh view
+    /// until `put_deadline`; then the answer is `Unavailable` (the chunk may well be on a
+    /// daemon that is restarting: NFS3ERR_JUKEBOX, the client retries), and `Io` only when
+    /// every daemon answered and none had good bytes.
     pub async fn get_any(&self, hash: ChunkHash) -> Result<Bytes, FsError> {
-        let view = self.current_view().await.map_err(|e| FsError::Io(format!("chunk {hash}: {e}")))?;
-        // Live daemons in rendezvous order, then (last resort: the bytes are verified, so
-        // asking costs only time) the ones metad does not currently judge live.
-        let mut order = placement::replicas(&hash, &view.live, view.live.len());
+        let deadline = Instant::now() + self.opts.put_deadline;
+        let mut backoff = self.opts.first_backoff;
+        let mut view = self.current_view().await.map_err(|e| FsError::Io(format!("chunk {hash}: {e}")))?;
+        loop {
+            let (errors, unreachable) = match self.get_round(&view, hash).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(round) => round,
+            };
+            if errors.is_empty() {
+                return Err(FsError::Io(format!("chunk {hash}: no live block daemon")));
+            }
+            let why = errors.join("; ");
+            if !unreachable {
+                return Err(FsError::Io(format!("chunk {hash}: no block daemon could serve it: {why}")));
+            }
+            if Instant::now() + backoff >= deadline {
+                return Err(FsError::Unavailable(format!(
+                    "chunk {hash}: no block daemon served it within {:?}: {why}",
+                    self.opts.put_deadline
+                )));
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.opts.max_backoff);
+            // The next round should not start with a daemon that is gone.
+            view = self.refresh(Some(view.generation)).await.unwrap_or(view);
+        }
+    }
+
+    /// One pass over the daemons for `hash`: its bytes, or the errors met and whether some
+    /// daemon could not be reached.
+    async fn get_round(&self, view: &View, hash: ChunkHash) -> Result<Bytes, (Vec<String>, bool)> {
+        // Live daemons in rendezvous order (suspects after the others), then (last resort:
+        // the bytes are verified, so asking costs only time) the ones metad does not
+        // currently judge live.
+        let live = placement::replicas(&hash, &view.live, view.live.len());
+        let (mut order, suspects): (Vec<u64>, Vec<u64>) = live.into_iter().partition(|&id| !self.is_suspect(id));
+        order.extend(suspects);
         order.extend(placement::replicas(&hash, &view.others, view.others.len()));
         let mut errors = Vec::new();
         let mut unreachable = false;
         for id in order {
-            let answer = match self.daemon(&view, id).await {
-                Ok(d) => d.get(hash).await,
+            let answer = match self.ask(id, self.daemon(view, id)).await {
+                Ok(d) => self.ask(id, d.get(hash)).await,
                 Err(e) => Err(e),
             };
             match answer {
@@ -397,14 +495,7 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
             }
             tracing::warn!(%hash, daemon = id, error = errors.last().map(String::as_str), "chunk read failed; trying the next daemon");
         }
-        if unreachable {
-            // The next caller should not start with a daemon that is gone.
-            let _ = self.refresh(Some(view.generation)).await;
-        }
-        if errors.is_empty() {
-            return Err(FsError::Io(format!("chunk {hash}: no live block daemon")));
-        }
-        Err(FsError::Io(format!("chunk {hash}: no block daemon could serve it: {}", errors.join("; "))))
+        Err((errors, unreachable))
     }
 }
 

@@ -100,6 +100,7 @@ impl Cluster {
             attempt_timeout: put_deadline,
             first_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(20),
+            suspect_for: Duration::from_secs(3600),
         };
         let store = ReplicatedChunks::new(membership.clone(), connector, opts);
         Cluster { store, membership, daemons, connects }
@@ -212,8 +213,16 @@ async fn get_falls_back_past_corrupt_down_and_moved_copies() {
     c.daemon(outsider).put(hash, data.clone()).await.expect("seed");
     c.daemon(set[1]).0.down.store(true, Ordering::SeqCst);
     assert_eq!(c.store.get(hash).await.expect("from the outsider"), data);
-    // Nobody has a good copy: an I/O error, not a hang or bad bytes.
+    // No good copy among the daemons that answer while two cannot be reached: unavailable
+    // (try again later: they may be restarting), not an I/O error or bad bytes.
     c.daemon(outsider).corrupt(hash);
+    let err = c.store.get(hash).await.expect_err("no good copy reachable");
+    assert!(matches!(err, FsError::Unavailable(_)), "{err:?}");
+    // Every daemon answers and none has good bytes: an I/O error.
+    c.daemon(set[1]).corrupt(hash);
+    for id in [set[0], set[1]] {
+        c.daemon(id).0.down.store(false, Ordering::SeqCst);
+    }
     let err = c.store.get(hash).await.expect_err("no good copy");
     assert!(matches!(err, FsError::Io(_)), "{err:?}");
 }
@@ -365,6 +374,38 @@ mod quic {
         store.put_replicated(hash, data.clone(), 2).await.expect("put lands on daemons 1 and 3");
         assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
         assert_eq!(store.get(hash).await.expect("get"), data);
+    }
+
+    /// A daemon that hangs while metad still lists it live (its heartbeats have not been
+    /// missed yet): the first put that needs it waits one `attempt_timeout`, then it is
+    /// suspect — that put and the next ones land on the two others at once (the cluster
+    /// default rf follows the daemons usable), a HAS does not wait for it, and a read whose
+    /// primary it is asks another replica first.
+    #[tokio::test]
+    async fn a_hung_daemon_costs_one_timeout_not_one_per_chunk() {
+        let (mut store, _eps) = quic_cluster([Mode::Honest, Mode::Silent, Mode::Honest]).await;
+        // Long enough that the puts after the first cannot take as long even on a loaded
+        // machine, unless they wait for daemon 2.
+        let timeout = Duration::from_secs(3);
+        store.opts.attempt_timeout = timeout;
+        let (first, data) = chunk_with_primary(2);
+        let started = std::time::Instant::now();
+        store.put_replicated(first, data.clone(), 0).await.expect("the first put lands on daemons 1 and 3");
+        assert!(started.elapsed() >= timeout, "it waited for daemon 2 once: {:?}", started.elapsed());
+        let others: Vec<(ChunkHash, Bytes)> =
+            (0..=255u8).map(chunk).filter(|(h, _)| placement::replicas(h, &[1, 2, 3], 1) == [2]).skip(1).take(5).collect();
+        assert_eq!(others.len(), 5);
+        let started = std::time::Instant::now();
+        for (h, d) in &others {
+            store.put_replicated(*h, d.clone(), 0).await.expect("put around the suspect");
+        }
+        assert_eq!(store.has_replicated(&[first], 0).await.expect("has"), vec![true], "held by both usable replicas");
+        assert_eq!(store.get(first).await.expect("get"), data);
+        assert!(
+            started.elapsed() < timeout,
+            "five puts, a HAS and a read whose primary hangs, without waiting for it: {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]
