@@ -184,6 +184,13 @@ impl Blockd {
 
     /// The chunk store, for in-process callers (`tessera dev`). Holding it past
     /// [`Blockd::wait`] is harmless: the store is closed there regardless.
+    /// Resolves once the store's writer has stopped taking puts (see `Store::failed`): the
+    /// daemon is useless for writes until it is restarted, whose recovery re-reads the
+    /// segments. `tessera serve` exits then, so its service manager restarts it.
+    pub async fn failed(&self) -> String {
+        self.store.failed().await
+    }
+
     pub fn store(&self) -> Arc<Store> {
         self.store.clone()
     }

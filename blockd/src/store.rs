@@ -167,6 +167,8 @@ pub(crate) struct Shared {
     bad: Mutex<HashSet<ChunkHash>>,
     /// The S3 tier, for the writer to leave evicted segments alone.
     tier: std::sync::OnceLock<std::sync::Weak<Tier>>,
+    /// Why the writer stopped taking puts (a failed fsync or index commit), once it has.
+    pub failure: tokio::sync::watch::Sender<Option<String>>,
 }
 
 /// The content-addressed chunk store. Dropping it drains queued puts and stops the writer.
@@ -212,6 +214,7 @@ impl Store {
             lost: RwLock::new(HashSet::new()),
             bad: Mutex::new(HashSet::new()),
             tier: std::sync::OnceLock::new(),
+            failure: tokio::sync::watch::Sender::new(None),
         });
         shared.counters.set_totals(shared.index.totals()?);
         let (tx, rx) = mpsc::channel(PUT_QUEUE);
@@ -436,6 +439,17 @@ impl Store {
             && handle.join().is_err()
         {
             tracing::error!("the segment writer thread panicked");
+        }
+    }
+
+    /// Resolves once the writer has stopped taking puts (a failed fsync or index commit:
+    /// the store must be reopened, which recovery does), with the cause.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.shared.failure.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(cause) => cause.clone().unwrap_or_default(),
+            // The store is being dropped: never resolves.
+            Err(_) => std::future::pending().await,
         }
     }
 

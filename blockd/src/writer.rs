@@ -224,6 +224,7 @@ impl Writer {
                 let cause = e.to_string();
                 tracing::error!(error = %cause, "segment fsync or index commit failed; refusing further puts until restart");
                 self.failed = Some(cause.clone());
+                self.shared.failure.send_replace(Some(cause.clone()));
                 Err(cause)
             }
         }

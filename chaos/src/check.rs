@@ -49,6 +49,15 @@ pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[F
                 slowest.insert(f.kind, format!("{op} took {ms} ms during {} of node {:?}", f.kind, f.node.map(|n| n + 1)));
             }
         }
+        for (at, what) in &r.refused {
+            // NFS3ERR_NOSPC is the right answer while a block daemon's disk is full.
+            if faults.iter().any(|f| f.kind == "disk_full" && f.start <= *at && *at <= f.end + AFTERMATH) {
+                s.refused_no_space += 1;
+            } else {
+                s.failed_operations += 1;
+                problems.push(format!("{what} with no disk full"));
+            }
+        }
         for at in &r.reconnects {
             if let Some(f) = faults.iter().find(|f| f.start <= *at && *at <= f.end + AFTERMATH) {
                 *s.reconnects_by_kind.entry(f.kind.to_string()).or_default() += 1;
@@ -59,6 +68,14 @@ pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[F
         problems.extend(msgs);
     }
     s.slowest_operations = slowest.into_values().collect();
+    for (at, what) in &cluster.exits {
+        if faults.iter().any(|f| f.kind == "disk_full" && f.start <= *at && *at <= f.end + AFTERMATH) {
+            s.expected_exits += 1;
+        } else {
+            s.unexpected_exits += 1;
+            problems.push(what.clone());
+        }
+    }
     let panics = cluster.panics();
     s.panics = panics.len();
     problems.extend(panics);

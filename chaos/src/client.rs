@@ -51,6 +51,8 @@ pub struct ClientReport {
     pub failed: Vec<String>,
     /// Reads that did not return the acknowledged state.
     pub violations: Vec<String>,
+    /// Writes refused with NFS3ERR_NOSPC, and when (expected only while a disk is full).
+    pub refused: Vec<(Instant, String)>,
     /// (start, end, kind) of every operation, retries included.
     pub ops: Vec<(Instant, Instant, &'static str)>,
     /// When calls were sent that failed without an answer (connection broken or timed
@@ -383,6 +385,9 @@ impl Worker {
                     return self.fail(format!("FILE_SYNC WRITE to {fname}: {} of {} bytes, {:?}", ok.count, data.len(), ok.committed));
                 }
                 Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
+                Nfs3Result::Err((nfsstat3::NFS3ERR_NOSPC, _)) => {
+                    return self.refused_write(&fname, &[(off, data)], "FILE_SYNC WRITE").await;
+                }
                 Nfs3Result::Err((s, _)) => return self.fail(format!("FILE_SYNC WRITE to {fname}: {s:?}")),
             }
         }
@@ -423,6 +428,9 @@ impl Worker {
                         }
                         Nfs3Result::Ok(ok) => return self.fail(format!("UNSTABLE WRITE to {fname}: short ({})", ok.count)),
                         Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
+                        Nfs3Result::Err((nfsstat3::NFS3ERR_NOSPC, _)) => {
+                            return self.refused_write(&fname, &writes, "UNSTABLE WRITE").await;
+                        }
                         Nfs3Result::Err((s, _)) => return self.fail(format!("UNSTABLE WRITE to {fname}: {s:?}")),
                     }
                 }
@@ -435,6 +443,9 @@ impl Worker {
                 match r {
                     Nfs3Result::Ok(ok) => break ok.verf,
                     Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
+                    Nfs3Result::Err((nfsstat3::NFS3ERR_NOSPC, _)) => {
+                        return self.refused_write(&fname, &writes, "COMMIT").await;
+                    }
                     Nfs3Result::Err((s, _)) => return self.fail(format!("COMMIT of {fname}: {s:?}")),
                 }
             };
@@ -449,6 +460,27 @@ impl Worker {
             return;
         }
         self.fail(format!("UNSTABLE writes to {fname} never committed with a stable verifier"));
+    }
+
+    /// `writes` (in order) to `fname` were refused for lack of space: the file may hold
+    /// any of them in part (the gateway had flushed some chunks before the refusal). It is
+    /// read back: every byte must be the acknowledged one or one of the refused writes',
+    /// and its length between the acknowledged one and the longest the writes make it;
+    /// what is read becomes the model (it is what the cluster made durable).
+    async fn refused_write(&mut self, fname: &str, writes: &[(usize, Vec<u8>)], what: &str) {
+        self.report.refused.push((Instant::now(), format!("client {}: {what} to {fname}: NFS3ERR_NOSPC", self.id)));
+        let Some(f) = self.files.get(fname) else { return };
+        let (fh, old) = (f.fh.clone(), f.data.clone());
+        let content = match read_all(&mut self.conn, &fh).await {
+            Ok(c) => c,
+            Err(e) => return self.fail(format!("reading {fname} back after a refused write: {e}")),
+        };
+        if let Some(problem) = partial_outcome_problem(&old, writes, &content) {
+            self.report.violations.push(format!("client {}: {fname} after a refused {what}: {problem}", self.id));
+        }
+        if let Some(f) = self.files.get_mut(fname) {
+            f.data = content;
+        }
     }
 
     async fn rename(&mut self) {
@@ -524,6 +556,23 @@ impl Worker {
 }
 
 /// `data` written at `off` into `buf` (extending it, zero-filling a gap).
+/// Why `content` cannot be `old` with some parts of `writes` applied (see
+/// `Worker::refused_write`), if it cannot.
+pub fn partial_outcome_problem(old: &[u8], writes: &[(usize, Vec<u8>)], content: &[u8]) -> Option<String> {
+    let longest = writes.iter().map(|(off, d)| off + d.len()).fold(old.len(), usize::max);
+    if content.len() < old.len() || content.len() > longest {
+        return Some(format!("{} bytes, expected {} to {longest}", content.len(), old.len()));
+    }
+    for (p, &b) in content.iter().enumerate() {
+        let before = old.get(p).copied().unwrap_or(0);
+        let written = writes.iter().any(|(off, d)| p >= *off && p < off + d.len() && d[p - off] == b);
+        if b != before && !written {
+            return Some(format!("byte {p} is {b:#04x}: neither acknowledged ({before:#04x}) nor written"));
+        }
+    }
+    None
+}
+
 pub fn apply(buf: &mut Vec<u8>, off: usize, data: &[u8]) {
     if buf.len() < off + data.len() {
         buf.resize(off + data.len(), 0);
@@ -575,5 +624,25 @@ pub async fn list(conn: &mut Conn, dir: &nfs_fh3) -> Result<Vec<String>, String>
             Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
             Nfs3Result::Err((s, _)) => return Err(format!("{s:?}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partial_outcome_problem;
+
+    #[test]
+    fn a_refused_write_may_leave_any_part_of_itself_and_nothing_else() {
+        let old = vec![1u8; 8];
+        let writes = vec![(4, vec![2u8; 8]), (0, vec![3u8; 2])];
+        // Nothing applied, all applied, part of each.
+        assert_eq!(partial_outcome_problem(&old, &writes, &old), None);
+        let all = [3, 3, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2];
+        assert_eq!(partial_outcome_problem(&old, &writes, &all), None);
+        assert_eq!(partial_outcome_problem(&old, &writes, &[1, 3, 1, 1, 2, 2, 1, 1, 2, 2]), None);
+        // A byte nobody wrote, a truncation, a length past every write.
+        assert!(partial_outcome_problem(&old, &writes, &[1, 1, 9, 1, 1, 1, 1, 1]).is_some());
+        assert!(partial_outcome_problem(&old, &writes, &old[..7]).is_some());
+        assert!(partial_outcome_problem(&old, &writes, &[1; 13]).is_some());
     }
 }

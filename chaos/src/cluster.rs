@@ -8,8 +8,11 @@
 //! paths under `/var/lib/tessera` a per-node folder; nothing else is changed, so the
 //! documented configuration is the one exercised — plus the cluster CA and certificates
 //! (made with `tessera init-ca` / `issue-cert`), starting, killing (SIGKILL), pausing
-//! (SIGSTOP/SIGCONT) and restarting processes by PID, and stopping the S3 server.
-//! Must never: signal a process it did not start, or leave one running when dropped.
+//! (SIGSTOP/SIGCONT) and restarting processes by PID, stopping the S3 server, and a small
+//! disk for node 3's block daemon (a tmpfs of `SMALL_DISK_BYTES` mounted at its folder,
+//! when asked for) that `fill_disk` fills with a ballast file and `free_disk` empties.
+//! Must never: signal a process it did not start, or leave one running (or a tmpfs mounted)
+//! when dropped.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -25,6 +28,10 @@ const START_DEADLINE: Duration = Duration::from_secs(60);
 pub const NFS_PORT: u16 = 2049;
 /// The example's metrics port (every node).
 pub const METRICS_PORT: u16 = 9090;
+/// Size of the small disk of node 3's block daemon.
+pub const SMALL_DISK_BYTES: u64 = 2 << 30;
+/// Space `fill_disk` leaves free: less than a segment, so the next segment cannot be made.
+const LEFT_FREE: u64 = 1 << 20;
 
 /// The example's files: (config file, node id, the roles it runs and needs certificates for).
 const EXAMPLE_NODES: [(&str, u64, &[&str]); 4] = [
@@ -79,6 +86,11 @@ pub struct ChaosCluster {
     s3_addr: SocketAddr,
     s3_root: PathBuf,
     env: Vec<(String, String)>,
+    /// Node 3's block daemon folder when it is a small disk of its own (mounted tmpfs;
+    /// unmounted when dropped, after the processes are gone).
+    small_disk: Option<SmallDisk>,
+    /// Nodes that exited on their own (not killed by the harness): when, and how.
+    pub exits: Vec<(Instant, String)>,
 }
 
 /// The example folder: `deploy/three-node` of the workspace.
@@ -101,8 +113,9 @@ fn localise(text: &str, net: &str, data_dir: &Path) -> String {
 
 impl ChaosCluster {
     /// Writes the configurations, creates the CA and certificates, starts the S3 server,
-    /// the four nodes and HAProxy, and waits until each node is ready.
-    pub async fn start(dir: &Path, tessera: &Path) -> Result<ChaosCluster> {
+    /// the four nodes and HAProxy, and waits until each node is ready. With `small_disk`,
+    /// node 3's block daemon gets a disk of its own (a tmpfs; mounting needs root).
+    pub async fn start(dir: &Path, tessera: &Path, small_disk: bool) -> Result<ChaosCluster> {
         let r: u32 = rand::random();
         let (a, b) = (1 + (r % 250) as u8, (r >> 8) as u8);
         let net = format!("127.{a}.{b}.");
@@ -110,6 +123,7 @@ impl ChaosCluster {
         let ca = dir.join("ca");
         run_tessera(tessera, &["init-ca", "--dir", &ca.display().to_string()])?;
         let mut nodes = Vec::new();
+        let mut disk = None;
         for (file, id, roles) in EXAMPLE_NODES {
             let ip = Ipv4Addr::new(127, a, b, id as u8);
             let data_dir = dir.join(format!("node{id}"));
@@ -119,6 +133,9 @@ impl ChaosCluster {
             let config = dir.join(file);
             std::fs::write(&config, localise(&text, &net, &data_dir))?;
             let tls = data_dir.join("tls");
+            if small_disk && id == 3 {
+                disk = Some(SmallDisk::mount(&data_dir.join("blockd"))?);
+            }
             for role in roles {
                 run_tessera(
                     tessera,
@@ -164,6 +181,8 @@ impl ChaosCluster {
             s3_addr,
             s3_root,
             env,
+            small_disk: disk,
+            exits: Vec::new(),
         };
         for i in 0..c.nodes.len() {
             c.spawn(i)?;
@@ -275,17 +294,83 @@ impl ChaosCluster {
         }
     }
 
-    /// Every node running and resumed, S3 up.
+    /// Notes nodes whose process exited on their own (as `tessera serve` does when its block
+    /// store fails) and starts them again without waiting, as systemd's `Restart=on-failure`
+    /// would.
+    fn supervise_once(&mut self) -> Result<()> {
+        for i in 0..self.nodes.len() {
+            let Some(child) = self.nodes[i].child.as_mut() else { continue };
+            if let Some(status) = child.try_wait()? {
+                self.nodes[i].child = None;
+                self.nodes[i].paused = false;
+                self.exits.push((Instant::now(), format!("node {} exited on its own ({status})", self.nodes[i].id)));
+                std::fs::write(self.nodes[i].log.with_extension("ready"), b"")?;
+                self.spawn(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits `d`, restarting nodes that exit meanwhile (see `supervise_once`).
+    pub async fn supervise(&mut self, d: Duration) -> Result<()> {
+        let until = Instant::now() + d;
+        loop {
+            self.supervise_once()?;
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(250))).await;
+        }
+    }
+
+    /// Every node running, resumed and ready, S3 up, the small disk emptied.
     pub async fn heal(&mut self) -> Result<()> {
+        self.free_disk()?;
+        self.supervise_once()?;
         for i in 0..self.nodes.len() {
             if self.nodes[i].paused {
                 self.resume(i)?;
             }
             if !self.nodes[i].is_running() {
                 self.restart(i).await?;
+            } else {
+                self.wait_ready(i).await?;
             }
         }
         self.s3_up().await;
+        Ok(())
+    }
+
+    /// Fills node 3's small disk, leaving less than a segment free: its block daemon can
+    /// append to the segment it has open, then runs out of space.
+    pub fn fill_disk(&self) -> Result<()> {
+        let Some(SmallDisk(disk)) = &self.small_disk else {
+            bail!("disk_full: the cluster was started without a small disk")
+        };
+        let free = rustix::fs::statvfs(disk).context("statvfs of the small disk")?;
+        let available = free.f_bavail.saturating_mul(free.f_frsize);
+        let ballast = std::fs::File::create(disk.join(BALLAST)).context("creating the ballast file")?;
+        // tmpfs counts a little of its own: step down until the ballast fits.
+        let mut len = available.saturating_sub(LEFT_FREE);
+        while len > 0 {
+            match rustix::fs::fallocate(&ballast, rustix::fs::FallocateFlags::empty(), 0, len) {
+                Ok(()) => return Ok(()),
+                Err(rustix::io::Errno::NOSPC) => len = len.saturating_sub(LEFT_FREE),
+                Err(e) => return Err(e).context("filling the small disk"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Empties node 3's small disk of the ballast.
+    pub fn free_disk(&self) -> Result<()> {
+        if let Some(SmallDisk(disk)) = &self.small_disk {
+            match std::fs::remove_file(disk.join(BALLAST)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).context("removing the ballast"),
+                _ => {}
+            }
+        }
         Ok(())
     }
 
@@ -329,4 +414,38 @@ impl Drop for ChaosCluster {
             let _ = h.wait();
         }
     }
+}
+
+/// The ballast file's name on the small disk (not a name the block daemon uses).
+const BALLAST: &str = "chaos-ballast";
+
+/// A tmpfs of `SMALL_DISK_BYTES` mounted at a folder, unmounted when dropped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> Result<SmallDisk> {
+        mount_small_disk(dir)?;
+        Ok(SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Mounts a tmpfs of `SMALL_DISK_BYTES` at `dir`.
+fn mount_small_disk(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let size = format!("size={SMALL_DISK_BYTES},mode=0700");
+    let out = Command::new("mount").args(["-t", "tmpfs", "-o", &size, "tessera-chaos"]).arg(dir).output()
+        .context("running mount")?;
+    if !out.status.success() {
+        bail!(
+            "the disk_full fault needs a small disk for node 3 (mount -t tmpfs, as root): {}; leave disk_full out with --kinds",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }

@@ -5,7 +5,10 @@
 //! restart it), `pause` (SIGSTOP, then SIGCONT: a node that hangs with its sockets open),
 //! `s3_outage` (the S3 server stops, then comes back on the same address), `gateway_kill`
 //! (SIGKILL the gateway-only node, then restart it: a gateway lost behind HAProxy while the
-//! metadata and block services stay whole). `kill9` and `pause` pick one of nodes 1-3. One node is
+//! metadata and block services stay whole), `disk_full` (node 3's block daemon's disk is
+//! filled to less than a segment free, then emptied: puts that need it are refused with
+//! NFS3ERR_NOSPC, nothing acknowledged may be lost). `kill9` and `pause` pick one of nodes
+//! 1-3. One node is
 //! faulted at a time, so the three metad voters keep a quorum and every chunk keeps a live
 //! replica: what is tested is that nothing acknowledged is lost and service continues, not
 //! what happens past the designed fault tolerance. When the node killed is metad's leader,
@@ -68,7 +71,8 @@ async fn wait_new_leader(cluster: &ChaosCluster, old: u64, since: Instant) -> Op
 /// Every kind of fault, with its weight in the draw.
 /// (A seed's schedule over the first three kinds is the same as before `gateway_kill` was
 /// added, so `--kinds kill9,pause,s3_outage` replays the seeds that found bugs.)
-pub const KINDS: [(&str, u32); 4] = [("kill9", 45), ("pause", 35), ("s3_outage", 20), ("gateway_kill", 20)];
+pub const KINDS: [(&str, u32); 5] =
+    [("kill9", 45), ("pause", 35), ("s3_outage", 20), ("gateway_kill", 20), ("disk_full", 10)];
 
 /// Applies `n` faults drawn from `seed` among `kinds` (empty = all); returns what was done,
 /// in order.
@@ -81,7 +85,7 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[St
     let mut rng = StdRng::seed_from_u64(seed);
     let mut log = Vec::new();
     // Let the clients get going before the first fault.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.supervise(Duration::from_secs(2)).await?;
     for _ in 0..n {
         let mut p: u32 = rng.random_range(0..total);
         let kind = chosen.iter().find(|(_, w)| if p < *w { true } else { p -= w; false }).map_or("kill9", |k| k.0);
@@ -94,7 +98,7 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[St
             cluster.kill9(i);
             let killed_leader = leader == Some(cluster.nodes[i].id);
             let failover = if killed_leader { wait_new_leader(cluster, cluster.nodes[i].id, start).await } else { None };
-            tokio::time::sleep(hold).await;
+            cluster.supervise(hold).await?;
             cluster.restart(i).await?;
             ("kill9", Some(i), failover)
         } else if kind == "gateway_kill" {
@@ -111,23 +115,28 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[St
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             cluster.kill9(g);
-            tokio::time::sleep(hold).await;
+            cluster.supervise(hold).await?;
             cluster.restart(g).await?;
             ("gateway_kill", Some(g), None)
+        } else if kind == "disk_full" {
+            cluster.fill_disk()?;
+            cluster.supervise(hold * 2).await?;
+            cluster.free_disk()?;
+            ("disk_full", cluster.nodes.iter().position(|n| n.id == 3), None)
         } else if kind == "pause" {
             cluster.pause(i)?;
-            tokio::time::sleep(hold).await;
+            cluster.supervise(hold).await?;
             cluster.resume(i)?;
             ("pause", Some(i), None)
         } else {
             cluster.s3_down().await;
-            tokio::time::sleep(hold * 2).await;
+            cluster.supervise(hold * 2).await?;
             cluster.s3_up().await;
             ("s3_outage", None, None)
         };
         log.push(Fault { kind, node, start, end: Instant::now(), failover_ms });
         // Time to recover before the next fault (drawn, so faults also come close together).
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..2000))).await;
+        cluster.supervise(Duration::from_millis(rng.random_range(300..2000))).await?;
     }
     Ok(log)
 }

@@ -52,7 +52,15 @@ pub struct Summary {
     pub linearizability_violations: usize,
     /// Operations that never completed (or got an error no fault explains).
     pub failed_operations: usize,
+    /// Writes refused with NFS3ERR_NOSPC while a block daemon's disk was full (expected;
+    /// outside a `disk_full` fault they count as failed).
+    pub refused_no_space: usize,
     pub panics: usize,
+    /// Node processes that exited on their own and were restarted, as a service manager
+    /// would (`tessera serve` exits when its block store fails): expected while a disk is
+    /// full (`expected_exits`), a failure otherwise (`unexpected_exits`).
+    pub expected_exits: usize,
+    pub unexpected_exits: usize,
     /// Longest time one client operation took (retries included) while a fault of that
     /// kind was active or within 2 s after it, per kind, in milliseconds.
     pub longest_stall_ms: std::collections::BTreeMap<String, u64>,
@@ -70,12 +78,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// Nothing acknowledged lost, no violation, no failed operation, no panic.
+    /// Nothing acknowledged lost, no violation, no failed operation, no panic, no node that
+    /// exited when no fault explains it.
     pub fn passed(&self) -> bool {
         self.acknowledged_but_lost == 0
             && self.linearizability_violations == 0
             && self.failed_operations == 0
             && self.panics == 0
+            && self.unexpected_exits == 0
     }
 }
 
@@ -93,7 +103,9 @@ pub async fn run(opts: &Options) -> Result<Summary> {
             tmp.path().to_path_buf()
         }
     };
-    let mut cluster = cluster::ChaosCluster::start(&dir, &opts.tessera).await.context("starting the cluster")?;
+    let small_disk = opts.kinds.is_empty() || opts.kinds.iter().any(|k| k == "disk_full");
+    let mut cluster =
+        cluster::ChaosCluster::start(&dir, &opts.tessera, small_disk).await.context("starting the cluster")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for id in 0..opts.clients {

@@ -35,7 +35,8 @@ use gateway::engine::BlockdSource;
 use gateway_role::{GatewayRole, LocalRoles};
 use metad_role::{MetadRole, MetadTls};
 
-/// Runs every role until SIGTERM/SIGINT.
+/// Runs every role until SIGTERM/SIGINT, or until the block store fails (then returns an
+/// error, so the process exits non-zero and is restarted).
 pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -74,15 +75,57 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
 
     print_banner(&config, gateway.nfs_addr, gateway.portmap_addr, metad.control_addr);
 
-    let signal = cluster::shutdown::wait_for_signal().await?;
-    tracing::info!(signal, "stopping: gateway first, then blockd and metad");
+    let stop = wait_for_stop(Some(&blockd)).await?;
     gateway_stop.cancel();
     gateway.stop().await;
     core_stop.cancel();
     blockd.wait().await.context("stopping blockd")?;
     metad.stop().await?;
     tracing::info!("stopped");
-    Ok(())
+    stop.into_result()
+}
+
+/// Why a node stops.
+enum Stop {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// The block store's writer failed (a failed fsync, or an index commit that ran out of
+    /// space): the node exits with an error, so its service manager restarts it and
+    /// recovery re-reads the segments (fail-stop; nothing unacknowledged was promised).
+    StoreFailed(String),
+}
+
+impl Stop {
+    fn into_result(self) -> anyhow::Result<()> {
+        match self {
+            Stop::Signal => Ok(()),
+            Stop::StoreFailed(cause) => {
+                anyhow::bail!("the block store failed ({cause}); exiting so that the node is restarted")
+            }
+        }
+    }
+}
+
+/// Waits for SIGTERM/SIGINT, or for `blockd`'s store to fail.
+async fn wait_for_stop(blockd: Option<&blockd::Blockd>) -> anyhow::Result<Stop> {
+    let stop = match blockd {
+        Some(b) => tokio::select! {
+            signal = cluster::shutdown::wait_for_signal() => {
+                tracing::info!(signal = signal?, "stopping: gateway first, then blockd and metad");
+                Stop::Signal
+            }
+            cause = b.failed() => {
+                tracing::error!(%cause, "the block store failed: stopping the node so that it is restarted");
+                Stop::StoreFailed(cause)
+            }
+        },
+        None => {
+            let signal = cluster::shutdown::wait_for_signal().await?;
+            tracing::info!(signal, "stopping: gateway first, then blockd and metad");
+            Stop::Signal
+        }
+    };
+    Ok(stop)
 }
 
 fn print_banner(config: &Config, nfs: SocketAddr, portmap: Option<SocketAddr>, control: SocketAddr) {
@@ -107,7 +150,8 @@ fn print_banner(config: &Config, nfs: SocketAddr, portmap: Option<SocketAddr>, c
     println!("TESSERA_READY nfs={nfs} control={control} metrics={}{pm}", config.metrics.addr());
 }
 
-/// Runs the roles `config.roles` names until SIGTERM/SIGINT, then stops them gateway first.
+/// Runs the roles `config.roles` names until SIGTERM/SIGINT (or a failed block store, then
+/// returns an error: fail-stop), then stops them gateway first.
 pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     if config.roles.is_empty() {
         anyhow::bail!("roles: no role to run (set roles = [\"metad\", \"blockd\", \"gateway\"] or a subset)");
@@ -176,8 +220,7 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     println!("Tessera node {} is serving {} (data in {}).", config.node_id, roles.join(", "), config.data_dir.display());
     println!("TESSERA_READY {}", ready.join(" "));
 
-    let signal = cluster::shutdown::wait_for_signal().await?;
-    tracing::info!(signal, "stopping: gateway first, then blockd and metad");
+    let stop = wait_for_stop(blockd.as_ref()).await?;
     gateway_stop.cancel();
     if let Some(g) = gateway {
         g.stop().await;
@@ -190,5 +233,5 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
         m.stop().await?;
     }
     tracing::info!("stopped");
-    Ok(())
+    stop.into_result()
 }

@@ -243,8 +243,11 @@ async fn fsynced_but_unindexed_records_are_recovered() {
         // Not visible: never indexed, never acknowledged.
         assert_eq!(store.has(&[*unindexed[0].hash()]).expect("has"), vec![false]);
         assert_eq!(scan_records(store.data_dir()).expect("scan").len(), 4);
-        // After a failed commit the writer refuses further puts.
+        // After a failed commit the writer refuses further puts, and says so to whoever
+        // waits for it (`tessera serve` exits to be restarted).
         assert!(matches!(store.put(chunk(9, 10)).await, Err(BlockdError::WriterFailed { .. })));
+        let cause = tokio::time::timeout(std::time::Duration::from_secs(10), store.failed()).await.expect("failed");
+        assert!(cause.contains("index commit skipped"), "{cause}");
     }
     let store = Store::open(o).expect("reopen");
     assert_all_readable(&store, &[committed]);
