@@ -46,6 +46,11 @@ const MAX_BACKOFF: Duration = Duration::from_millis(800);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Upper bound of one RPC (a Raft commit under load included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 PINGs on an open connection: a metad that stops answering them (paused, or gone
+/// without a reset) is given up within `KEEPALIVE + KEEPALIVE_TIMEOUT`, and the calls
+/// waiting on it fail over to the next endpoint instead of waiting out `REQUEST_TIMEOUT`.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Request ids of one client: a random `client_id` and an increasing `seq`.
 #[derive(Debug)]
@@ -137,6 +142,9 @@ impl GrpcMeta {
                     .map_err(|source| EngineError::MetadEndpoint { endpoint: endpoint.clone(), source })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .timeout(REQUEST_TIMEOUT)
+                    .http2_keep_alive_interval(KEEPALIVE)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
                     .tcp_nodelay(true);
                 Ok(MetaClient::new(BoxCloneSyncService::new(ep.connect_lazy().map_err(|e| TransportError(e.into())))))
             })
