@@ -136,7 +136,11 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(role(config)) {
+    let result = runtime.block_on(role(config));
+    // The roles have stopped (or failed to start): tasks and blocking calls still running
+    // get a bounded time, so a node exits — and is restarted — even when a store is wedged.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tessera: {e:#}");
@@ -144,3 +148,6 @@ where
         }
     }
 }
+
+/// How long tasks left over after the roles stopped may take before the process exits.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);

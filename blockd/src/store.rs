@@ -446,9 +446,11 @@ impl Store {
     /// the store must be reopened, which recovery does), with the cause.
     pub async fn failed(&self) -> String {
         let mut rx = self.shared.failure.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(cause) => cause.clone().unwrap_or_default(),
-            // The store is being dropped: never resolves.
+        // The guard is dropped before any further await (the future stays Send).
+        let cause = rx.wait_for(Option::is_some).await.map(|c| c.clone().unwrap_or_default());
+        match cause {
+            Ok(cause) => cause,
+            // The sender is gone (the store is being dropped): never resolves.
             Err(_) => std::future::pending().await,
         }
     }

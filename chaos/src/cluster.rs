@@ -134,7 +134,7 @@ impl ChaosCluster {
             std::fs::write(&config, localise(&text, &net, &data_dir))?;
             let tls = data_dir.join("tls");
             if small_disk && id == 3 {
-                disk = Some(SmallDisk::mount(&data_dir.join("blockd"))?);
+                disk = Some(SmallDisk::mount(&data_dir)?);
             }
             for role in roles {
                 run_tessera(

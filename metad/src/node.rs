@@ -468,6 +468,35 @@ impl Metad {
     }
 
     /// Publishes the Raft term as the `tessera_raft_term` gauge until Raft stops.
+    /// Resolves once the Raft core has stopped on a fatal error (a log or state-machine write
+    /// failed, e.g. on a full disk, or it panicked), with the cause: this member takes no
+    /// further part until it is restarted, so `tessera serve` exits then (fail-stop) and
+    /// its service manager restarts it. A normal shutdown never resolves it.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            let fatal = match &rx.borrow_watched().running_state {
+                Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
+                Err(fatal) => Some(fatal.to_string()),
+            };
+            if let Some(cause) = fatal {
+                return cause;
+            }
+            if rx.changed().await.is_err() {
+                // The core is gone; its last word is what the loop reads once more (a
+                // normal shutdown then never resolves this).
+                let last = match &rx.borrow_watched().running_state {
+                    Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
+                    Err(fatal) => Some(fatal.to_string()),
+                };
+                return match last {
+                    Some(cause) => cause,
+                    None => std::future::pending().await,
+                };
+            }
+        }
+    }
+
     fn spawn_term_gauge(&self) {
         let mut rx = self.inner.raft.metrics();
         tokio::spawn(async move {

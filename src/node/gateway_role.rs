@@ -97,8 +97,10 @@ impl GatewayRole {
     }
 
     /// After `stop` was cancelled: waits for the listener, then makes every buffered write
-    /// durable.
-    pub async fn stop(self) {
+    /// durable (with `flush`), or drops them (without: the node is failing, and a late flush
+    /// could land over writes its clients have since made through another gateway; they
+    /// resend what was not committed, since this process's write verifier dies with it).
+    pub async fn stop(self, flush: bool) {
         match self.server.await {
             Ok(Err(e)) => tracing::warn!(error = %e, "NFS server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "NFS server task ended abnormally"),
@@ -110,6 +112,10 @@ impl GatewayRole {
                 Err(e) => tracing::warn!(error = %e, "portmapper task ended abnormally"),
                 Ok(Ok(())) => {}
             }
+        }
+        if !flush {
+            tracing::warn!("failing: buffered UNSTABLE writes are dropped, not flushed (clients resend them)");
+            return;
         }
         if let Err(e) = self.engine.flush_all().await {
             tracing::error!(error = %e, "flushing buffered writes at shutdown failed");

@@ -20,6 +20,7 @@
 //! nodes are reached over gRPC and QUIC.
 
 mod blockd_role;
+mod failure;
 mod gateway_role;
 mod in_process;
 mod metad_role;
@@ -33,6 +34,7 @@ use cluster::tls::{NodeTls, Role as CertRole};
 use gateway::engine::BlockdSource;
 
 use gateway_role::{GatewayRole, LocalRoles};
+use failure::Failure;
 use metad_role::{MetadRole, MetadTls};
 
 /// Runs every role until SIGTERM/SIGINT, or until the block store fails (then returns an
@@ -52,32 +54,38 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     let core_stop = Shutdown::new();
     let gateway_stop = Shutdown::new();
 
+    let failure = Failure::new();
     let metad_tls = MetadTls { ca: pki.ca_anchor.clone(), identity: pki.metad_identity.clone() };
     let metad = MetadRole::start_dev(&config, &metad_tls, &core_stop).await?;
-    let blockd = blockd_role::start(
-        &config,
-        pki.blockd_identity.clone(),
-        pki.ca_anchor.clone(),
-        vec![metad.advertise.clone()],
-        &core_stop,
-    )
-    .await?;
-    let gateway = GatewayRole::start(
-        &config,
-        vec![metad.advertise.clone()],
-        BlockdSource::Static(blockd.local_addr()),
-        LocalRoles { metad: Some(&metad.metad), blockd: Some(&blockd) },
-        pki.ca_anchor.clone(),
-        pki.gateway_identity.clone(),
-        &gateway_stop,
-    )
-    .await?;
+    failure.watch_metad(metad.metad.clone());
+    let blockd = failure
+        .before(blockd_role::start(
+            &config,
+            pki.blockd_identity.clone(),
+            pki.ca_anchor.clone(),
+            vec![metad.advertise.clone()],
+            &core_stop,
+        ))
+        .await?;
+    failure.watch_blockd(blockd.store());
+    let gateway = failure
+        .before(GatewayRole::start(
+            &config,
+            vec![metad.advertise.clone()],
+            BlockdSource::Static(blockd.local_addr()),
+            LocalRoles { metad: Some(&metad.metad), blockd: Some(&blockd) },
+            pki.ca_anchor.clone(),
+            pki.gateway_identity.clone(),
+            &gateway_stop,
+        ))
+        .await?;
 
     print_banner(&config, gateway.nfs_addr, gateway.portmap_addr, metad.control_addr);
 
-    let stop = wait_for_stop(Some(&blockd)).await?;
+    let stop = wait_for_stop(&failure).await?;
+    drop(failure);
     gateway_stop.cancel();
-    gateway.stop().await;
+    gateway.stop(stop.flushes()).await;
     core_stop.cancel();
     blockd.wait().await.context("stopping blockd")?;
     metad.stop().await?;
@@ -90,41 +98,41 @@ enum Stop {
     /// SIGTERM or SIGINT.
     Signal,
     /// The block store's writer failed (a failed fsync, or an index commit that ran out of
-    /// space): the node exits with an error, so its service manager restarts it and
-    /// recovery re-reads the segments (fail-stop; nothing unacknowledged was promised).
-    StoreFailed(String),
+    /// space), or metad's Raft core stopped on a fatal error (a log write failed): the node
+    /// exits with an error, so its service manager restarts it and recovery re-reads its
+    /// data (fail-stop; nothing unacknowledged was promised).
+    Failed(String),
 }
 
 impl Stop {
+    /// Whether the gateway flushes its buffered writes while stopping: on a signal, yes; on
+    /// a failure, no (see `GatewayRole::stop`).
+    fn flushes(&self) -> bool {
+        matches!(self, Stop::Signal)
+    }
+
     fn into_result(self) -> anyhow::Result<()> {
         match self {
             Stop::Signal => Ok(()),
-            Stop::StoreFailed(cause) => {
-                anyhow::bail!("the block store failed ({cause}); exiting so that the node is restarted")
+            Stop::Failed(cause) => {
+                anyhow::bail!("{cause}; exiting so that the node is restarted")
             }
         }
     }
 }
 
-/// Waits for SIGTERM/SIGINT, or for `blockd`'s store to fail.
-async fn wait_for_stop(blockd: Option<&blockd::Blockd>) -> anyhow::Result<Stop> {
-    let stop = match blockd {
-        Some(b) => tokio::select! {
-            signal = cluster::shutdown::wait_for_signal() => {
-                tracing::info!(signal = signal?, "stopping: gateway first, then blockd and metad");
-                Stop::Signal
-            }
-            cause = b.failed() => {
-                tracing::error!(%cause, "the block store failed: stopping the node so that it is restarted");
-                Stop::StoreFailed(cause)
-            }
-        },
-        None => {
-            let signal = cluster::shutdown::wait_for_signal().await?;
-            tracing::info!(signal, "stopping: gateway first, then blockd and metad");
+/// Waits for SIGTERM/SIGINT, or for a failure of the node's stores.
+async fn wait_for_stop(failure: &Failure) -> anyhow::Result<Stop> {
+    let stop = tokio::select! {
+        signal = cluster::shutdown::wait_for_signal() => {
+            tracing::info!(signal = signal?, "stopping: gateway first, then blockd and metad");
             Stop::Signal
         }
+        cause = failure.wait() => Stop::Failed(cause),
     };
+    if let Stop::Failed(cause) = &stop {
+        tracing::error!(%cause, "stopping the node so that it is restarted");
+    }
     Ok(stop)
 }
 
@@ -174,9 +182,11 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     let core_stop = Shutdown::new();
     let gateway_stop = Shutdown::new();
     let mut ready = vec![format!("node={}", config.node_id)];
+    let failure = Failure::new();
 
     let metad = if let Some(identity) = metad_identity {
         let m = MetadRole::start_member(&config, &MetadTls { ca: ca.clone(), identity }, &core_stop).await?;
+        failure.watch_metad(m.metad.clone());
         ready.push(format!("metad={} advertise={} control={}", m.internal_addr, m.advertise, m.control_addr));
         Some(m)
     } else {
@@ -189,7 +199,8 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     };
     let blockd = match blockd_identity {
         Some(id) => {
-            let b = blockd_role::start(&config, id, ca.clone(), metad_endpoints.clone(), &core_stop).await?;
+            let b = failure.before(blockd_role::start(&config, id, ca.clone(), metad_endpoints.clone(), &core_stop)).await?;
+            failure.watch_blockd(b.store());
             ready.push(format!("blockd={} blockd_id={}", b.local_addr(), b.id()));
             Some(b)
         }
@@ -197,16 +208,17 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     };
     let gateway = match gateway_identity {
         Some(id) => {
-            let g = GatewayRole::start(
-                &config,
-                metad_endpoints,
-                BlockdSource::FromMetad,
-                LocalRoles { metad: metad.as_ref().map(|m| &m.metad), blockd: blockd.as_ref() },
-                ca.clone(),
-                id,
-                &gateway_stop,
-            )
-            .await?;
+            let g = failure
+                .before(GatewayRole::start(
+                    &config,
+                    metad_endpoints,
+                    BlockdSource::FromMetad,
+                    LocalRoles { metad: metad.as_ref().map(|m| &m.metad), blockd: blockd.as_ref() },
+                    ca.clone(),
+                    id,
+                    &gateway_stop,
+                ))
+                .await?;
             ready.push(format!("nfs={}", g.nfs_addr));
             if let Some(pm) = g.portmap_addr {
                 ready.push(format!("portmap={pm}"));
@@ -220,10 +232,11 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     println!("Tessera node {} is serving {} (data in {}).", config.node_id, roles.join(", "), config.data_dir.display());
     println!("TESSERA_READY {}", ready.join(" "));
 
-    let stop = wait_for_stop(blockd.as_ref()).await?;
+    let stop = wait_for_stop(&failure).await?;
+    drop(failure);
     gateway_stop.cancel();
     if let Some(g) = gateway {
-        g.stop().await;
+        g.stop(stop.flushes()).await;
     }
     core_stop.cancel();
     if let Some(b) = blockd {
