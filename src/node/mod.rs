@@ -37,8 +37,8 @@ use gateway_role::{GatewayRole, LocalRoles};
 use failure::Failure;
 use metad_role::{MetadRole, MetadTls};
 
-/// Runs every role until SIGTERM/SIGINT, or until the block store fails (then returns an
-/// error, so the process exits non-zero and is restarted).
+/// Runs every role until SIGTERM/SIGINT, or until the block store or metad's Raft core fails
+/// (then returns an error, so the process exits non-zero and is restarted: `failure.rs`).
 pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
@@ -158,8 +158,8 @@ fn print_banner(config: &Config, nfs: SocketAddr, portmap: Option<SocketAddr>, c
     println!("TESSERA_READY nfs={nfs} control={control} metrics={}{pm}", config.metrics.addr());
 }
 
-/// Runs the roles `config.roles` names until SIGTERM/SIGINT (or a failed block store, then
-/// returns an error: fail-stop), then stops them gateway first.
+/// Runs the roles `config.roles` names until SIGTERM/SIGINT (or a failed block store or Raft
+/// core, then returns an error: fail-stop), then stops them gateway first.
 pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     if config.roles.is_empty() {
         anyhow::bail!("roles: no role to run (set roles = [\"metad\", \"blockd\", \"gateway\"] or a subset)");
