@@ -30,6 +30,8 @@ pub const NFS_PORT: u16 = 2049;
 pub const METRICS_PORT: u16 = 9090;
 /// Size of the small disk of node 3's block daemon.
 pub const SMALL_DISK_BYTES: u64 = 2 << 30;
+/// The S3 tier's local bound for node 3's block daemon on the small disk (512 MiB).
+const SMALL_DISK_TIER_BYTES: &str = "536870912";
 /// Space `fill_disk` leaves free: less than a segment, so the next segment cannot be made.
 const LEFT_FREE: u64 = 1 << 20;
 
@@ -211,6 +213,9 @@ impl ChaosCluster {
             .args(["serve", "--config"])
             .arg(&node.config)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // On the small disk the S3 tier must keep local segments within it (the
+            // example's bound is for a real disk), or a long run fills it with real data.
+            .envs((node.id == 3 && self.small_disk.is_some()).then_some(("TESSERA_BLOCKD__S3__LOCAL_BOUND_BYTES", SMALL_DISK_TIER_BYTES)))
             .stdout(Stdio::from(std::fs::File::create(&ready)?))
             .stderr(Stdio::from(log))
             .spawn()
