@@ -467,28 +467,26 @@ impl Metad {
         m.membership_config.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
-    /// Publishes the Raft term as the `tessera_raft_term` gauge until Raft stops.
     /// Resolves once the Raft core has stopped on a fatal error (a log or state-machine write
     /// failed, e.g. on a full disk, or it panicked), with the cause: this member takes no
     /// further part until it is restarted, so `tessera serve` exits then (fail-stop) and
     /// its service manager restarts it. A normal shutdown never resolves it.
     pub async fn failed(&self) -> String {
-        let mut rx = self.inner.raft.metrics();
-        loop {
-            let fatal = match &rx.borrow_watched().running_state {
+        // The cause, if the core stopped on anything but a normal shutdown.
+        fn fatal(m: &openraft::RaftMetrics<crate::command::TypeConfig>) -> Option<String> {
+            match &m.running_state {
                 Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
                 Err(fatal) => Some(fatal.to_string()),
-            };
-            if let Some(cause) = fatal {
+            }
+        }
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Some(cause) = fatal(&rx.borrow_watched()) {
                 return cause;
             }
             if rx.changed().await.is_err() {
-                // The core is gone; its last word is what the loop reads once more (a
-                // normal shutdown then never resolves this).
-                let last = match &rx.borrow_watched().running_state {
-                    Err(openraft::errors::Fatal::Stopped) | Ok(()) => None,
-                    Err(fatal) => Some(fatal.to_string()),
-                };
+                // The core is gone: its last word decides (a normal shutdown never resolves).
+                let last = fatal(&rx.borrow_watched());
                 return match last {
                     Some(cause) => cause,
                     None => std::future::pending().await,
@@ -497,6 +495,7 @@ impl Metad {
         }
     }
 
+    /// Publishes the Raft term as the `tessera_raft_term` gauge until Raft stops.
     fn spawn_term_gauge(&self) {
         let mut rx = self.inner.raft.metrics();
         tokio::spawn(async move {
