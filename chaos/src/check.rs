@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nfs3_client::nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3};
+use nfs3_client::nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3, nfs_fh3};
 
 use crate::Summary;
 use crate::client::{self, ClientReport, Conn};
@@ -116,24 +116,16 @@ async fn check_client(conn: &mut Conn, r: &ClientReport) -> (usize, Vec<String>)
         msgs.push(format!("{}/{missing}: acknowledged but missing", r.dir_name));
     }
     for extra in names.difference(&want) {
-        lost += 1;
-        msgs.push(format!("{}/{extra}: removed or renamed (acknowledged) but present", r.dir_name));
+        if !r.uncertain.contains_key(extra) {
+            lost += 1;
+            msgs.push(format!("{}/{extra}: removed or renamed (acknowledged) but present", r.dir_name));
+        }
     }
-    let by_name: BTreeMap<&String, &Vec<u8>> = r.files.iter().collect();
-    for (fname, data) in by_name {
+    for (fname, data) in &r.files {
         if !names.contains(fname) {
             continue;
         }
-        let args = LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: client::name(fname) } };
-        let fh = match client::rpc!(conn, c => c.lookup(&args)) {
-            Some(Nfs3Result::Ok(ok)) => ok.object,
-            _ => {
-                lost += 1;
-                msgs.push(format!("{}/{fname}: listed but LOOKUP fails", r.dir_name));
-                continue;
-            }
-        };
-        match client::read_all(conn, &fh).await {
+        match read_back(conn, &dir, fname).await {
             Ok(got) if &got == data => {}
             Ok(got) => {
                 lost += 1;
@@ -141,9 +133,33 @@ async fn check_client(conn: &mut Conn, r: &ClientReport) -> (usize, Vec<String>)
             }
             Err(e) => {
                 lost += 1;
-                msgs.push(format!("{}/{fname}: READ failed after healing: {e}", r.dir_name));
+                msgs.push(format!("{}/{fname}: {e}", r.dir_name));
             }
         }
     }
+    // A failed operation's names: absent, or holding what the operation may have made.
+    for (fname, u) in &r.uncertain {
+        if !names.contains(fname) || r.files.contains_key(fname) {
+            continue;
+        }
+        let problem = match read_back(conn, &dir, fname).await {
+            Ok(got) => client::partial_outcome_problem(&u.old, &u.writes, &got),
+            Err(e) => Some(e),
+        };
+        if let Some(p) = problem {
+            lost += 1;
+            msgs.push(format!("{}/{fname} (its operation failed): {p}", r.dir_name));
+        }
+    }
     (lost, msgs)
+}
+
+/// The content of `fname` in `dir`, or what went wrong.
+async fn read_back(conn: &mut Conn, dir: &nfs_fh3, fname: &str) -> Result<Vec<u8>, String> {
+    let args = LOOKUP3args { what: diropargs3 { dir: dir.clone(), name: client::name(fname) } };
+    let fh = match client::rpc!(conn, c => c.lookup(&args)) {
+        Some(Nfs3Result::Ok(ok)) => ok.object,
+        _ => return Err("listed but LOOKUP fails".into()),
+    };
+    client::read_all(conn, &fh).await.map_err(|e| format!("READ failed after healing: {e}"))
 }

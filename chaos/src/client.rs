@@ -60,7 +60,16 @@ pub struct ClientReport {
     pub reconnects: Vec<Instant>,
     /// The final model: file name -> acknowledged content.
     pub files: BTreeMap<String, Vec<u8>>,
+    /// Names of failed operations, which may or may not exist (see `Worker::give_up`).
+    pub uncertain: BTreeMap<String, Uncertain>,
     pub dir_name: String,
+}
+
+/// What a name whose operation failed may hold, if it exists.
+#[derive(Debug, Clone)]
+pub struct Uncertain {
+    pub old: Vec<u8>,
+    pub writes: Vec<(usize, Vec<u8>)>,
 }
 
 struct FileModel {
@@ -173,6 +182,7 @@ pub struct Worker {
     dir: Option<nfs_fh3>,
     dir_name: String,
     files: BTreeMap<String, FileModel>,
+    uncertain: BTreeMap<String, Uncertain>,
     next_name: u64,
     pub report: ClientReport,
 }
@@ -187,6 +197,7 @@ impl Worker {
             dir: None,
             dir_name: dir_name.clone(),
             files: BTreeMap::new(),
+            uncertain: BTreeMap::new(),
             next_name: 0,
             report: ClientReport { dir_name, ..ClientReport::default() },
         }
@@ -194,6 +205,19 @@ impl Worker {
 
     fn fail(&mut self, what: String) {
         self.report.failed.push(format!("client {}: {what}", self.id));
+    }
+
+    /// An operation on `names` failed (no answer, or an error no fault explains): it may
+    /// have taken effect in whole, in part or not at all. The names leave the model (no
+    /// later operation uses them) for the checker to judge with what may have happened:
+    /// absent, or present holding the content they had (the first name's) changed by any
+    /// part of `writes`.
+    fn give_up(&mut self, names: &[&str], writes: &[(usize, Vec<u8>)], what: String) {
+        self.fail(what);
+        let old = names.iter().find_map(|n| self.files.remove(*n)).map(|f| f.data).unwrap_or_default();
+        for n in names {
+            self.uncertain.insert(n.to_string(), Uncertain { old: old.clone(), writes: writes.to_vec() });
+        }
     }
 
     /// Makes the client's directory (retried until it exists).
@@ -277,6 +301,7 @@ impl Worker {
             self.report.ops.push((started, Instant::now(), kind));
         }
         self.report.files = self.files.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect();
+        self.report.uncertain = std::mem::take(&mut self.uncertain);
         self.report.reconnects = std::mem::take(&mut self.conn.broken);
     }
 
@@ -307,7 +332,7 @@ impl Worker {
                 how: createhow3::GUARDED(sattr3 { mode: set_mode3::Some(0o644), ..Default::default() }),
             };
             let Some(r) = rpc!(self.conn, retried, c => c.create(&args)) else {
-                return self.fail(format!("CREATE {fname} never answered"));
+                return self.give_up(&[&fname], &[], format!("CREATE {fname} never answered"));
             };
             let fh = match r {
                 Nfs3Result::Ok(ok) => match ok.obj {
@@ -322,13 +347,13 @@ impl Worker {
                 }
                 // The first attempt took effect.
                 Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _)) if retried => None,
-                Nfs3Result::Err((s, _)) => return self.fail(format!("CREATE {fname}: {s:?} (retried: {retried})")),
+                Nfs3Result::Err((s, _)) => return self.give_up(&[&fname], &[], format!("CREATE {fname}: {s:?} (retried: {retried})")),
             };
             let fh = match fh {
                 Some(fh) => fh,
                 None => match self.lookup(&fname).await {
                     Some(fh) => fh,
-                    None => return self.fail(format!("CREATE {fname} acknowledged but LOOKUP finds nothing")),
+                    None => return self.give_up(&[&fname], &[], format!("CREATE {fname} acknowledged but LOOKUP finds nothing")),
                 },
             };
             self.files.insert(fname, FileModel { fh, data: Vec::new() });
@@ -371,7 +396,7 @@ impl Worker {
                 data: Opaque::borrowed(&data),
             };
             let Some(r) = rpc!(self.conn, c => c.write(&args)) else {
-                return self.fail(format!("FILE_SYNC WRITE to {fname} never answered"));
+                return self.give_up(&[&fname], &[(off, data.clone())], format!("FILE_SYNC WRITE to {fname} never answered"));
             };
             match r {
                 Nfs3Result::Ok(ok) if ok.count as usize == data.len() && ok.committed == stable_how::FILE_SYNC => {
@@ -382,13 +407,13 @@ impl Worker {
                     return;
                 }
                 Nfs3Result::Ok(ok) => {
-                    return self.fail(format!("FILE_SYNC WRITE to {fname}: {} of {} bytes, {:?}", ok.count, data.len(), ok.committed));
+                    return self.give_up(&[&fname], &[(off, data.clone())], format!("FILE_SYNC WRITE to {fname}: {} of {} bytes, {:?}", ok.count, data.len(), ok.committed));
                 }
                 Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
                 Nfs3Result::Err((nfsstat3::NFS3ERR_NOSPC, _)) => {
                     return self.refused_write(&fname, &[(off, data)], "FILE_SYNC WRITE").await;
                 }
-                Nfs3Result::Err((s, _)) => return self.fail(format!("FILE_SYNC WRITE to {fname}: {s:?}")),
+                Nfs3Result::Err((s, _)) => return self.give_up(&[&fname], &[(off, data.clone())], format!("FILE_SYNC WRITE to {fname}: {s:?}")),
             }
         }
     }
@@ -419,26 +444,26 @@ impl Worker {
                         data: Opaque::borrowed(data),
                     };
                     let Some(r) = rpc!(self.conn, c => c.write(&args)) else {
-                        return self.fail(format!("UNSTABLE WRITE to {fname} never answered"));
+                        return self.give_up(&[&fname], &writes, format!("UNSTABLE WRITE to {fname} never answered"));
                     };
                     match r {
                         Nfs3Result::Ok(ok) if ok.count as usize == data.len() => {
                             verfs.push(ok.verf);
                             break;
                         }
-                        Nfs3Result::Ok(ok) => return self.fail(format!("UNSTABLE WRITE to {fname}: short ({})", ok.count)),
+                        Nfs3Result::Ok(ok) => return self.give_up(&[&fname], &writes, format!("UNSTABLE WRITE to {fname}: short ({})", ok.count)),
                         Nfs3Result::Err((s, _)) if jukebox(&s) => tokio::time::sleep(RETRY_PAUSE).await,
                         Nfs3Result::Err((nfsstat3::NFS3ERR_NOSPC, _)) => {
                             return self.refused_write(&fname, &writes, "UNSTABLE WRITE").await;
                         }
-                        Nfs3Result::Err((s, _)) => return self.fail(format!("UNSTABLE WRITE to {fname}: {s:?}")),
+                        Nfs3Result::Err((s, _)) => return self.give_up(&[&fname], &writes, format!("UNSTABLE WRITE to {fname}: {s:?}")),
                     }
                 }
             }
                         let args = COMMIT3args { file: fh.clone(), offset: 0, count: 0 };
             let verf = loop {
                 let Some(r) = rpc!(self.conn, c => c.commit(&args)) else {
-                    return self.fail(format!("COMMIT of {fname} never answered"));
+                    return self.give_up(&[&fname], &writes, format!("COMMIT of {fname} never answered"));
                 };
                 match r {
                     Nfs3Result::Ok(ok) => break ok.verf,
@@ -446,7 +471,7 @@ impl Worker {
                     Nfs3Result::Err((nfsstat3::NFS3ERR_NOSPC, _)) => {
                         return self.refused_write(&fname, &writes, "COMMIT").await;
                     }
-                    Nfs3Result::Err((s, _)) => return self.fail(format!("COMMIT of {fname}: {s:?}")),
+                    Nfs3Result::Err((s, _)) => return self.give_up(&[&fname], &writes, format!("COMMIT of {fname}: {s:?}")),
                 }
             };
             if verfs.iter().any(|v| v.0 != verf.0) {
@@ -459,7 +484,7 @@ impl Worker {
             self.report.acknowledged += 1;
             return;
         }
-        self.fail(format!("UNSTABLE writes to {fname} never committed with a stable verifier"));
+        self.give_up(&[&fname], &writes, format!("UNSTABLE writes to {fname} never committed with a stable verifier"));
     }
 
     /// `writes` (in order) to `fname` were refused for lack of space: the file may hold
@@ -473,7 +498,7 @@ impl Worker {
         let (fh, old) = (f.fh.clone(), f.data.clone());
         let content = match read_all(&mut self.conn, &fh).await {
             Ok(c) => c,
-            Err(e) => return self.fail(format!("reading {fname} back after a refused write: {e}")),
+            Err(e) => return self.give_up(&[fname], writes, format!("reading {fname} back after a refused write: {e}")),
         };
         if let Some(problem) = partial_outcome_problem(&old, writes, &content) {
             self.report.violations.push(format!("client {}: {fname} after a refused {what}: {problem}", self.id));
@@ -494,7 +519,7 @@ impl Worker {
                 to: diropargs3 { dir: dir.clone(), name: name(&to) },
             };
             let Some(r) = rpc!(self.conn, retried, c => c.rename(&args)) else {
-                return self.fail(format!("RENAME {from} -> {to} never answered"));
+                return self.give_up(&[&from, &to], &[], format!("RENAME {from} -> {to} never answered"));
             };
             match r {
                 Nfs3Result::Ok(_) => break,
@@ -503,7 +528,7 @@ impl Worker {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) if retried && self.lookup(&to).await.is_some() => break,
-                Nfs3Result::Err((s, _)) => return self.fail(format!("RENAME {from} -> {to}: {s:?} (retried: {retried})")),
+                Nfs3Result::Err((s, _)) => return self.give_up(&[&from, &to], &[], format!("RENAME {from} -> {to}: {s:?} (retried: {retried})")),
             }
         }
         if let Some(f) = self.files.remove(&from) {
@@ -519,7 +544,7 @@ impl Worker {
         loop {
             let args = REMOVE3args { object: diropargs3 { dir: dir.clone(), name: name(&fname) } };
             let Some(r) = rpc!(self.conn, retried, c => c.remove(&args)) else {
-                return self.fail(format!("REMOVE {fname} never answered"));
+                return self.give_up(&[&fname], &[], format!("REMOVE {fname} never answered"));
             };
             match r {
                 Nfs3Result::Ok(_) => break,
@@ -528,7 +553,7 @@ impl Worker {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
                 Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) if retried => break,
-                Nfs3Result::Err((s, _)) => return self.fail(format!("REMOVE {fname}: {s:?}")),
+                Nfs3Result::Err((s, _)) => return self.give_up(&[&fname], &[], format!("REMOVE {fname}: {s:?}")),
             }
         }
         self.files.remove(&fname);
@@ -555,7 +580,6 @@ impl Worker {
     }
 }
 
-/// `data` written at `off` into `buf` (extending it, zero-filling a gap).
 /// Why `content` cannot be `old` with some parts of `writes` applied (see
 /// `Worker::refused_write`), if it cannot.
 pub fn partial_outcome_problem(old: &[u8], writes: &[(usize, Vec<u8>)], content: &[u8]) -> Option<String> {
@@ -573,6 +597,7 @@ pub fn partial_outcome_problem(old: &[u8], writes: &[(usize, Vec<u8>)], content:
     None
 }
 
+/// `data` written at `off` into `buf` (extending it, zero-filling a gap).
 pub fn apply(buf: &mut Vec<u8>, off: usize, data: &[u8]) {
     if buf.len() < off + data.len() {
         buf.resize(off + data.len(), 0);

@@ -35,6 +35,16 @@ const SMALL_DISK_TIER_BYTES: &str = "536870912";
 /// Space `fill_disk` leaves free: less than a segment, so the next segment cannot be made.
 const LEFT_FREE: u64 = 1 << 20;
 
+/// A node that exits within this long of its start is failing at once, again.
+const QUICK_EXIT: Duration = Duration::from_secs(60);
+
+/// The restart delay after the `quick_exits`-th quick exit in a row: 2 s doubling up to
+/// 60 s, as the systemd unit's `RestartSec=2`, `RestartSteps=5`, `RestartMaxDelaySec=60`.
+pub fn restart_delay(quick_exits: u32) -> Duration {
+    let steps = quick_exits.saturating_sub(1).min(5);
+    (Duration::from_secs(2) * (1u32 << steps)).min(Duration::from_secs(60))
+}
+
 /// The example's files: (config file, node id, the roles it runs and needs certificates for).
 const EXAMPLE_NODES: [(&str, u64, &[&str]); 4] = [
     ("node1.toml", 1, &["metad", "blockd", "gateway"]),
@@ -53,6 +63,12 @@ pub struct Node {
     pub log: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// When the running process was started.
+    started: Instant,
+    /// Exits in a row, each soon after its start (see `restart_delay`).
+    quick_exits: u32,
+    /// A restart the supervisor has scheduled for this (exited) node.
+    restart_at: Option<Instant>,
 }
 
 impl Node {
@@ -156,7 +172,18 @@ impl ChaosCluster {
             }
             let log = dir.join(format!("node{id}.log"));
             let gateway_only = roles == ["gateway"];
-            nodes.push(Node { id, gateway_only, ip, config, log, child: None, paused: false });
+            nodes.push(Node {
+                id,
+                gateway_only,
+                ip,
+                config,
+                log,
+                child: None,
+                paused: false,
+                started: Instant::now(),
+                quick_exits: 0,
+                restart_at: None,
+            });
         }
         let s3_root = dir.join("s3");
         let s3_addr: SocketAddr = format!("{net}9:9000").parse()?;
@@ -222,6 +249,8 @@ impl ChaosCluster {
             .context("spawning tessera serve")?;
         node.child = Some(child);
         node.paused = false;
+        node.started = Instant::now();
+        node.restart_at = None;
         Ok(())
     }
 
@@ -300,15 +329,25 @@ impl ChaosCluster {
     }
 
     /// Notes nodes whose process exited on their own (as `tessera serve` does when its block
-    /// store fails) and starts them again without waiting, as systemd's `Restart=on-failure`
-    /// would.
+    /// store fails) and starts them again after `restart_delay`, as systemd's
+    /// `Restart=on-failure` with `RestartSec=2`, `RestartSteps` and `RestartMaxDelaySec`
+    /// does (deploy/systemd/tessera.service): a node that keeps failing at once is not
+    /// thrown back at its clients every two seconds.
     fn supervise_once(&mut self) -> Result<()> {
+        let now = Instant::now();
         for i in 0..self.nodes.len() {
-            let Some(child) = self.nodes[i].child.as_mut() else { continue };
-            if let Some(status) = child.try_wait()? {
-                self.nodes[i].child = None;
-                self.nodes[i].paused = false;
-                self.exits.push((Instant::now(), format!("node {} exited on its own ({status})", self.nodes[i].id)));
+            let node = &mut self.nodes[i];
+            if let Some(child) = node.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                node.child = None;
+                node.paused = false;
+                node.quick_exits = if now.duration_since(node.started) < QUICK_EXIT { node.quick_exits + 1 } else { 1 };
+                let delay = restart_delay(node.quick_exits);
+                node.restart_at = Some(now + delay);
+                self.exits.push((now, format!("node {} exited on its own ({status}); restart in {delay:?}", node.id)));
+            }
+            if self.nodes[i].restart_at.is_some_and(|at| at <= now) {
                 std::fs::write(self.nodes[i].log.with_extension("ready"), b"")?;
                 self.spawn(i)?;
             }
@@ -453,4 +492,16 @@ fn mount_small_disk(dir: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_failing_at_once_again_and_again_waits_longer_each_time_up_to_a_minute() {
+        let delays: Vec<u64> = (1..=8).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(restart_delay(u32::MAX), Duration::from_secs(60));
+    }
 }
