@@ -14,6 +14,7 @@
 //! Must never: signal a process it did not start, or leave one running (or a tmpfs mounted)
 //! when dropped.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use blockd::s3::test_server::{AK, BUCKET, S3Server, SK};
+
+use crate::netns::Netns;
 
 /// How long a node may take to print its ready line.
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -44,6 +47,10 @@ pub fn restart_delay(quick_exits: u32) -> Duration {
     let steps = quick_exits.saturating_sub(1).min(5);
     (Duration::from_secs(2) * (1u32 << steps)).min(Duration::from_secs(60))
 }
+
+/// Last octets of the example's S3 server (10.0.0.9) and load balancer (10.0.0.10).
+const S3_HOST: u8 = 9;
+const LB_HOST: u8 = 10;
 
 /// The example's files: (config file, node id, the roles it runs and needs certificates for).
 const EXAMPLE_NODES: [(&str, u64, &[&str]); 4] = [
@@ -109,6 +116,12 @@ pub struct ChaosCluster {
     small_disk: Option<SmallDisk>,
     /// Nodes that exited on their own (not killed by the harness): when, and how.
     pub exits: Vec<(Instant, String)>,
+    /// The nodes' private network when they run in namespaces of their own (for the
+    /// partition faults); `None`: all on loopback.
+    netns: Option<Netns>,
+    /// Links cut (node ids, lower first) and nodes isolated, until mended.
+    cuts: BTreeSet<(u64, u64)>,
+    isolated: BTreeSet<u64>,
 }
 
 /// The example folder: `deploy/three-node` of the workspace.
@@ -132,18 +145,31 @@ fn localise(text: &str, net: &str, data_dir: &Path) -> String {
 impl ChaosCluster {
     /// Writes the configurations, creates the CA and certificates, starts the S3 server,
     /// the four nodes and HAProxy, and waits until each node is ready. With `small_disk`,
-    /// node 3's block daemon gets a disk of its own (a tmpfs; mounting needs root).
-    pub async fn start(dir: &Path, tessera: &Path, small_disk: bool) -> Result<ChaosCluster> {
-        let r: u32 = rand::random();
-        let (a, b) = (1 + (r % 250) as u8, (r >> 8) as u8);
-        let net = format!("127.{a}.{b}.");
+    /// node 3's block daemon gets a disk of its own (a tmpfs; mounting needs root). With
+    /// `namespaces`, each node runs in a network namespace of its own on a private bridge
+    /// (`netns`; needs root), so links between nodes can be cut; otherwise all run on
+    /// loopback.
+    pub async fn start(dir: &Path, tessera: &Path, small_disk: bool, namespaces: bool) -> Result<ChaosCluster> {
+        let netns = if namespaces {
+            let ids: Vec<u64> = EXAMPLE_NODES.iter().map(|n| n.1).collect();
+            Some(Netns::create(&ids, &[S3_HOST, LB_HOST])?)
+        } else {
+            None
+        };
+        let net = match &netns {
+            Some(n) => n.prefix.clone(),
+            None => {
+                let r: u32 = rand::random();
+                format!("127.{}.{}.", 1 + (r % 250) as u8, (r >> 8) as u8)
+            }
+        };
         let example = example_dir();
         let ca = dir.join("ca");
         run_tessera(tessera, &["init-ca", "--dir", &ca.display().to_string()])?;
         let mut nodes = Vec::new();
         let mut disk = None;
         for (file, id, roles) in EXAMPLE_NODES {
-            let ip = Ipv4Addr::new(127, a, b, id as u8);
+            let ip: Ipv4Addr = format!("{net}{id}").parse()?;
             let data_dir = dir.join(format!("node{id}"));
             std::fs::create_dir_all(&data_dir)?;
             let text = std::fs::read_to_string(example.join(file))
@@ -186,7 +212,7 @@ impl ChaosCluster {
             });
         }
         let s3_root = dir.join("s3");
-        let s3_addr: SocketAddr = format!("{net}9:9000").parse()?;
+        let s3_addr: SocketAddr = format!("{net}{S3_HOST}:9000").parse()?;
         let s3 = S3Server::start(&s3_root, s3_addr).await;
         // The example names its own bucket and key; the test server serves fixed ones.
         let env = vec![
@@ -199,7 +225,7 @@ impl ChaosCluster {
         let haproxy_cfg = dir.join("haproxy.cfg");
         let text = std::fs::read_to_string(example.join("haproxy.cfg")).context("reading the example's haproxy.cfg")?;
         std::fs::write(&haproxy_cfg, localise(&text, &net, dir))?;
-        let lb: SocketAddr = format!("{net}10:{NFS_PORT}").parse()?;
+        let lb: SocketAddr = format!("{net}{LB_HOST}:{NFS_PORT}").parse()?;
         let mut c = ChaosCluster {
             dir: dir.to_path_buf(),
             tessera: tessera.to_path_buf(),
@@ -212,6 +238,9 @@ impl ChaosCluster {
             env,
             small_disk: disk,
             exits: Vec::new(),
+            netns,
+            cuts: BTreeSet::new(),
+            isolated: BTreeSet::new(),
         };
         for i in 0..c.nodes.len() {
             c.spawn(i)?;
@@ -236,7 +265,16 @@ impl ChaosCluster {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log)?;
         let ready = node.log.with_extension("ready");
-        let child = Command::new(&self.tessera)
+        let mut cmd = match &self.netns {
+            // `ip netns exec` execs the binary: the PID is the node's.
+            Some(n) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.namespace(node.id)]).arg(&self.tessera);
+                c
+            }
+            None => Command::new(&self.tessera),
+        };
+        let child = cmd
             .args(["serve", "--config"])
             .arg(&node.config)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -371,6 +409,7 @@ impl ChaosCluster {
     /// Every node running, resumed and ready, S3 up, the small disk emptied.
     pub async fn heal(&mut self) -> Result<()> {
         self.free_disk()?;
+        self.mend_all()?;
         self.supervise_once()?;
         for i in 0..self.nodes.len() {
             if self.nodes[i].paused {
@@ -383,6 +422,39 @@ impl ChaosCluster {
             }
         }
         self.s3_up().await;
+        Ok(())
+    }
+
+    fn netns(&self) -> Result<&Netns> {
+        self.netns.as_ref().context("partition faults need the nodes in network namespaces (cluster started without)")
+    }
+
+    /// Packets between nodes `i` and `j` vanish, both ways (see `netns`).
+    pub fn cut(&mut self, i: usize, j: usize) -> Result<()> {
+        let (a, b) = (self.nodes[i].id.min(self.nodes[j].id), self.nodes[i].id.max(self.nodes[j].id));
+        self.netns()?.cut(a, b)?;
+        self.cuts.insert((a, b));
+        Ok(())
+    }
+
+    /// Node `i` reaches no one and no one reaches it: not its peers, the load balancer,
+    /// the clients or S3.
+    pub fn isolate(&mut self, i: usize) -> Result<()> {
+        let id = self.nodes[i].id;
+        self.netns()?.set_isolated(id, true)?;
+        self.isolated.insert(id);
+        Ok(())
+    }
+
+    /// Every cut link and isolated node joined again.
+    pub fn mend_all(&mut self) -> Result<()> {
+        let Some(n) = &self.netns else { return Ok(()) };
+        for (a, b) in std::mem::take(&mut self.cuts) {
+            n.mend(a, b)?;
+        }
+        for id in std::mem::take(&mut self.isolated) {
+            n.set_isolated(id, false)?;
+        }
         Ok(())
     }
 

@@ -7,12 +7,16 @@
 //! (SIGKILL the gateway-only node, then restart it: a gateway lost behind HAProxy while the
 //! metadata and block services stay whole), `disk_full` (node 3's block daemon's disk is
 //! filled to less than a segment free, then emptied: puts that need it are refused with
-//! NFS3ERR_NOSPC, nothing acknowledged may be lost). `kill9` and `pause` pick one of nodes
-//! 1-3. One node is
-//! faulted at a time, so the three metad voters keep a quorum and every chunk keeps a live
-//! replica: what is tested is that nothing acknowledged is lost and service continues, not
-//! what happens past the designed fault tolerance. When the node killed is metad's leader,
-//! the time until another node names a new leader is measured.
+//! NFS3ERR_NOSPC, nothing acknowledged may be lost), and three that cut links (the nodes
+//! then run in network namespaces, `netns`; packets vanish silently): `partition` (one
+//! core node cut from every other node while clients and HAProxy still reach its gateway:
+//! a minority that must not serve what it cannot know), `link_cut` (the link between two
+//! core nodes only: each still sees the third), `isolate` (one core node cut from
+//! everyone, clients and HAProxy too). Each picks one of nodes 1-3. One node is faulted at
+//! a time, so the three metad voters keep a quorum and every chunk keeps a live replica:
+//! what is tested is that nothing acknowledged is lost and service continues, not what
+//! happens past the designed fault tolerance. When the node killed or cut off is metad's
+//! leader, the time until another node names a new leader is measured.
 //! Must never: leave a node paused or down when it returns (the caller heals anyway).
 
 use std::time::{Duration, Instant};
@@ -71,8 +75,19 @@ async fn wait_new_leader(cluster: &ChaosCluster, old: u64, since: Instant) -> Op
 /// Every kind of fault, with its weight in the draw.
 /// (A seed's schedule over the first three kinds is the same as before `gateway_kill` was
 /// added, so `--kinds kill9,pause,s3_outage` replays the seeds that found bugs.)
-pub const KINDS: [(&str, u32); 5] =
-    [("kill9", 45), ("pause", 35), ("s3_outage", 20), ("gateway_kill", 20), ("disk_full", 10)];
+pub const KINDS: [(&str, u32); 8] = [
+    ("kill9", 45),
+    ("pause", 35),
+    ("s3_outage", 20),
+    ("gateway_kill", 20),
+    ("disk_full", 10),
+    ("partition", 25),
+    ("link_cut", 15),
+    ("isolate", 15),
+];
+
+/// The kinds that cut links: they need the nodes in network namespaces (`netns`).
+pub const NETWORK_KINDS: &[&str] = &["partition", "link_cut", "isolate"];
 
 /// Applies `n` faults drawn from `seed` among `kinds` (empty = all); returns what was done,
 /// in order.
@@ -123,6 +138,32 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[St
             cluster.supervise(hold * 2).await?;
             cluster.free_disk()?;
             ("disk_full", cluster.nodes.iter().position(|n| n.id == 3), None)
+        } else if NETWORK_KINDS.contains(&kind) {
+            let leader = leader_seen_by(cluster, i).await;
+            let kind = if kind == "partition" {
+                for j in 0..cluster.nodes.len() {
+                    if j != i {
+                        cluster.cut(i, j)?;
+                    }
+                }
+                "partition"
+            } else if kind == "link_cut" {
+                let others: Vec<usize> = core.iter().copied().filter(|&j| j != i).collect();
+                cluster.cut(i, others[rng.random_range(0..others.len())])?;
+                "link_cut"
+            } else {
+                cluster.isolate(i)?;
+                "isolate"
+            };
+            // A leader cut off from the majority is replaced (a single cut link need not be).
+            let failover = if kind != "link_cut" && leader == Some(cluster.nodes[i].id) {
+                wait_new_leader(cluster, cluster.nodes[i].id, start).await
+            } else {
+                None
+            };
+            cluster.supervise(hold * 2).await?;
+            cluster.mend_all()?;
+            (kind, Some(i), failover)
         } else if kind == "pause" {
             cluster.pause(i)?;
             cluster.supervise(hold).await?;

@@ -10,13 +10,15 @@
 //! that is their linearizable history), and no process panicked. The outcome is one
 //! [`Summary`] (printed as a JSON line by the `chaos` binary).
 //!
-//! Must never: be a dependency of a daemon (it is a harness); reach beyond 127.0.0.0/8;
-//! leave a process running when it returns.
+//! Must never: be a dependency of a daemon (it is a harness); send traffic beyond
+//! 127.0.0.0/8 and the private bridge it creates (`netns`); leave a process running, a
+//! namespace or a mount behind when it returns.
 
 pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod faults;
+pub mod netns;
 pub mod tcp;
 
 use std::path::PathBuf;
@@ -103,9 +105,11 @@ pub async fn run(opts: &Options) -> Result<Summary> {
             tmp.path().to_path_buf()
         }
     };
-    let small_disk = opts.kinds.is_empty() || opts.kinds.iter().any(|k| k == "disk_full");
-    let mut cluster =
-        cluster::ChaosCluster::start(&dir, &opts.tessera, small_disk).await.context("starting the cluster")?;
+    let wants = |kinds: &[&str]| opts.kinds.is_empty() || opts.kinds.iter().any(|k| kinds.contains(&k.as_str()));
+    let (small_disk, namespaces) = (wants(&["disk_full"]), wants(faults::NETWORK_KINDS));
+    let mut cluster = cluster::ChaosCluster::start(&dir, &opts.tessera, small_disk, namespaces)
+        .await
+        .context("starting the cluster")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut workers = Vec::new();
     for id in 0..opts.clients {

@@ -29,7 +29,7 @@ enum Cmd {
         /// Concurrent NFS clients.
         #[arg(long, default_value_t = 3)]
         clients: usize,
-        /// Only these fault kinds (kill9, pause, s3_outage, gateway_kill; repeat or comma-separate).
+        /// Only these fault kinds (kill9, pause, s3_outage, gateway_kill, disk_full, partition, link_cut, isolate; repeat or comma-separate; all by default).
         #[arg(long, value_delimiter = ',')]
         kinds: Vec<String>,
         /// The `tessera` binary (default: next to this one).
