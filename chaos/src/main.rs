@@ -58,7 +58,17 @@ fn main() -> ExitCode {
         }
     };
     let opts = chaos::Options { seed, faults, clients, kinds, tessera, dir };
-    match runtime.block_on(chaos::run(&opts)) {
+    // Interrupted (Ctrl-C, or SIGTERM from a CI limit): the run is dropped, and with it the
+    // cluster, which kills its processes and removes its namespaces and mounts.
+    let outcome = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = chaos::run(&opts) => r,
+            _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; the cluster was stopped"),
+            _ = term.recv() => anyhow::bail!("terminated; the cluster was stopped"),
+        }
+    });
+    match outcome {
         Ok(summary) => {
             println!("{}", serde_json::to_string(&summary).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}")));
             if summary.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) }
