@@ -471,6 +471,49 @@ async fn failover_keeps_every_acknowledged_operation() {
     assert_eq!(read_dir_all(&mut meta, root).await.len(), expected.len());
 }
 
+/// `/health/ready` of node `i`'s metrics port, polled until `want(status, body)` (bounded).
+async fn wait_readiness(cluster: &Cluster, i: usize, what: &str, want: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let s = &cluster.specs[i];
+    let addr: std::net::SocketAddr = format!("{}:{}", s.ip, s.metrics).parse().unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let got = tokio::task::spawn_blocking(move || common::http_get(addr, "/health/ready")).await.unwrap();
+        if let Some((status, body)) = &got
+            && want(*status, body)
+        {
+            return (*status, body.clone());
+        }
+        assert!(Instant::now() < deadline, "node {}: {what} within {DEADLINE:?}; last answer {got:?}", s.id);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// What a load balancer or Kubernetes asks: `/health` answers while the process serves;
+/// `/health/ready` is 200 while metad has a leader, and 503 — naming the role and why —
+/// once a member has been cut off from the quorum for longer than the grace; ready again
+/// when the quorum returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_quorum() {
+    let mut cluster = Cluster::new(10_000, 1_000);
+    cluster.leader().await;
+    let last = 2;
+    wait_readiness(&cluster, last, "ready with a leader", |st, _| st == 200).await;
+    let s = &cluster.specs[last];
+    let addr: std::net::SocketAddr = format!("{}:{}", s.ip, s.metrics).parse().unwrap();
+    let alive = tokio::task::spawn_blocking(move || common::http_get(addr, "/health")).await.unwrap();
+    assert_eq!(alive.map(|(st, _)| st), Some(200));
+    let metrics = tokio::task::spawn_blocking(move || common::http_get(addr, "/metrics")).await.unwrap();
+    assert!(metrics.is_some_and(|(st, b)| st == 200 && b.contains("tessera_raft_term")), "metrics still served");
+
+    cluster.kill(0);
+    cluster.kill(1);
+    let (_, why) = wait_readiness(&cluster, last, "not ready without a quorum", |st, _| st == 503).await;
+    assert!(why.contains("metad: no metad leader known"), "the reason names the role: {why}");
+
+    cluster.start(0, false);
+    wait_readiness(&cluster, last, "ready again with a quorum", |st, _| st == 200).await;
+}
+
 /// Creates `n` files named `{prefix}{i}` through node `i`, `concurrency` at a time.
 async fn bulk_create(cluster: &Cluster, i: usize, root: pb::NodeRef, prefix: &str, n: usize, concurrency: usize) {
     let mut tasks = tokio::task::JoinSet::new();

@@ -2,14 +2,16 @@
 //!
 //! Owns: configuration (`config`: defaults < `--config` file < `TESSERA_*` env < flags),
 //! TLS identities and the one rustls crypto provider (`tls`), mutual TLS and role checks on
-//! the gRPC links (`grpc_tls`), the Prometheus exporter and
-//! the names of every `tessera_` metric (`metrics`), logging (`telemetry`), graceful
+//! the gRPC links (`grpc_tls`), the Prometheus recorder and
+//! the names of every `tessera_` metric (`metrics`), the metrics port's HTTP endpoint with
+//! `/health` and `/health/ready` (`health`), logging (`telemetry`), graceful
 //! shutdown (`shutdown`) and rendezvous placement of chunks on block daemons (`placement`).
 //!
 //! Must never: know a filesystem operation, a protocol, or a storage format.
 
 pub mod config;
 pub mod grpc_tls;
+pub mod health;
 pub mod metrics;
 pub mod placement;
 pub mod shutdown;

@@ -1,4 +1,5 @@
-//! The Prometheus exporter and the name of every `tessera_` metric.
+//! The Prometheus recorder and the name of every `tessera_` metric (served on the metrics
+//! port by `health`).
 //!
 //! Every crate records through the `metrics` facade using the constants below, so a
 //! dashboard's names are defined in one place. Labels are noted beside each name.
@@ -40,12 +41,22 @@ pub struct MetricsError {
     message: String,
 }
 
-/// Serves `/metrics` on `addr` from the current tokio runtime. Call once per process.
-pub fn install_exporter(addr: SocketAddr) -> Result<(), MetricsError> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| MetricsError { addr, message: e.to_string() })
+/// Installs the process's Prometheus recorder and returns its handle (rendered on the
+/// metrics port by `health::serve`). Call once per process, inside a tokio runtime: a task
+/// runs the recorder's upkeep (histogram buckets) every few seconds.
+pub fn install_recorder(addr: SocketAddr) -> Result<metrics_exporter_prometheus::PrometheusHandle, MetricsError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| MetricsError { addr, message: e.to_string() })?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 // The S3 tier of a block daemon (`blockd::s3`).

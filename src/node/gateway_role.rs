@@ -30,6 +30,9 @@ pub struct LocalRoles<'a> {
     pub blockd: Option<&'a blockd::Blockd>,
 }
 
+/// How long the readiness probe waits for metad.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub struct GatewayRole {
     pub nfs_addr: SocketAddr,
     /// The embedded portmapper's address, when `nfs.portmap_port` is set.
@@ -94,6 +97,16 @@ impl GatewayRole {
             portmap.push(tokio::spawn(gateway::server::serve_portmap_udp(udp, map, stop.clone())));
         }
         Ok(GatewayRole { nfs_addr, portmap_addr, engine, server, portmap })
+    }
+
+    /// Feeds `signal` from now on: ready while metad answers the gateway's linearizable
+    /// reads (a gateway on the minority side of a partition does not).
+    pub fn probe_readiness(&self, signal: Arc<cluster::health::Signal>, stop: &cluster::Shutdown) {
+        let engine = Arc::clone(&self.engine);
+        cluster::health::spawn_probe(signal, PROBE_TIMEOUT, stop, move || {
+            let engine = Arc::clone(&engine);
+            async move { engine.probe_metad().await.map_err(|e| format!("metad does not answer: {e}")) }
+        });
     }
 
     /// After `stop` was cancelled: waits for the listener, then makes every buffered write

@@ -26,10 +26,13 @@ mod in_process;
 mod metad_role;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use cluster::Shutdown;
 use cluster::config::{Config, Role};
+use cluster::health::Readiness;
 use cluster::tls::{NodeTls, Role as CertRole};
 use gateway::engine::BlockdSource;
 
@@ -48,16 +51,16 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
         &config.tls_dir(),
         &[config.blockd.bind.to_string(), metad_role::dev_dial_host(&config)],
     )?;
-    cluster::metrics::install_exporter(config.metrics.addr())?;
-
     // Two shutdown phases: the gateway first (stop taking requests, flush), then the core.
     let core_stop = Shutdown::new();
     let gateway_stop = Shutdown::new();
+    let readiness = serve_metrics_port(&config, &core_stop).await?;
 
     let failure = Failure::new();
     let metad_tls = MetadTls { ca: pki.ca_anchor.clone(), identity: pki.metad_identity.clone() };
     let metad = MetadRole::start_dev(&config, &metad_tls, &core_stop).await?;
     failure.watch_metad(metad.metad.clone());
+    probe_metad(&readiness, &metad.metad, &core_stop);
     let blockd = failure
         .before(blockd_role::start(
             &config,
@@ -68,6 +71,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
         ))
         .await?;
     failure.watch_blockd(blockd.store());
+    readiness.signal("blockd").ok();
     let gateway = failure
         .before(GatewayRole::start(
             &config,
@@ -79,6 +83,7 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
             &gateway_stop,
         ))
         .await?;
+    gateway.probe_readiness(readiness.signal("gateway"), &core_stop);
 
     print_banner(&config, gateway.nfs_addr, gateway.portmap_addr, metad.control_addr);
 
@@ -91,6 +96,25 @@ pub async fn run_dev(config: Config) -> anyhow::Result<()> {
     metad.stop().await?;
     tracing::info!("stopped");
     stop.into_result()
+}
+
+/// Serves the metrics port from now on (`/metrics`, `/health`, `/health/ready`: see
+/// `cluster::health`); the roles add their readiness signals as they start.
+async fn serve_metrics_port(config: &Config, stop: &Shutdown) -> anyhow::Result<Arc<Readiness>> {
+    let metrics = cluster::metrics::install_recorder(config.metrics.addr())?;
+    let readiness = Readiness::new();
+    cluster::health::serve(config.metrics.addr(), metrics, Arc::clone(&readiness), stop).await?;
+    Ok(readiness)
+}
+
+/// Metad is ready while it knows a leader (a member on the minority side of a partition
+/// soon does not).
+fn probe_metad(readiness: &Readiness, metad: &metad::Metad, stop: &Shutdown) {
+    let metad = metad.clone();
+    cluster::health::spawn_probe(readiness.signal("metad"), Duration::from_secs(1), stop, move || {
+        let leader = metad.members().leader_id;
+        async move { leader.map(|_| ()).ok_or_else(|| "no metad leader known".to_string()) }
+    });
 }
 
 /// Why a node stops.
@@ -177,16 +201,16 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
     let metad_identity = config.roles.contains(&Role::Metad).then(|| identity(CertRole::Metad)).transpose()?;
     let blockd_identity = config.roles.contains(&Role::Blockd).then(|| identity(CertRole::Blockd)).transpose()?;
     let gateway_identity = config.roles.contains(&Role::Gateway).then(|| identity(CertRole::Gateway)).transpose()?;
-    cluster::metrics::install_exporter(config.metrics.addr())?;
-
     let core_stop = Shutdown::new();
     let gateway_stop = Shutdown::new();
+    let readiness = serve_metrics_port(&config, &core_stop).await?;
     let mut ready = vec![format!("node={}", config.node_id)];
     let failure = Failure::new();
 
     let metad = if let Some(identity) = metad_identity {
         let m = MetadRole::start_member(&config, &MetadTls { ca: ca.clone(), identity }, &core_stop).await?;
         failure.watch_metad(m.metad.clone());
+        probe_metad(&readiness, &m.metad, &core_stop);
         ready.push(format!("metad={} advertise={} control={}", m.internal_addr, m.advertise, m.control_addr));
         Some(m)
     } else {
@@ -201,6 +225,8 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
         Some(id) => {
             let b = failure.before(blockd_role::start(&config, id, ca.clone(), metad_endpoints.clone(), &core_stop)).await?;
             failure.watch_blockd(b.store());
+            // Its probe is the process itself: a failed store stops the node (failure.rs).
+            readiness.signal("blockd").ok();
             ready.push(format!("blockd={} blockd_id={}", b.local_addr(), b.id()));
             Some(b)
         }
@@ -219,6 +245,7 @@ pub async fn run_serve(config: Config) -> anyhow::Result<()> {
                     &gateway_stop,
                 ))
                 .await?;
+            g.probe_readiness(readiness.signal("gateway"), &core_stop);
             ready.push(format!("nfs={}", g.nfs_addr));
             if let Some(pm) = g.portmap_addr {
                 ready.push(format!("portmap={pm}"));

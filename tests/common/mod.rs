@@ -136,6 +136,19 @@ pub fn ready_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> 
     rx
 }
 
+/// GET `path` on a metrics port: (status code, body); `None` if it does not answer within
+/// 5 s.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: tessera\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    let status = reply.split(' ').nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
 /// Scrapes a Prometheus `/metrics` endpoint; samples by name (labels included).
 pub fn scrape(ip: std::net::Ipv4Addr, port: u16) -> HashMap<String, f64> {
     let mut s = TcpStream::connect((ip, port)).expect("connect to metrics");

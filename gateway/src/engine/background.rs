@@ -114,6 +114,12 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         self.files.forget_clean(now);
     }
 
+    /// Whether metad answers a linearizable read through this engine's link now (the
+    /// gateway's readiness: a gateway that cannot reach a metad quorum can serve nothing).
+    pub async fn probe_metad(&self) -> Result<(), FsError> {
+        self.meta.list_shares().await.map(|_| ())
+    }
+
     /// Makes every buffered write durable (graceful shutdown, or an SMB-wide flush).
     /// Returns the first failure after trying every file; files that no longer exist are
     /// not failures (their data has nowhere to go).
