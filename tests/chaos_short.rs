@@ -2,8 +2,9 @@
 //! `deploy/three-node` (and its gateway-only fourth node) behind HAProxy with an S3 server,
 //! NFS clients working through the load balancer, faults from a fixed seed, then heal and
 //! check. Each fails on any acknowledged operation lost, any read that did not return the
-//! acknowledged state, any operation that never completed (a client must see stalls, never
-//! errors) and any panic in a node's log.
+//! acknowledged state, any shared file or name whose history (all clients' calls on it)
+//! is not linearizable, any operation that never completed (a client must see stalls,
+//! never errors) and any panic in a node's log.
 //! The long run (≥ 1,000 faults) is `cargo run -p chaos --release -- run --faults 1000`
 //! (docs/reliability.md).
 
@@ -25,6 +26,7 @@ fn run(seed: u64, faults: usize, clients: usize, kinds: &[&str]) -> (chaos::Summ
     println!("CHAOS_SUMMARY {json}");
     assert!(summary.faults_injected == faults, "{json}");
     assert!(summary.passed(), "lost acknowledgments, violations, failed operations or panics: {json}");
+    assert!(summary.shared_operations > 20, "the model checker had the shared directory's histories to check: {json}");
     (summary, json)
 }
 

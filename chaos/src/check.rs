@@ -7,9 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use nfs3_client::nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3, nfs_fh3};
+use nfs3_client::nfs3_types::nfs3::{LOOKUP3args, Nfs3Result, diropargs3, nfs_fh3, nfsstat3};
 
 use crate::Summary;
+use crate::linear::{self, Call, Entry, Ret};
+use crate::shared;
 use crate::client::{self, ClientReport, Conn};
 use crate::cluster::ChaosCluster;
 use crate::faults::Fault;
@@ -67,6 +69,10 @@ pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[F
         s.acknowledged_but_lost += lost;
         problems.extend(msgs);
     }
+    let (answered, bad) = check_shared(&mut conn, reports).await;
+    s.shared_operations = answered;
+    s.linearizability_violations += bad.len();
+    problems.extend(bad);
     s.slowest_operations = slowest.into_values().collect();
     for (at, what) in &cluster.exits {
         if faults.iter().any(|f| f.kind == "disk_full" && f.start <= *at && *at <= f.end + AFTERMATH) {
@@ -82,6 +88,71 @@ pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[F
     problems.truncate(SHOWN_PROBLEMS);
     s.problems = problems;
     s
+}
+
+/// The shared directory's histories, with a final read of every key after healing, each
+/// checked by the model checker: (answered operations, one problem per key whose history
+/// is not linearizable).
+async fn check_shared(conn: &mut Conn, reports: &[ClientReport]) -> (usize, Vec<String>) {
+    let mut ops: Vec<shared::Op> = reports.iter().flat_map(|r| r.shared_ops.iter().cloned()).collect();
+    let answered = ops.iter().filter(|o| o.answer.is_some()).count();
+    if ops.is_empty() {
+        return (0, Vec::new());
+    }
+    let mut problems = Vec::new();
+    // What healing left: every file read and every name looked up once more.
+    let Some(root) = ({
+        let _ = conn.client().await;
+        conn.root.clone()
+    }) else {
+        return (answered, vec!["shared: cannot mount through the load balancer after healing".into()]);
+    };
+    match shared::setup(conn, &root).await {
+        Some(sh) => {
+            for (i, key) in shared::FILES.iter().enumerate() {
+                let called = std::time::Instant::now();
+                match client::read_all(conn, &sh.files[i]).await {
+                    Ok(bytes) => match shared::value_of(&bytes) {
+                        Some(v) => ops.push(shared::Op { key, call: Call::Read, called, answer: Some((Ret::Value(v), std::time::Instant::now())) }),
+                        None => problems.push(format!("shared/{key}: {} bytes after healing, no whole value", bytes.len())),
+                    },
+                    Err(e) => problems.push(format!("shared/{key}: READ after healing: {e}")),
+                }
+            }
+            for key in shared::NAMES {
+                let called = std::time::Instant::now();
+                let args = LOOKUP3args { what: diropargs3 { dir: sh.dir.clone(), name: client::name(key) } };
+                let ret = match client::rpc!(conn, c => c.lookup(&args)) {
+                    Some(Nfs3Result::Ok(_)) => Ret::Exists,
+                    Some(Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _))) => Ret::Missing,
+                    Some(Nfs3Result::Err((st, _))) => {
+                        problems.push(format!("shared/{key}: LOOKUP after healing: {st:?}"));
+                        continue;
+                    }
+                    None => {
+                        problems.push(format!("shared/{key}: LOOKUP after healing never answered"));
+                        continue;
+                    }
+                };
+                ops.push(shared::Op { key, call: Call::Lookup, called, answer: Some((ret, std::time::Instant::now())) });
+            }
+        }
+        None => problems.push("shared: the shared directory is gone after healing".into()),
+    }
+    let Some(base) = ops.iter().map(|o| o.called).min() else { return (answered, problems) };
+    let ms_floor = |t: std::time::Instant| t.duration_since(base).as_millis() as u64;
+    let ms_ceil = |t: std::time::Instant| t.duration_since(base).as_micros().div_ceil(1000) as u64;
+    for key in shared::FILES.iter().chain(shared::NAMES.iter()) {
+        let history: Vec<Entry> = ops
+            .iter()
+            .filter(|o| o.key == *key)
+            .map(|o| Entry { call: o.call, call_ms: ms_floor(o.called), answer: o.answer.map(|(r, t)| (r, ms_ceil(t))) })
+            .collect();
+        if let Err(e) = linear::check(&history, 0) {
+            problems.push(format!("shared/{key}: {e} ({} calls)", history.len()));
+        }
+    }
+    (answered, problems)
 }
 
 /// Lost acknowledged states of one client: (count, descriptions).

@@ -25,6 +25,9 @@ use nfs3_client::nfs3_types::xdr_codec::{List, Opaque};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::linear::Call;
+use crate::shared;
+
 type Client = nfs3_client::Nfs3Client<crate::tcp::Tcp>;
 
 /// A call unanswered this long is abandoned and retried on a new connection. Longer than
@@ -37,6 +40,8 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const OP_DEADLINE: Duration = Duration::from_secs(120);
 /// Pause after NFS3ERR_JUKEBOX or a failed (re)connection.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// Share of a client's operations that go to the shared directory (`shared`).
+const SHARED_PERCENT: u32 = 20;
 /// Each client reconnects through the load balancer after this many operations.
 const REMOUNT_EVERY: u64 = 40;
 const MAX_WRITE: usize = 64 * 1024;
@@ -62,6 +67,8 @@ pub struct ClientReport {
     pub files: BTreeMap<String, Vec<u8>>,
     /// Names of failed operations, which may or may not exist (see `Worker::give_up`).
     pub uncertain: BTreeMap<String, Uncertain>,
+    /// Every call on the shared directory, for the model checker.
+    pub shared_ops: Vec<shared::Op>,
     pub dir_name: String,
 }
 
@@ -184,6 +191,13 @@ pub struct Worker {
     files: BTreeMap<String, FileModel>,
     uncertain: BTreeMap<String, Uncertain>,
     next_name: u64,
+    /// The shared directory's handles, once set up.
+    shared: Option<shared::Shared>,
+    /// Draws the shared operations (apart from `rng`, so a seed's own-file operations are
+    /// the same as before the shared ones were added).
+    shared_rng: StdRng,
+    /// Values this client has written to shared files.
+    shared_seq: u64,
     pub report: ClientReport,
 }
 
@@ -199,6 +213,9 @@ impl Worker {
             files: BTreeMap::new(),
             uncertain: BTreeMap::new(),
             next_name: 0,
+            shared: None,
+            shared_rng: StdRng::seed_from_u64(seed ^ 0x5348_4152_4544 ^ id as u64),
+            shared_seq: 0,
             report: ClientReport { dir_name, ..ClientReport::default() },
         }
     }
@@ -247,7 +264,7 @@ impl Worker {
                 Nfs3Result::Ok(ok) => {
                     if let Nfs3Option::Some(fh) = ok.obj {
                         self.dir = Some(fh);
-                        return true;
+                        return self.setup_shared(&root).await;
                     }
                 }
                 Nfs3Result::Err((s, _)) if jukebox(&s) => {}
@@ -258,12 +275,60 @@ impl Worker {
                 }
             }
             // Exists (a retried MKDIR) or no handle returned: look it up.
-            let args = LOOKUP3args { what: diropargs3 { dir: root, name: name(&self.dir_name) } };
+            let args = LOOKUP3args { what: diropargs3 { dir: root.clone(), name: name(&self.dir_name) } };
             if let Some(Nfs3Result::Ok(ok)) = rpc!(self.conn, c => c.lookup(&args)) {
                 self.dir = Some(ok.object);
-                return true;
+                return self.setup_shared(&root).await;
             }
         }
+    }
+
+    async fn setup_shared(&mut self, root: &nfs_fh3) -> bool {
+        self.shared = shared::setup(&mut self.conn, root).await;
+        if self.shared.is_none() {
+            self.fail("could not set up the shared directory".into());
+        }
+        self.shared.is_some()
+    }
+
+    /// One operation on the shared directory (see `shared`), recorded.
+    async fn shared_op(&mut self) -> &'static str {
+        let Some(sh) = self.shared.clone() else { return "shared" };
+        let p: u32 = self.shared_rng.random_range(0..100);
+        let (f, n) = (self.shared_rng.random_range(0..shared::FILES.len()), self.shared_rng.random_range(0..shared::NAMES.len()));
+        let (call, key, i, kind) = if p < 35 {
+            self.shared_seq += 1;
+            (Call::Write(((self.id as u64 + 1) << 40) | self.shared_seq), shared::FILES[f], f, "shared_write")
+        } else if p < 60 {
+            (Call::Read, shared::FILES[f], f, "shared_read")
+        } else if p < 75 {
+            (Call::Create, shared::NAMES[n], n, "shared_create")
+        } else if p < 90 {
+            (Call::Remove, shared::NAMES[n], n, "shared_remove")
+        } else {
+            (Call::Lookup, shared::NAMES[n], n, "shared_lookup")
+        };
+        let called = Instant::now();
+        let answer = match shared::attempt(&mut self.conn, &sh, call, i).await {
+            shared::Outcome::Answered(ret) => Some((ret, Instant::now())),
+            shared::Outcome::Unanswered => None,
+            shared::Outcome::Failed(why) if call == Call::Read => {
+                self.report.violations.push(format!("client {}: shared/{key}: {why}", self.id));
+                return kind;
+            }
+            shared::Outcome::Failed(why) => {
+                self.fail(format!("shared/{key}: {why}"));
+                None
+            }
+        };
+        // A read that got no answer did nothing; every mutation sent is recorded.
+        if answer.is_some() || call != Call::Read {
+            self.report.shared_ops.push(shared::Op { key, call, called, answer });
+        }
+        if answer.is_some() {
+            self.report.acknowledged += 1;
+        }
+        kind
     }
 
     /// Runs operations until `stop` says so.
@@ -277,6 +342,11 @@ impl Worker {
                 self.conn.reset();
             }
             let started = Instant::now();
+            if self.shared_rng.random_range(0..100) < SHARED_PERCENT {
+                let kind = self.shared_op().await;
+                self.report.ops.push((started, Instant::now(), kind));
+                continue;
+            }
             let p: u32 = self.rng.random_range(0..100);
             let n = self.files.len();
             let kind = if n < 3 || p < 12 {

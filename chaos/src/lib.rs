@@ -7,7 +7,10 @@
 //! everything, and checks (`check`): every acknowledged write reads back with exactly its
 //! bytes, every acknowledged create/rename/remove is reflected in the directory, every read
 //! during the run returned the acknowledged state (each client's files have one writer, so
-//! that is their linearizable history), and no process panicked. The outcome is one
+//! that is their linearizable history), the histories of a directory all clients share —
+//! whole-file writes and reads, creates, removes and lookups by several clients at once
+//! (`shared`) — are linearizable per file and per name (`linear`, a model checker), and
+//! no process panicked. The outcome is one
 //! [`Summary`] (printed as a JSON line by the `chaos` binary).
 //!
 //! Must never: be a dependency of a daemon (it is a harness); send traffic beyond
@@ -18,7 +21,9 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod faults;
+pub mod linear;
 pub mod netns;
+pub mod shared;
 pub mod tcp;
 
 use std::path::PathBuf;
@@ -50,8 +55,11 @@ pub struct Summary {
     pub operations_acknowledged: u64,
     /// Acknowledged writes, creates, renames or removes not reflected after healing.
     pub acknowledged_but_lost: usize,
-    /// Reads during the run that did not return the acknowledged state.
+    /// Reads during the run that did not return the acknowledged state, and keys of the
+    /// shared directory whose history is not linearizable (`linear`).
     pub linearizability_violations: usize,
+    /// Answered operations on the shared directory (all clients), checked by `linear`.
+    pub shared_operations: usize,
     /// Operations that never completed (or got an error no fault explains).
     pub failed_operations: usize,
     /// Writes refused with NFS3ERR_NOSPC while a block daemon's disk was full (expected;
