@@ -2,7 +2,7 @@
 //! is alive and serving HTTP) and `/health/ready` (every role of the node is ready).
 //!
 //! Owns the readiness of a node as a set of named [`Signal`]s, one per role, each fed by
-//! its role's own probe (metad: a leader is known; gateway: metad answers a linearizable
+//! its role's own probe (metad: it gets a read index; gateway: metad answers a linearizable
 //! read). A signal is *not ready* only once it has failed for longer than
 //! [`READY_GRACE`]: a leader election (about a second) must not mark every gateway down at
 //! once in front of a load balancer; a gateway on the minority side of a partition, or one

@@ -138,6 +138,11 @@ fn raft_config(tuning: RaftTuning) -> Result<Config> {
         // A member restarted with an empty data directory (a replaced disk) has "lost" its log;
         // the leader must re-sync it (from a snapshot) instead of treating that as a bug.
         allow_log_reversion: Some(true),
+        // A member cut off from the others asks first whether it could win (Pre-Vote) and
+        // does not raise its term when it could not: when the partition heals it rejoins
+        // without deposing the leader the majority kept (tests/metad_cluster.rs
+        // `readiness_follows_the_quorum`; the chaos harness's `partition` fault).
+        enable_pre_vote: Some(true),
         ..Default::default()
     };
     Ok(config.validate()?)

@@ -107,13 +107,14 @@ async fn serve_metrics_port(config: &Config, stop: &Shutdown) -> anyhow::Result<
     Ok(readiness)
 }
 
-/// Metad is ready while it knows a leader (a member on the minority side of a partition
-/// soon does not).
+/// Metad is ready while it can serve a linearizable read: a leader confirmed by a quorum
+/// gives it a read index (a member on the minority side of a partition cannot get one;
+/// with Pre-Vote it may still name the old leader, so knowing a leader is not enough).
 fn probe_metad(readiness: &Readiness, metad: &metad::Metad, stop: &Shutdown) {
     let metad = metad.clone();
     cluster::health::spawn_probe(readiness.signal("metad"), Duration::from_secs(1), stop, move || {
-        let leader = metad.members().leader_id;
-        async move { leader.map(|_| ()).ok_or_else(|| "no metad leader known".to_string()) }
+        let metad = metad.clone();
+        async move { metad.read_small(|_| Ok(())).await.map_err(|e| format!("no linearizable read: {e}")) }
     });
 }
 
