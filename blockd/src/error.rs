@@ -85,6 +85,8 @@ impl BlockdError {
             BlockdError::Corrupt { .. } => Status::Corrupt,
             BlockdError::NoSpace { .. } => Status::NoSpace,
             BlockdError::Tier(crate::s3::TierError::Backlogged { .. }) => Status::NoSpace,
+            // S3 or metad out of reach: the chunk is there, just not now.
+            BlockdError::Tier(t) if t.is_transient() => Status::Unavailable,
             BlockdError::HashMismatch { .. } | BlockdError::TooLarge { .. } => Status::BadRequest,
             _ => Status::Internal,
         }

@@ -77,6 +77,9 @@ pub enum Status {
     NoSpace = 3,
     BadRequest = 4,
     Internal = 5,
+    /// The daemon cannot serve it now but may soon (its S3 tier or metad is unreachable):
+    /// ask again, or another daemon.
+    Unavailable = 6,
 }
 
 impl Status {
@@ -88,6 +91,7 @@ impl Status {
             3 => Status::NoSpace,
             4 => Status::BadRequest,
             5 => Status::Internal,
+            6 => Status::Unavailable,
             _ => return None,
         })
     }

@@ -28,6 +28,10 @@ pub enum S3Error {
     Timeout { op: &'static str, key: String, after: Duration },
     #[error("S3 {op} of {key}: {message}")]
     Request { op: &'static str, key: String, message: String },
+    /// No answer from S3 (connection refused or broken, a timeout), or a 5xx: it may
+    /// answer later.
+    #[error("S3 {op} of {key} got no answer: {message}")]
+    Unreachable { op: &'static str, key: String, message: String },
     #[error("S3 object {key} answered {found} bytes for a range of {expected}")]
     Length { key: String, found: u64, expected: u64 },
     #[error("S3 listing of {prefix} is malformed: {what}")]
@@ -110,7 +114,7 @@ impl PackBucket {
                 .range(range)
                 .send()
                 .await
-                .map_err(|e| request_error("GET", key, e))?;
+                .map_err(|e| sdk_error("GET", key, e))?;
             if let Some(n) = out.content_length
                 && u64::try_from(n).ok() != Some(expected)
             {
@@ -118,7 +122,8 @@ impl PackBucket {
             }
             let mut body = out.body;
             let mut buf = BytesMut::new();
-            while let Some(piece) = body.try_next().await.map_err(|e| S3Error::Request {
+            // A body cut short: the connection broke.
+            while let Some(piece) = body.try_next().await.map_err(|e| S3Error::Unreachable {
                 op: "GET",
                 key: key.into(),
                 message: e.to_string(),
@@ -211,6 +216,23 @@ impl PackBucket {
                 _ => return Ok(out),
             }
         }
+    }
+}
+
+/// An SDK failure as `Unreachable` when S3 gave no answer (or a 5xx), `Request` otherwise.
+fn sdk_error<E>(op: &'static str, key: &str, e: aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Error
+where
+    E: std::error::Error + 'static,
+{
+    use aws_sdk_s3::error::SdkError;
+    let unreachable = match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
+        SdkError::ServiceError(_) => e.raw_response().is_some_and(|r| r.status().is_server_error()),
+        _ => false,
+    };
+    match request_error(op, key, e) {
+        S3Error::Request { op, key, message } if unreachable => S3Error::Unreachable { op, key, message },
+        other => other,
     }
 }
 

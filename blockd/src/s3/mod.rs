@@ -189,6 +189,19 @@ pub enum TierError {
     Stopped,
 }
 
+impl TierError {
+    /// Whether S3 or metad was out of reach (the chunk is there, just not now), rather
+    /// than an answer that something is wrong.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            TierError::S3(S3Error::Timeout { .. } | S3Error::Unreachable { .. })
+                | TierError::ReadTimeout { .. }
+                | TierError::Directory(DirectoryError::Metad(_))
+        )
+    }
+}
+
 /// A snapshot of the tier's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TierStats {

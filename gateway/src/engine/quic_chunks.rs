@@ -206,6 +206,9 @@ pub(super) fn check_status(status: Status, body: &[u8], hash: Option<&ChunkHash>
         Status::NoSpace => Err(FsError::NoSpace),
         Status::NotFound => Err(FsError::Io(format!("{} not found on the block daemon", what()))),
         Status::Corrupt => Err(FsError::Io(format!("{} is corrupt on the block daemon", what()))),
+        Status::Unavailable => {
+            Err(FsError::Unavailable(format!("block daemon cannot serve {} now: {}", what(), msg())))
+        }
         Status::BadRequest | Status::Internal => {
             Err(FsError::Io(format!("block daemon refused {} ({status:?}): {}", what(), msg())))
         }

@@ -173,3 +173,18 @@ async fn an_unreachable_daemon_is_unavailable_not_a_hang() {
     let r = c.has(&[hash_of(b"x")]).await;
     assert!(matches!(r, Err(FsError::Unavailable(_))), "{r:?}");
 }
+
+/// The chunk-status table: what each refusal of a block daemon means to the gateway. Only
+/// "not now" is worth asking again (its client then sees NFS3ERR_JUKEBOX, not EIO); a
+/// missing or corrupt copy is an I/O error of that daemon (the gateway asks the others).
+#[test]
+fn every_refusal_maps_to_its_filesystem_error() {
+    let hash = hash_of(b"a chunk");
+    let got = |s| super::check_status(s, b"why", Some(&hash));
+    assert!(got(Status::Ok).is_ok());
+    assert!(matches!(got(Status::NoSpace), Err(FsError::NoSpace)));
+    assert!(matches!(got(Status::Unavailable), Err(FsError::Unavailable(_))), "S3 or metad out of the daemon's reach");
+    for s in [Status::NotFound, Status::Corrupt, Status::BadRequest, Status::Internal] {
+        assert!(matches!(got(s), Err(FsError::Io(_))), "{s:?}");
+    }
+}
