@@ -73,6 +73,18 @@ fn status_is_jukebox(s: &nfsstat3) -> bool {
     matches!(s, nfsstat3::NFS3ERR_JUKEBOX)
 }
 
+/// A name operation's answer: `ok` on success, EXIST and NOENT as what they say of the
+/// name, JUKEBOX as no answer.
+fn name_outcome<T, E>(r: Nfs3Result<T, E>, ok: Ret, what: &str) -> Outcome {
+    match r {
+        Nfs3Result::Ok(_) => Outcome::Answered(ok),
+        Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _)) => Outcome::Answered(Ret::Exists),
+        Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Outcome::Answered(Ret::Missing),
+        Nfs3Result::Err((s, _)) if status_is_jukebox(&s) => Outcome::Unanswered,
+        Nfs3Result::Err((s, _)) => Outcome::Failed(format!("{what}: {s:?}")),
+    }
+}
+
 /// Makes (or finds) the shared directory and files; every client does, at once.
 pub async fn setup(conn: &mut Conn, root: &nfs_fh3) -> Option<Shared> {
     let dir = {
@@ -151,36 +163,15 @@ pub async fn attempt(conn: &mut Conn, shared: &Shared, call: Call, i: usize) -> 
                 where_: diropargs3 { dir: shared.dir.clone(), name: name(NAMES[i]) },
                 how: createhow3::GUARDED(sattr3 { mode: set_mode3::Some(0o644), ..Default::default() }),
             };
-            tokio::time::timeout(CALL_TIMEOUT, c.create(&args)).await.map(|r| {
-                r.map(|r| match r {
-                    Nfs3Result::Ok(_) => Outcome::Answered(Ret::Done),
-                    Nfs3Result::Err((nfsstat3::NFS3ERR_EXIST, _)) => Outcome::Answered(Ret::Exists),
-                    Nfs3Result::Err((s, _)) if status_is_jukebox(&s) => Outcome::Unanswered,
-                    Nfs3Result::Err((s, _)) => Outcome::Failed(format!("CREATE: {s:?}")),
-                })
-            })
+            tokio::time::timeout(CALL_TIMEOUT, c.create(&args)).await.map(|r| r.map(|r| name_outcome(r, Ret::Done, "CREATE")))
         }
         Call::Remove => {
             let args = REMOVE3args { object: diropargs3 { dir: shared.dir.clone(), name: name(NAMES[i]) } };
-            tokio::time::timeout(CALL_TIMEOUT, c.remove(&args)).await.map(|r| {
-                r.map(|r| match r {
-                    Nfs3Result::Ok(_) => Outcome::Answered(Ret::Done),
-                    Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Outcome::Answered(Ret::Missing),
-                    Nfs3Result::Err((s, _)) if status_is_jukebox(&s) => Outcome::Unanswered,
-                    Nfs3Result::Err((s, _)) => Outcome::Failed(format!("REMOVE: {s:?}")),
-                })
-            })
+            tokio::time::timeout(CALL_TIMEOUT, c.remove(&args)).await.map(|r| r.map(|r| name_outcome(r, Ret::Done, "REMOVE")))
         }
         Call::Lookup => {
             let args = LOOKUP3args { what: diropargs3 { dir: shared.dir.clone(), name: name(NAMES[i]) } };
-            tokio::time::timeout(CALL_TIMEOUT, c.lookup(&args)).await.map(|r| {
-                r.map(|r| match r {
-                    Nfs3Result::Ok(_) => Outcome::Answered(Ret::Exists),
-                    Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Outcome::Answered(Ret::Missing),
-                    Nfs3Result::Err((s, _)) if status_is_jukebox(&s) => Outcome::Unanswered,
-                    Nfs3Result::Err((s, _)) => Outcome::Failed(format!("LOOKUP: {s:?}")),
-                })
-            })
+            tokio::time::timeout(CALL_TIMEOUT, c.lookup(&args)).await.map(|r| r.map(|r| name_outcome(r, Ret::Exists, "LOOKUP")))
         }
     };
     match answered {
