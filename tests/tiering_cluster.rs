@@ -235,9 +235,10 @@ fn an_s3_outage_keeps_writes_going_fails_remote_reads_in_time_and_catches_up() {
     let addr = rt.block_on(server.stop());
     let during = random_bytes(12 * MIB as usize, 42);
     nfs_cp(&write_file(tmp.path(), "during.bin", &during), &cluster.nfs_url(front, "/export", "during"));
-    // A read of an evicted chunk fails with an I/O error, within the read timeout (plus the
-    // client's and gateway's overhead), instead of hanging. Restart the gateway first so its
-    // cache holds nothing.
+    // A read of an evicted chunk is answered "try again later" (NFS3ERR_JUKEBOX: the data
+    // is in a tier that is away; a kernel client waits and retries), within the read
+    // timeout (plus the client's and gateway's overhead), instead of hanging. Restart the
+    // gateway first so its cache holds nothing.
     cluster.stop(front);
     cluster.start(front);
     let started = Instant::now();

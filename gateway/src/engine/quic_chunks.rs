@@ -197,6 +197,10 @@ async fn exchange(conn: &Connection, op: Op, parts: &[Bytes]) -> Result<(Status,
     Ok((header.status, Bytes::from(body)))
 }
 
+/// How an `Unavailable` answered by a daemon itself begins (its S3 tier or metad is out of
+/// reach; see `ReplicatedChunks::get_round`), as opposed to a daemon that did not answer.
+pub(crate) const NOT_NOW: &str = "the block daemon cannot serve it now";
+
 /// Maps a non-OK status to the filesystem error.
 pub(super) fn check_status(status: Status, body: &[u8], hash: Option<&ChunkHash>) -> Result<(), FsError> {
     let msg = || String::from_utf8_lossy(body).into_owned();
@@ -207,7 +211,7 @@ pub(super) fn check_status(status: Status, body: &[u8], hash: Option<&ChunkHash>
         Status::NotFound => Err(FsError::Io(format!("{} not found on the block daemon", what()))),
         Status::Corrupt => Err(FsError::Io(format!("{} is corrupt on the block daemon", what()))),
         Status::Unavailable => {
-            Err(FsError::Unavailable(format!("block daemon cannot serve {} now: {}", what(), msg())))
+            Err(FsError::Unavailable(format!("{NOT_NOW}: {}: {}", what(), msg())))
         }
         Status::BadRequest | Status::Internal => {
             Err(FsError::Io(format!("block daemon refused {} ({status:?}): {}", what(), msg())))

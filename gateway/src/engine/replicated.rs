@@ -42,6 +42,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::api::ChunkApi;
 use super::grpc_meta::GrpcMeta;
+use super::quic_chunks::NOT_NOW;
 use super::local_daemon::{Daemon, LocalHandle};
 use super::lock;
 use super::placement;
@@ -255,7 +256,10 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
             Ok(r) => r,
             Err(_) => Err(FsError::Unavailable(format!("no answer within {:?}", self.opts.attempt_timeout))),
         };
-        if let Err(FsError::Unavailable(why)) = &answer {
+        // A daemon that answered "not now" is alive; one that did not answer is suspect.
+        if let Err(FsError::Unavailable(why)) = &answer
+            && !why.starts_with(NOT_NOW)
+        {
             self.suspect(id, why);
         }
         answer
@@ -442,7 +446,7 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
         let mut backoff = self.opts.first_backoff;
         let mut view = self.current_view().await.map_err(|e| FsError::Io(format!("chunk {hash}: {e}")))?;
         loop {
-            let (errors, unreachable) = match self.get_round(&view, hash).await {
+            let (errors, unreachable, not_now) = match self.get_round(&view, hash).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(round) => round,
             };
@@ -450,6 +454,12 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
                 return Err(FsError::Io(format!("chunk {hash}: no live block daemon")));
             }
             let why = errors.join("; ");
+            if not_now && !unreachable {
+                // Every daemon answered, and one holds the chunk in a tier it cannot reach
+                // now (it waited its own read timeout): "try again later" at once, as
+                // RFC 1813 means JUKEBOX for data on a slow or absent tier.
+                return Err(FsError::Unavailable(format!("chunk {hash}: not readable now: {why}")));
+            }
             if !unreachable {
                 return Err(FsError::Io(format!("chunk {hash}: no block daemon could serve it: {why}")));
             }
@@ -468,7 +478,8 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
 
     /// One pass over the daemons for `hash`: its bytes, or the errors met and whether some
     /// daemon could not be reached.
-    async fn get_round(&self, view: &View, hash: ChunkHash) -> Result<Bytes, (Vec<String>, bool)> {
+    /// `not_now`: some daemon answered that it holds the chunk but cannot serve it now.
+    async fn get_round(&self, view: &View, hash: ChunkHash) -> Result<Bytes, (Vec<String>, bool, bool)> {
         // Live daemons in rendezvous order (suspects after the others), then (last resort:
         // the bytes are verified, so asking costs only time) the ones metad does not
         // currently judge live.
@@ -477,7 +488,7 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
         order.extend(suspects);
         order.extend(placement::replicas(&hash, &view.others, view.others.len()));
         let mut errors = Vec::new();
-        let mut unreachable = false;
+        let (mut unreachable, mut not_now) = (false, false);
         for id in order {
             let answer = match self.ask(id, self.daemon(view, id)).await {
                 Ok(d) => self.ask(id, d.get(hash)).await,
@@ -489,13 +500,17 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
                 }
                 Ok(_) => errors.push(format!("daemon {id}: bytes fail the hash check")),
                 Err(e) => {
-                    unreachable |= matches!(e, FsError::Unavailable(_));
+                    match &e {
+                        FsError::Unavailable(why) if why.starts_with(NOT_NOW) => not_now = true,
+                        FsError::Unavailable(_) => unreachable = true,
+                        _ => {}
+                    }
                     errors.push(format!("daemon {id}: {e}"));
                 }
             }
             tracing::warn!(%hash, daemon = id, error = errors.last().map(String::as_str), "chunk read failed; trying the next daemon");
         }
-        Err((errors, unreachable))
+        Err((errors, unreachable, not_now))
     }
 }
 
