@@ -101,10 +101,7 @@ async fn check_shared(conn: &mut Conn, reports: &[ClientReport]) -> (usize, Vec<
     }
     let mut problems = Vec::new();
     // What healing left: every file read and every name looked up once more.
-    let Some(root) = ({
-        let _ = conn.client().await;
-        conn.root.clone()
-    }) else {
+    let Some(root) = conn.root().await else {
         return (answered, vec!["shared: cannot mount through the load balancer after healing".into()]);
     };
     match shared::setup(conn, &root).await {
@@ -159,10 +156,7 @@ async fn check_shared(conn: &mut Conn, reports: &[ClientReport]) -> (usize, Vec<
 async fn check_client(conn: &mut Conn, r: &ClientReport) -> (usize, Vec<String>) {
     let mut lost = 0;
     let mut msgs = Vec::new();
-    let Some(root) = ({
-        let _ = conn.client().await;
-        conn.root.clone()
-    }) else {
+    let Some(root) = conn.root().await else {
         return (r.files.len().max(1), vec![format!("{}: cannot mount through the load balancer after healing", r.dir_name)]);
     };
     let dir = {

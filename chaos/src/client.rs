@@ -137,6 +137,12 @@ impl Conn {
         self.client = None;
     }
 
+    /// The export's root handle, mounting first if needed (`None` if that fails).
+    pub async fn root(&mut self) -> Option<nfs_fh3> {
+        let _ = self.client().await;
+        self.root.clone()
+    }
+
     /// A call sent at `sent` failed without an answer: noted, and the next call connects
     /// again.
     pub fn broke(&mut self, sent: Instant) {
@@ -241,10 +247,7 @@ impl Worker {
     pub async fn setup(&mut self) -> bool {
                 let started = Instant::now();
         loop {
-            let Some(root) = ({
-                let _ = self.conn.client().await;
-                self.conn.root.clone()
-            }) else {
+            let Some(root) = self.conn.root().await else {
                 if started.elapsed() > OP_DEADLINE {
                     self.fail("could not mount through the load balancer".into());
                     return false;

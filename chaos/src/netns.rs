@@ -11,7 +11,6 @@
 //! Must never: touch an interface or namespace it did not create; leave any behind when
 //! dropped.
 
-use std::net::Ipv4Addr;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -79,10 +78,6 @@ impl Netns {
     /// Node `id`'s link at the bridge (the harness's side of its veth pair).
     fn veth(&self, id: u64) -> String {
         format!("tch{}n{id}", self.tag)
-    }
-
-    pub fn addr(&self, id: u64) -> Result<Ipv4Addr> {
-        Ok(format!("{}{id}", self.prefix).parse()?)
     }
 
     /// Packets between nodes `a` and `b` vanish, both ways.

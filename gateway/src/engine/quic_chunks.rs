@@ -199,7 +199,13 @@ async fn exchange(conn: &Connection, op: Op, parts: &[Bytes]) -> Result<(Status,
 
 /// How an `Unavailable` answered by a daemon itself begins (its S3 tier or metad is out of
 /// reach; see `ReplicatedChunks::get_round`), as opposed to a daemon that did not answer.
-pub(crate) const NOT_NOW: &str = "the block daemon cannot serve it now";
+const NOT_NOW: &str = "the block daemon cannot serve it now";
+
+/// Whether `e` is a daemon's own "not now" (it answered), as opposed to one that did not
+/// answer at all.
+pub(crate) fn is_not_now(e: &FsError) -> bool {
+    matches!(e, FsError::Unavailable(why) if why.starts_with(NOT_NOW))
+}
 
 /// Maps a non-OK status to the filesystem error.
 pub(super) fn check_status(status: Status, body: &[u8], hash: Option<&ChunkHash>) -> Result<(), FsError> {

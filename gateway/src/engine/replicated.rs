@@ -42,7 +42,7 @@ use rustls::pki_types::CertificateDer;
 
 use super::api::ChunkApi;
 use super::grpc_meta::GrpcMeta;
-use super::quic_chunks::NOT_NOW;
+use super::quic_chunks::is_not_now;
 use super::local_daemon::{Daemon, LocalHandle};
 use super::lock;
 use super::placement;
@@ -257,8 +257,8 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
             Err(_) => Err(FsError::Unavailable(format!("no answer within {:?}", self.opts.attempt_timeout))),
         };
         // A daemon that answered "not now" is alive; one that did not answer is suspect.
-        if let Err(FsError::Unavailable(why)) = &answer
-            && !why.starts_with(NOT_NOW)
+        if let Err(e @ FsError::Unavailable(why)) = &answer
+            && !is_not_now(e)
         {
             self.suspect(id, why);
         }
@@ -500,10 +500,10 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
                 }
                 Ok(_) => errors.push(format!("daemon {id}: bytes fail the hash check")),
                 Err(e) => {
-                    match &e {
-                        FsError::Unavailable(why) if why.starts_with(NOT_NOW) => not_now = true,
-                        FsError::Unavailable(_) => unreachable = true,
-                        _ => {}
+                    if is_not_now(&e) {
+                        not_now = true;
+                    } else {
+                        unreachable |= matches!(e, FsError::Unavailable(_));
                     }
                     errors.push(format!("daemon {id}: {e}"));
                 }
