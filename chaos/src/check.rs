@@ -110,7 +110,7 @@ async fn check_shared(conn: &mut Conn, reports: &[ClientReport]) -> (usize, Vec<
                 let called = std::time::Instant::now();
                 match client::read_all(conn, &sh.files[i]).await {
                     Ok(bytes) => match shared::value_of(&bytes) {
-                        Some(v) => ops.push(shared::Op { key, call: Call::Read, called, answer: Some((Ret::Value(v), std::time::Instant::now())) }),
+                        Some(v) => ops.push(shared::Op { key, call: Call::Read, called, answer: Some((Ret::Value(v), std::time::Instant::now())), client: linear::CHECKER }),
                         None => problems.push(format!("shared/{key}: {} bytes after healing, no whole value", bytes.len())),
                     },
                     Err(e) => problems.push(format!("shared/{key}: READ after healing: {e}")),
@@ -131,7 +131,7 @@ async fn check_shared(conn: &mut Conn, reports: &[ClientReport]) -> (usize, Vec<
                         continue;
                     }
                 };
-                ops.push(shared::Op { key, call: Call::Lookup, called, answer: Some((ret, std::time::Instant::now())) });
+                ops.push(shared::Op { key, call: Call::Lookup, called, answer: Some((ret, std::time::Instant::now())), client: linear::CHECKER });
             }
         }
         None => problems.push("shared: the shared directory is gone after healing".into()),
@@ -143,7 +143,12 @@ async fn check_shared(conn: &mut Conn, reports: &[ClientReport]) -> (usize, Vec<
         let history: Vec<Entry> = ops
             .iter()
             .filter(|o| o.key == *key)
-            .map(|o| Entry { call: o.call, call_ms: ms_floor(o.called), answer: o.answer.map(|(r, t)| (r, ms_ceil(t))) })
+            .map(|o| Entry {
+                call: o.call,
+                call_ms: ms_floor(o.called),
+                answer: o.answer.map(|(r, t)| (r, ms_ceil(t))),
+                client: o.client,
+            })
             .collect();
         if let Err(e) = linear::check(&history, 0) {
             problems.push(format!("shared/{key}: {e} ({} calls)", history.len()));

@@ -326,7 +326,7 @@ impl Worker {
         };
         // A read that got no answer did nothing; every mutation sent is recorded.
         if answer.is_some() || call != Call::Read {
-            self.report.shared_ops.push(shared::Op { key, call, called, answer });
+            self.report.shared_ops.push(shared::Op { key, call, called, answer, client: self.id });
         }
         if answer.is_some() {
             self.report.acknowledged += 1;

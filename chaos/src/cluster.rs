@@ -100,6 +100,17 @@ impl ChaosCluster {
     }
 }
 
+/// The current sessions (`scur`) of `server` in `backend` from HAProxy's `show stat` CSV.
+fn scur_of(csv: &str, backend: &str, server: &str) -> Option<u64> {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+    let col = header.iter().position(|h| *h == "scur")?;
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&backend) && f.get(1) == Some(&server))
+        .and_then(|f| f.get(col)?.parse().ok())
+}
+
 pub struct ChaosCluster {
     pub dir: PathBuf,
     tessera: PathBuf,
@@ -224,7 +235,11 @@ impl ChaosCluster {
         ];
         let haproxy_cfg = dir.join("haproxy.cfg");
         let text = std::fs::read_to_string(example.join("haproxy.cfg")).context("reading the example's haproxy.cfg")?;
-        std::fs::write(&haproxy_cfg, localise(&text, &net, dir))?;
+        // The harness adds a stats socket (read-only) to see which gateway holds clients.
+        let stats = dir.join("haproxy.sock");
+        let text = localise(&text, &net, dir)
+            .replacen("global\n", &format!("global\n    stats socket {} mode 600 level user\n", stats.display()), 1);
+        std::fs::write(&haproxy_cfg, text)?;
         let lb: SocketAddr = format!("{net}{LB_HOST}:{NFS_PORT}").parse()?;
         let mut c = ChaosCluster {
             dir: dir.to_path_buf(),
@@ -506,6 +521,21 @@ impl ChaosCluster {
         tokio::time::timeout(Duration::from_secs(2), scrape).await.ok().flatten()
     }
 
+    /// Client sessions HAProxy holds open to node `i`'s gateway (its stats socket's `scur`;
+    /// health checks are not sessions), if HAProxy answers within a second.
+    pub async fn lb_sessions(&self, i: usize) -> Option<u64> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = format!("node{}", self.nodes[i].id);
+        let ask = async {
+            let mut s = tokio::net::UnixStream::connect(self.dir.join("haproxy.sock")).await.ok()?;
+            s.write_all(b"show stat\n").await.ok()?;
+            let mut csv = String::new();
+            s.read_to_string(&mut csv).await.ok()?;
+            scur_of(&csv, "gateways", &server)
+        };
+        tokio::time::timeout(Duration::from_secs(1), ask).await.ok().flatten()
+    }
+
     /// Log lines reporting a panic, per node.
     pub fn panics(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -575,5 +605,20 @@ mod tests {
         let delays: Vec<u64> = (1..=8).map(|n| restart_delay(n).as_secs()).collect();
         assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60, 60]);
         assert_eq!(restart_delay(u32::MAX), Duration::from_secs(60));
+    }
+
+    /// HAProxy's `show stat` (a header naming the columns, then one row per frontend,
+    /// server and backend): the server's own row is read, not the frontend's or backend's.
+    #[test]
+    fn sessions_are_read_from_the_servers_row() {
+        let csv = "# pxname,svname,qcur,qmax,scur,smax\n\
+                   nfs,FRONTEND,,,9,12\n\
+                   gateways,node1,0,0,5,6\n\
+                   gateways,node4,0,0,2,3\n\
+                   gateways,BACKEND,0,0,7,9\n";
+        assert_eq!(scur_of(csv, "gateways", "node4"), Some(2));
+        assert_eq!(scur_of(csv, "gateways", "node1"), Some(5));
+        assert_eq!(scur_of(csv, "gateways", "node9"), None);
+        assert_eq!(scur_of("", "gateways", "node4"), None);
     }
 }

@@ -44,6 +44,25 @@ const CONTROL_PORT: u16 = 7000;
 /// How long `gateway_kill` waits for a client to be connected to the gateway it kills.
 const GATEWAY_CLIENT_WAIT: Duration = Duration::from_secs(10);
 
+/// Waits (at most `GATEWAY_CLIENT_WAIT`) until node `g`'s gateway holds a client's NFS
+/// session: HAProxy reports a session to it twice, `SETTLE` apart. (HAProxy's sessions, not
+/// the gateway's connection count, which its health checks inflate every 500 ms; twice,
+/// because a client's MOUNT call has a short session of its own, and its NFS connection
+/// may then go to another gateway.)
+async fn wait_for_a_client(cluster: &ChaosCluster, g: usize) {
+    const SETTLE: Duration = Duration::from_millis(300);
+    let waiting = Instant::now();
+    while waiting.elapsed() < GATEWAY_CLIENT_WAIT {
+        if cluster.lb_sessions(g).await.unwrap_or(0) >= 1 {
+            tokio::time::sleep(SETTLE).await;
+            if cluster.lb_sessions(g).await.unwrap_or(0) >= 1 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The leader node `i` reports, if it answers within a second.
 async fn leader_seen_by(cluster: &ChaosCluster, i: usize) -> Option<u64> {
     let url = format!("http://{}:{CONTROL_PORT}", cluster.nodes[i].ip);
@@ -123,12 +142,7 @@ pub async fn inject(cluster: &mut ChaosCluster, seed: u64, n: usize, kinds: &[St
             };
             // Lose it while it serves someone: clients remount now and then (client.rs)
             // and HAProxy's leastconn sends new connections to the emptiest gateway.
-            let waiting = Instant::now();
-            while waiting.elapsed() < GATEWAY_CLIENT_WAIT
-                && cluster.metric(g, "tessera_nfs_connections").await.unwrap_or(0.0) < 1.0
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_for_a_client(cluster, g).await;
             cluster.kill9(g);
             cluster.supervise(hold).await?;
             cluster.restart(g).await?;

@@ -19,6 +19,9 @@ use std::collections::HashSet;
 /// client's 30 s call timeout.
 pub const UNCERTAIN_WINDOW_MS: u64 = 60_000;
 
+/// The client number of the checker's own calls after healing.
+pub const CHECKER: usize = usize::MAX;
+
 /// What a client asked of a key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
@@ -54,6 +57,22 @@ pub struct Entry {
     pub call: Call,
     pub call_ms: u64,
     pub answer: Option<(Ret, u64)>,
+    /// Who made the call (for the report only).
+    pub client: usize,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.client {
+            CHECKER => write!(f, "checker")?,
+            c => write!(f, "client {c}")?,
+        }
+        write!(f, " {:?} at {} ms", self.call, self.call_ms)?;
+        match self.answer {
+            Some((r, at)) => write!(f, " -> {r:?} at {at} ms"),
+            None => write!(f, " -> no answer"),
+        }
+    }
 }
 
 /// The state after `call` answered `ret` (`None` for an unanswered one) in state `s`, or
@@ -109,7 +128,8 @@ pub fn check(history: &[Entry], init: u64) -> Result<(), String> {
     }
     let mut seen: HashSet<(Vec<u64>, u64)> = HashSet::new();
     let mut stack = vec![Frame { next: candidates(&start), bits: start, state: init, tried: 0 }];
-    let mut deepest = 0;
+    // The furthest any order got: how many were placed, the state then, and which.
+    let mut deepest = (0, init, vec![0u64; words]);
     while let Some(top) = stack.last_mut() {
         let Some(&i) = top.next.get(top.tried) else {
             stack.pop();
@@ -126,10 +146,26 @@ pub fn check(history: &[Entry], init: u64) -> Result<(), String> {
             continue;
         }
         let placed = bits.iter().map(|w| w.count_ones() as usize).sum::<usize>();
-        deepest = deepest.max(placed);
+        if placed > deepest.0 {
+            deepest = (placed, state, bits.clone());
+        }
         stack.push(Frame { next: candidates(&bits), bits, state, tried: 0 });
     }
-    Err(format!("not linearizable: at most {deepest} of {n} operations can be ordered"))
+    let (placed, state, bits) = deepest;
+    // Where it stuck: the answered operation that had to come next (the earliest answer
+    // not placed), and what else was open then.
+    let stuck = answered.iter().filter(|&&i| !is_done(&bits, i)).min_by_key(|&&i| ops[i].answer.map(|a| a.1));
+    let open: Vec<String> = candidates(&bits).iter().take(6).map(|&i| ops[i].to_string()).collect();
+    let mut last: Vec<usize> = (0..n).filter(|&i| is_done(&bits, i)).collect();
+    last.sort_by_key(|&i| ops[i].answer.map_or(ops[i].call_ms, |a| a.1));
+    let before: Vec<String> = last.iter().rev().take(4).rev().map(|&i| ops[i].to_string()).collect();
+    Err(format!(
+        "not linearizable: at most {placed} of {n} operations can be ordered; then the state is {state}, \
+         the next must be [{}], open are [{}], the last placed were [{}]",
+        stuck.map_or("none".into(), |&i| ops[i].to_string()),
+        open.join("; "),
+        before.join("; ")
+    ))
 }
 
 #[cfg(test)]
@@ -137,7 +173,7 @@ mod tests {
     use super::*;
 
     fn op(call: Call, call_ms: u64, answer: Option<(Ret, u64)>) -> Entry {
-        Entry { call, call_ms, answer }
+        Entry { call, call_ms, answer, client: 0 }
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub struct Op {
     pub called: Instant,
     /// The answer and when it came; `None`: none came, or "try again later".
     pub answer: Option<(Ret, Instant)>,
+    /// The client that called ([`crate::linear::CHECKER`]: the checker after healing).
+    pub client: usize,
 }
 
 pub fn content(v: u64) -> Vec<u8> {

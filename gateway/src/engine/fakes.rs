@@ -43,6 +43,10 @@ pub struct MetaInner {
     state: Mutex<MetaState>,
     /// CommitExtents answers `Unavailable` while set.
     pub fail_commits: AtomicBool,
+    /// CommitExtents waits here (a test holds it exclusively to keep a commit in flight)…
+    pub commit_gate: tokio::sync::RwLock<()>,
+    /// …after announcing its arrival here.
+    pub commit_arrived: tokio::sync::Notify,
     pub commits: AtomicUsize,
     /// Access grants everything but write while set (and CommitExtents refuses).
     pub deny_write: AtomicBool,
@@ -270,6 +274,8 @@ impl MetaApi for FakeMeta {
 
     async fn commit_extents(&self, req: pb::CommitExtentsRequest) -> Result<pb::CommitExtentsReply, FsError> {
         self.saw("CommitExtents", &req.cred);
+        self.0.commit_arrived.notify_one();
+        drop(self.0.commit_gate.read().await);
         if self.0.fail_commits.load(Ordering::SeqCst) {
             return Err(FsError::Unavailable("injected".into()));
         }

@@ -2,9 +2,9 @@
 //!
 //! Owns, for each file with buffered writes (or recently written): the dirty buffer, the
 //! credential of its last writer, the write-buffer permits it holds, whether UNSTABLE data was acknowledged from it, flush
-//! retry timing, the last attributes metad returned, the last chunk it committed, and the
-//! flush lock that serializes
-//! this file's flushes (so its extents are committed in order). Must never hold the
+//! retry timing, the last attributes metad returned, the last chunk it committed, the
+//! flush lock that serializes this file's flushes (so its extents are committed in order),
+//! and the lock that keeps stable writes invisible to reads here until committed. Must never hold the
 //! `inner` mutex across an `.await` (it is a std mutex), and never drop a file whose
 //! buffer is not empty.
 
@@ -75,6 +75,13 @@ impl FileInner {
 pub struct FileState {
     /// Held for the whole of a flush (and of a truncating setattr).
     pub flush_lock: tokio::sync::Mutex<()>,
+    /// Keeps a stable write's data out of this gateway's reads until it is committed:
+    /// held exclusively by a DATA_SYNC/FILE_SYNC WRITE from before its data enters the
+    /// buffer until its flush ends, shared by a READ while it gathers buffered data and
+    /// extents. Otherwise a READ here could return bytes that a READ through another
+    /// gateway, made after it, does not see yet (not linearizable). Fair (FIFO), so
+    /// neither side starves the other.
+    pub stable: tokio::sync::RwLock<()>,
     pub inner: Mutex<FileInner>,
 }
 
@@ -82,6 +89,7 @@ impl FileState {
     fn new() -> FileState {
         FileState {
             flush_lock: tokio::sync::Mutex::new(()),
+            stable: tokio::sync::RwLock::new(()),
             inner: Mutex::new(FileInner {
                 buf: DirtyBuffer::default(),
                 held: 0,

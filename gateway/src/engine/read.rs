@@ -4,7 +4,8 @@
 //! distinct chunk once (cache first, then the block daemon, bounded concurrency),
 //! verifying its hash (here, unless the `ChunkApi` already did: `RETURNS_VERIFIED`) and
 //! length before use, slicing, and zero-filling holes. Dirty data
-//! of this gateway is overlaid last (read-your-writes). metad checks the caller's read
+//! of this gateway is overlaid last (read-your-writes; a stable write's only once it is
+//! committed, so reads here and through other gateways agree). metad checks the caller's read
 //! permission on GetExtents; a read served from the buffer alone is checked with Access. Must never return or cache bytes
 //! that failed verification (corrupt -> `FsError::Io`), never index with an unchecked
 //! offset from metad, and never allocate more than `MAX_READ_BYTES` for one READ.
@@ -89,6 +90,12 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         // Dirty data is taken before the extents: a flush removes data from the buffer only
         // after committing it, so whatever we miss here the extents already have.
         let file = self.files.get(&node);
+        // No stable write's uncommitted data (see `FileState::stable`): held until the
+        // extents are in hand.
+        let committed_only = match &file {
+            Some(f) => Some(f.stable.read().await),
+            None => None,
+        };
         let (dirty, dirty_end, cached) = match &file {
             Some(f) => {
                 let inner = lock(&f.inner);
@@ -120,6 +127,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 (a, r.extents)
             }
         };
+        drop(committed_only);
         if attr.kind == pb::FileType::Directory as i32 {
             return Err(FsError::IsDir);
         }

@@ -172,6 +172,32 @@ async fn file_sync_writes_are_committed_before_the_reply() {
     assert_eq!(f.meta.size(node.ino), Some(5_004));
 }
 
+/// A READ here while a FILE_SYNC write's commit is in flight does not return the new bytes:
+/// a READ through another gateway, made after it, could not see them yet.
+#[tokio::test]
+async fn a_stable_write_is_not_read_here_before_it_is_committed() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let (old, new) = (data(4_096, 1), data(4_096, 2));
+    f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::FileSync).await.expect("write");
+    let held = f.meta.0.commit_gate.write().await;
+    let e = f.engine.clone();
+    let bytes = Bytes::from(new.clone());
+    let writer = tokio::spawn(async move { e.write(&cred(), node, 0, bytes, Stability::FileSync).await });
+    f.meta.0.commit_arrived.notified().await;
+    let e = f.engine.clone();
+    let mut reader = tokio::spawn(async move { read_all(&e, node, 4_096).await });
+    // The read may wait for the commit; if it answers meanwhile, it is the committed state.
+    let early = tokio::time::timeout(Duration::from_millis(100), &mut reader).await.ok();
+    drop(held);
+    writer.await.expect("writer").expect("write");
+    match early {
+        Some(r) => assert_eq!(r.expect("reader"), old, "a read returned a stable write before its commit"),
+        None => assert_eq!(reader.await.expect("reader"), new, "a read that waited for the commit sees it"),
+    }
+    assert_eq!(read_all(&f.engine, node, 4_096).await, new);
+}
+
 #[tokio::test]
 async fn overwrite_in_the_middle_reads_back_the_new_bytes() {
     let f = fixture();

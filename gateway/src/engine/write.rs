@@ -6,7 +6,8 @@
 //! metad's CommitExtents allows), the budget handshake (permits before data enters a buffer; a writer that must
 //! wait wakes the background flusher), recording the last writer's credential for the
 //! flush, and the stability rules (UNSTABLE answered from the
-//! buffer, DATA_SYNC/FILE_SYNC flushed before the answer and reported as FILE_SYNC).
+//! buffer, DATA_SYNC/FILE_SYNC flushed before the answer and reported as FILE_SYNC, and
+//! not visible to this gateway's reads before then).
 //! Must never answer FILE_SYNC before the flush succeeded, nor let a flush that started
 //! before a truncation commit after it (the truncation holds the file's flush lock).
 
@@ -94,12 +95,19 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             Ok(pb::FileType::Directory) => return Err(FsError::IsDir),
             _ => return Err(FsError::Invalid("not a regular file".into())),
         }
-        if len > 0 {
-            self.buffer_write(cred, &file, offset, data, stable).await?;
-        }
         let committed = match stable {
-            Stability::Unstable => Stability::Unstable,
+            Stability::Unstable => {
+                if len > 0 {
+                    self.buffer_write(cred, &file, offset, data, stable).await?;
+                }
+                Stability::Unstable
+            }
             Stability::DataSync | Stability::FileSync => {
+                // Reads here wait until the data is committed (`FileState::stable`).
+                let _invisible = file.stable.write().await;
+                if len > 0 {
+                    self.buffer_write(cred, &file, offset, data, stable).await?;
+                }
                 self.flush_file(node, &file).await?;
                 Stability::FileSync
             }
