@@ -16,6 +16,9 @@ pub const NFS_LATENCY: &str = "tessera_nfs_request_duration_seconds";
 pub const GATEWAY_DIRTY_BYTES: &str = "tessera_gateway_dirty_bytes";
 /// Counter: gateway flushes (chunk + put + commit extents of one file's dirty data).
 pub const GATEWAY_FLUSHES: &str = "tessera_gateway_flushes_total";
+/// Counter: flushes refused because another gateway had taken the file's write lease (the
+/// file's buffered data dropped; its clients resend).
+pub const GATEWAY_FENCED: &str = "tessera_gateway_fenced_flushes_total";
 /// Counter: chunk requests a gateway made to block daemons, by `op` (has, put, get) and
 /// `path` (`quic`, or `in_process` for the daemon of the gateway's own process).
 pub const GATEWAY_CHUNK_REQUESTS: &str = "tessera_gateway_chunk_requests_total";

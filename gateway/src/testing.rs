@@ -218,7 +218,7 @@ impl State {
         let d = self.node_mut(dir)?;
         d.children.insert(name.to_vec(), ino);
         touch(&mut d.attr);
-        Ok(pb::CreateReply { attr: Some(attr), dir: Some(pb::WccDir { before: Some(before), after: Some(d.attr) }) })
+        Ok(pb::CreateReply { attr: Some(attr), dir: Some(pb::WccDir { before: Some(before), after: Some(d.attr) }), lease_epoch: 0 })
     }
 
     /// Drops one link to `ino` (the inode goes with its last link).
@@ -313,6 +313,7 @@ impl Vfs for MemVfs {
                     Ok(pb::CreateReply {
                         attr: Some(n.attr),
                         dir: Some(pb::WccDir { before: Some(before), after: Some(before) }),
+                        lease_epoch: 0,
                     })
                 }
                 _ => Err(FsError::Exists),
@@ -457,7 +458,7 @@ impl Vfs for MemVfs {
         n.attr.size = n.data.len() as u64;
         n.attr.used = n.attr.size;
         touch(&mut n.attr);
-        Ok(WriteReply { before, after: n.attr, committed: stable })
+        Ok(WriteReply { before, after: n.attr, committed: stable, verifier: self.write_verifier() })
     }
 
     async fn commit(&self, cred: &pb::Cred, node: FileHandle) -> Result<pb::Attr, FsError> {

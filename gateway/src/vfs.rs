@@ -46,6 +46,9 @@ pub struct WriteReply {
     pub after: pb::Attr,
     /// The stability actually achieved (may exceed the one asked for).
     pub committed: Stability,
+    /// The write verifier the data was buffered under: a COMMIT answering another one
+    /// tells the client to resend (it may have changed as soon as the data was in).
+    pub verifier: [u8; 8],
 }
 
 #[derive(Clone, Debug)]

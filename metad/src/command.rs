@@ -115,6 +115,10 @@ pub enum Op {
         how: CreateMode,
         /// UNCHECKED on an existing (or new) regular file: truncate/extend to this size.
         size: Option<u64>,
+        /// A gateway instance (non-zero) that gets a new regular file's write lease at
+        /// epoch 1 (schema 5; older entries read as 0: none).
+        #[serde(default)]
+        lease_for: u64,
     },
     /// Creates a FIFO, socket or device node.
     Mknod { dir: NodeKey, name: Vec<u8>, kind: FileKind, mode: u32, rdev: (u32, u32) },
@@ -138,8 +142,21 @@ pub enum Op {
         /// NFS guard: apply only if the ctime still equals this.
         guard_ctime_ns: Option<i64>,
     },
-    /// Replaces everything in `[range_start, range_end)` by `extents`.
-    CommitExtents { node: NodeKey, range_start: u64, range_end: u64, extents: Vec<Extent> },
+    /// Replaces everything in `[range_start, range_end)` by `extents`. With `lease`
+    /// (instance, epoch): refused as [`ApplyError::Fenced`] unless that is still the file's
+    /// lease; without: ends any lease (epoch + 1, nobody holds it) — schema 5, older entries
+    /// read as without.
+    CommitExtents {
+        node: NodeKey,
+        range_start: u64,
+        range_end: u64,
+        extents: Vec<Extent>,
+        #[serde(default)]
+        lease: Option<(u64, u64)>,
+    },
+    /// Gives a regular file's write lease to gateway `instance` (epoch + 1), or leaves it
+    /// as it is if that instance holds it (schema 5).
+    AcquireWriteLease { node: NodeKey, instance: u64 },
 }
 
 fn lossy(name: &[u8]) -> std::borrow::Cow<'_, str> {
@@ -158,9 +175,14 @@ impl fmt::Display for Op {
             }
             Op::Remove { dir, name, directory } => write!(f, "Remove({}/{}, dir={directory})", dir.ino, lossy(name)),
             Op::SetAttr { node, size, .. } => write!(f, "SetAttr({}, size={size:?})", node.ino),
-            Op::CommitExtents { node, range_start, range_end, extents } => {
-                write!(f, "CommitExtents({}, [{range_start}, {range_end}), {} extents)", node.ino, extents.len())
+            Op::CommitExtents { node, range_start, range_end, extents, lease } => {
+                write!(f, "CommitExtents({}, [{range_start}, {range_end}), {} extents", node.ino, extents.len())?;
+                match lease {
+                    Some((instance, epoch)) => write!(f, ", lease {instance:x}@{epoch})"),
+                    None => write!(f, ")"),
+                }
             }
+            Op::AcquireWriteLease { node, instance } => write!(f, "AcquireWriteLease({}, {instance:x})", node.ino),
         }
     }
 }
@@ -216,6 +238,10 @@ pub enum Reply {
         before: AttrOut,
         after: AttrOut,
     },
+    /// AcquireWriteLease: the caller's epoch.
+    Lease {
+        epoch: u64,
+    },
     Linked {
         attr: AttrOut,
         dir: Wcc,
@@ -260,6 +286,8 @@ pub enum ApplyError {
     NotSync,
     #[error("the cookie verifier is no longer valid")]
     BadCookie,
+    #[error("fenced: another gateway holds the file's write lease")]
+    Fenced,
 }
 
 impl From<ApplyError> for proto::FsError {
@@ -281,6 +309,7 @@ impl From<ApplyError> for proto::FsError {
             ApplyError::TooManyLinks => F::TooManyLinks,
             ApplyError::NotSync => F::NotSync,
             ApplyError::BadCookie => F::BadCookie,
+            ApplyError::Fenced => F::Fenced,
         }
     }
 }

@@ -87,6 +87,13 @@ pub struct Inode {
     pub rdev_major: u32,
     #[serde(default)]
     pub rdev_minor: u32,
+    /// Regular files: the gateway instance holding the write lease (0: nobody) and the
+    /// lease's epoch, which only grows (schema 5; older records read as 0, 0). Not a file
+    /// attribute: taking a lease changes neither `change` nor a time.
+    #[serde(default)]
+    pub lease_holder: u64,
+    #[serde(default)]
+    pub lease_epoch: u64,
 }
 
 /// Mode bits with a meaning beyond rwx.

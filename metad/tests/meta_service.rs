@@ -1024,3 +1024,111 @@ async fn the_cookie_verifier_names_the_directory() {
     assert_eq!(err(fs.try_readdir(d2, cookie, page.cookie_verifier, 10).await), FsError::BadCookie);
     m.shutdown().await.unwrap();
 }
+
+/// Per-file write fencing: a commit made under a write lease that another gateway instance
+/// has taken since is refused (TES-FENCED) and changes nothing, so a gateway that lost its
+/// clients cannot commit what it held over what they wrote through another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_under_a_lease_another_gateway_took_is_refused() {
+    const A: u64 = 0xa;
+    const B: u64 = 0xb;
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let create = |name: &str, instance: u64| pb::CreateRequest {
+        dir: Some(root),
+        name: name.as_bytes().to_vec(),
+        kind: FileType::Regular as i32,
+        mode: 0o644,
+        how: CreateHow::Unchecked as i32,
+        cred: fs.c(),
+        lease_instance: instance,
+        ..Default::default()
+    };
+    let made = fs.svc.create(Request::new(create("f", A))).await.unwrap().into_inner();
+    assert_eq!(made.lease_epoch, 1, "the creating gateway holds the new file's lease");
+    let f = node(made.attr.as_ref().unwrap());
+    let again = fs.svc.create(Request::new(create("f", B))).await.unwrap().into_inner();
+    assert_eq!(again.lease_epoch, 0, "an existing file's lease is not handed to another creator");
+
+    let commit = |lease: Option<(u64, u64)>, tag: u8| {
+        let fs = fs.clone();
+        async move {
+            fs.svc
+                .commit_extents(Request::new(pb::CommitExtentsRequest {
+                    node: Some(f),
+                    range_start: 0,
+                    range_end: 10,
+                    extents: vec![ext(0, 10, tag, 0, 10)],
+                    cred: fs.c(),
+                    lease: lease.map(|(instance, epoch)| pb::WriteLease { instance, epoch }),
+                    ..Default::default()
+                }))
+                .await
+        }
+    };
+    let acquire = |instance: u64| {
+        let fs = fs.clone();
+        async move {
+            fs.svc
+                .acquire_write_lease(Request::new(pb::AcquireWriteLeaseRequest {
+                    node: Some(f),
+                    instance,
+                    cred: fs.c(),
+                    ..Default::default()
+                }))
+                .await
+                .map(|r| r.into_inner().epoch)
+        }
+    };
+    commit(Some((A, 1)), 1).await.unwrap();
+    assert_eq!(acquire(B).await.unwrap(), 2);
+    assert_eq!(acquire(B).await.unwrap(), 2, "taking a lease one holds changes nothing");
+    assert_eq!(err(commit(Some((A, 1)), 2).await), FsError::Fenced);
+    assert_eq!(spans(&fs.extents(f, 0, 10).await), [(0, 10, 1, 0)], "a fenced commit changes nothing");
+    commit(Some((B, 2)), 3).await.unwrap();
+    assert_eq!(acquire(A).await.unwrap(), 3);
+    assert_eq!(err(commit(Some((B, 2)), 4).await), FsError::Fenced);
+    // A commit without a lease ends the current one.
+    commit(None, 5).await.unwrap();
+    assert_eq!(err(commit(Some((A, 3)), 6).await), FsError::Fenced);
+    assert_eq!(acquire(A).await.unwrap(), 5);
+    assert_eq!(spans(&fs.extents(f, 0, 10).await), [(0, 10, 5, 0)]);
+    // The lease survives a restart (it is in the inode record).
+    drop(fs);
+    m.shutdown().await.unwrap();
+    drop(m);
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let r = fs
+        .svc
+        .commit_extents(Request::new(pb::CommitExtentsRequest {
+            node: Some(f),
+            range_start: 0,
+            range_end: 10,
+            extents: vec![ext(0, 10, 7, 0, 10)],
+            cred: fs.c(),
+            lease: Some(pb::WriteLease { instance: A, epoch: 5 }),
+            ..Default::default()
+        }))
+        .await;
+    r.unwrap();
+    // Only regular files have leases, and a lease needs an instance.
+    let lease_of = |node: NodeRef, instance: u64| {
+        let fs = fs.clone();
+        async move {
+            fs.svc
+                .acquire_write_lease(Request::new(pb::AcquireWriteLeaseRequest {
+                    node: Some(node),
+                    instance,
+                    cred: fs.c(),
+                    ..Default::default()
+                }))
+                .await
+        }
+    };
+    let root = fs.root().await;
+    assert!(matches!(err(lease_of(root, A).await), FsError::IsDir | FsError::Invalid(_)));
+    assert!(matches!(err(lease_of(f, 0).await), FsError::Invalid(_)));
+}

@@ -53,6 +53,10 @@ pub enum FsError {
     NotSync,
     #[error("the READDIR cookie or its verifier is no longer valid")]
     BadCookie,
+    /// A commit made under a file's write lease after another gateway took it: what this
+    /// gateway buffered for the file may be older than what the other one has written.
+    #[error("fenced: another gateway holds the file's write lease now")]
+    Fenced,
     #[error("this metad is not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
     #[error("service unavailable: {0}")]
@@ -85,6 +89,7 @@ impl FsError {
             FsError::TooManyLinks => "TES-MLINK",
             FsError::NotSync => "TES-NOTSYNC",
             FsError::BadCookie => "TES-BADCOOKIE",
+            FsError::Fenced => "TES-FENCED",
             FsError::NotLeader { .. } => "TES-NOTLEADER",
             FsError::Unavailable(_) => "TES-UNAVAIL",
             FsError::Internal(_) => "TES-INTERNAL",
@@ -105,6 +110,7 @@ impl FsError {
             | FsError::BadCookie
             | FsError::Invalid(_) => Code::InvalidArgument,
             FsError::NotSync => Code::FailedPrecondition,
+            FsError::Fenced => Code::Aborted,
             FsError::Access | FsError::Perm | FsError::ReadOnly => Code::PermissionDenied,
             FsError::TooBig | FsError::NoSpace => Code::ResourceExhausted,
             FsError::NotSupported => Code::Unimplemented,
@@ -156,6 +162,7 @@ impl FsError {
             Some("TES-MLINK") => FsError::TooManyLinks,
             Some("TES-NOTSYNC") => FsError::NotSync,
             Some("TES-BADCOOKIE") => FsError::BadCookie,
+            Some("TES-FENCED") => FsError::Fenced,
             Some("TES-NOTLEADER") => FsError::NotLeader {
                 leader: status
                     .metadata()
@@ -219,6 +226,7 @@ mod tests {
             FsError::TooManyLinks,
             FsError::NotSync,
             FsError::BadCookie,
+            FsError::Fenced,
             FsError::NotLeader { leader: Some(3) },
             FsError::NotLeader { leader: None },
             FsError::Internal("boom".into()),

@@ -146,6 +146,12 @@ impl pb::meta_server::Meta for FakeMetad {
     ) -> Result<Response<pb::CommitExtentsReply>, Status> {
         Err(Status::unimplemented("fake metad"))
     }
+    async fn acquire_write_lease(
+        &self,
+        _: Request<pb::AcquireWriteLeaseRequest>,
+    ) -> Result<Response<pb::AcquireWriteLeaseReply>, Status> {
+        Err(Status::unimplemented("fake metad"))
+    }
 
     async fn record_packs(&self, r: Request<pb::RecordPacksRequest>) -> Result<Response<pb::RecordPacksReply>, Status> {
         let r = r.into_inner();

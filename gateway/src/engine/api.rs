@@ -30,6 +30,12 @@ pub trait MetaApi: Send + Sync + 'static {
         &self,
         req: pb::CommitExtentsRequest,
     ) -> impl Future<Output = Result<pb::CommitExtentsReply, FsError>> + Send;
+    /// Takes a file's write lease for a gateway instance (a new epoch), or returns the
+    /// epoch it holds.
+    fn acquire_write_lease(
+        &self,
+        req: pb::AcquireWriteLeaseRequest,
+    ) -> impl Future<Output = Result<pb::AcquireWriteLeaseReply, FsError>> + Send;
     /// Extents clipped to the asked range, ascending, holes omitted, plus the attributes.
     fn get_extents(
         &self,

@@ -30,6 +30,8 @@ struct Inode {
     attr: pb::Attr,
     extents: BTreeMap<u64, pb::Extent>,
     entries: BTreeMap<Vec<u8>, u64>,
+    /// The write lease: (holder instance, epoch), as metad keeps it.
+    lease: (u64, u64),
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +49,8 @@ pub struct MetaInner {
     pub commit_gate: tokio::sync::RwLock<()>,
     /// …after announcing its arrival here.
     pub commit_arrived: tokio::sync::Notify,
+    /// AcquireWriteLease calls answered.
+    pub lease_calls: AtomicUsize,
     pub commits: AtomicUsize,
     /// Access grants everything but write while set (and CommitExtents refuses).
     pub deny_write: AtomicBool,
@@ -110,6 +114,7 @@ impl FakeMeta {
                 attr: new_attr(ROOT_INO, pb::FileType::Directory),
                 extents: BTreeMap::new(),
                 entries: BTreeMap::new(),
+                lease: (0, 0),
             },
         );
         FakeMeta(Arc::new(MetaInner { state: Mutex::new(st), ..Default::default() }))
@@ -127,6 +132,13 @@ impl FakeMeta {
             return Err(FsError::Stale);
         }
         f(inode)
+    }
+
+    /// Gives `ino`'s write lease to another gateway instance, as its first WRITE would.
+    pub fn take_lease(&self, ino: u64, instance: u64) {
+        if let Some(i) = lock(&self.0.state).inodes.get_mut(&ino) {
+            i.lease = (instance, i.lease.1 + 1);
+        }
     }
 
     /// The committed extents of `ino`: (offset, length, hash, chunk_offset, chunk_length).
@@ -158,9 +170,9 @@ impl FakeMeta {
         }
         d.entries.insert(name.to_vec(), ino);
         let attr = new_attr(ino, kind);
-        st.inodes.insert(ino, Inode { attr, extents: BTreeMap::new(), entries: BTreeMap::new() });
+        st.inodes.insert(ino, Inode { attr, extents: BTreeMap::new(), entries: BTreeMap::new(), lease: (0, 0) });
         st.next_ino += 1;
-        Ok(pb::CreateReply { attr: Some(attr), dir: None })
+        Ok(pb::CreateReply { attr: Some(attr), dir: None, lease_epoch: 0 })
     }
 
     pub fn size(&self, ino: u64) -> Option<u64> {
@@ -211,6 +223,10 @@ impl MetaApi for FakeMeta {
             let node = reply.attr.and_then(|a| a.node);
             reply.attr = Some(self.with_node(node, |i| {
                 i.attr.uid = req.uid;
+                if req.lease_instance != 0 && kind == pb::FileType::Regular {
+                    i.lease = (req.lease_instance, 1);
+                    reply.lease_epoch = 1;
+                }
                 Ok(i.attr)
             })?);
             Ok(reply)
@@ -227,7 +243,7 @@ impl MetaApi for FakeMeta {
                     })?,
                     None => self.get_attr(node).await?,
                 };
-                Ok(pb::CreateReply { attr: Some(attr), dir: None })
+                Ok(pb::CreateReply { attr: Some(attr), dir: None, lease_epoch: 0 })
             }
             other => other,
         }
@@ -282,6 +298,15 @@ impl MetaApi for FakeMeta {
         if self.0.deny_write.load(Ordering::SeqCst) {
             return Err(FsError::Access);
         }
+        let lease = req.lease.map(|l| (l.instance, l.epoch));
+        self.with_node(req.node, |i| match lease {
+            Some(l) if l != i.lease => Err(FsError::Fenced),
+            Some(_) => Ok(()),
+            None => {
+                i.lease = (0, i.lease.1 + 1);
+                Ok(())
+            }
+        })?;
         self.0.commits.fetch_add(1, Ordering::SeqCst);
         let (lo, hi) = (req.range_start, req.range_end);
         if lo > hi {
@@ -304,6 +329,21 @@ impl MetaApi for FakeMeta {
             i.attr.used = i.extents.values().map(|e| e.length).sum();
             Ok(pb::CommitExtentsReply { before: Some(before), after: Some(i.attr) })
         })
+    }
+
+    async fn acquire_write_lease(
+        &self,
+        req: pb::AcquireWriteLeaseRequest,
+    ) -> Result<pb::AcquireWriteLeaseReply, FsError> {
+        self.saw("AcquireWriteLease", &req.cred);
+        self.0.lease_calls.fetch_add(1, Ordering::SeqCst);
+        let epoch = self.with_node(req.node, |i| {
+            if i.lease.0 != req.instance {
+                i.lease = (req.instance, i.lease.1 + 1);
+            }
+            Ok(i.lease.1)
+        })?;
+        Ok(pb::AcquireWriteLeaseReply { epoch })
     }
 
     async fn get_extents(&self, req: pb::GetExtentsRequest) -> Result<pb::GetExtentsReply, FsError> {

@@ -1,10 +1,11 @@
 //! Per-file state of the engine and the table that holds it.
 //!
 //! Owns, for each file with buffered writes (or recently written): the dirty buffer, the
-//! credential of its last writer, the write-buffer permits it holds, whether UNSTABLE data was acknowledged from it, flush
-//! retry timing, the last attributes metad returned, the last chunk it committed, the
-//! flush lock that serializes this file's flushes (so its extents are committed in order),
-//! and the lock that keeps stable writes invisible to reads here until committed. Must never hold the
+//! credential of its last writer, the write lease it was buffered under, the write-buffer
+//! permits it holds, whether UNSTABLE data was acknowledged from it, flush retry timing,
+//! the last attributes metad returned, the last chunk it committed, the flush lock that
+//! serializes this file's flushes (so its extents are committed in order), and the lock
+//! that keeps stable writes invisible to reads here until committed. Must never hold the
 //! `inner` mutex across an `.await` (it is a std mutex), and never drop a file whose
 //! buffer is not empty.
 
@@ -42,6 +43,10 @@ pub struct FileInner {
     /// The last chunk this gateway committed for the file (hashed here, so verified): a
     /// sequential writer's next flush re-chunks from its start without fetching it back.
     pub tail: Option<(ChunkHash, Bytes)>,
+    /// The epoch of the file's write lease this gateway holds, as far as it knows (metad
+    /// has the last word: a commit under a lease taken since is refused). Everything in
+    /// `buf` was buffered under it; `None`: a WRITE takes the lease before buffering.
+    pub lease: Option<u64>,
 }
 
 impl FileInner {
@@ -100,6 +105,7 @@ impl FileState {
                 attr: None,
                 writer: None,
                 tail: None,
+                lease: None,
             }),
         }
     }

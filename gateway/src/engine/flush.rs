@@ -27,7 +27,9 @@
 //! resend may write the same range again through another gateway, and a copy kept here
 //! and flushed later would overwrite that newer data (the chaos harness found this:
 //! docs/reliability.md). If the file is gone (`Stale`/`NotFound`) its buffer is dropped
-//! and the verifier kept. Must never drop acknowledged UNSTABLE data without changing the
+//! and the verifier kept. Write fencing: each CommitExtents carries the write lease the
+//! data was buffered under; if another gateway has taken it since (`Fenced`), all of the
+//! file's buffered data is dropped and the lease forgotten (the next WRITE takes it anew). Must never drop acknowledged UNSTABLE data without changing the
 //! verifier, and never run two flushes of one file at once (callers hold the file's flush
 //! lock).
 
@@ -43,6 +45,13 @@ use super::chunker::{ChunkRef, chunk_and_hash};
 use super::files::FileState;
 use super::read::{CacheFill, check_extent};
 use super::{ChunkApi, Engine, MetaApi, lock};
+
+/// Who a flush commits as: the file's last writer, under the write lease its data was
+/// buffered under (`None`: an unfenced commit, which ends any lease).
+struct Writer {
+    cred: pb::Cred,
+    lease: Option<pb::WriteLease>,
+}
 
 /// The identity of a flush's own widening reads (see the module comment).
 pub const FLUSH_READ_CRED: pb::Cred = pb::Cred { uid: 0, gid: 0, gids: Vec::new() };
@@ -68,14 +77,15 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
 
     /// Flushes `file`; the caller holds its flush lock.
     pub(super) async fn flush_locked(&self, node: FileHandle, file: &FileState) -> Result<(), FsError> {
-        let (snap, writer) = {
+        let (snap, writer, lease) = {
             let inner = lock(&file.inner);
-            (inner.buf.snapshot(), inner.writer.clone())
+            (inner.buf.snapshot(), inner.writer.clone(), inner.lease)
         };
         if snap.pieces.is_empty() {
             return Ok(());
         }
-        let writer = writer.ok_or_else(|| FsError::Internal("buffered data without a writer".into()))?;
+        let cred = writer.ok_or_else(|| FsError::Internal("buffered data without a writer".into()))?;
+        let writer = Writer { cred, lease: lease.map(|epoch| pb::WriteLease { instance: self.instance, epoch }) };
         match self.commit_snapshot(&writer, node, file, &snap).await {
             Ok(attr) => {
                 let excess = {
@@ -94,6 +104,26 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 self.budget.release(excess);
                 metrics::counter!(cluster::metrics::GATEWAY_FLUSHES).increment(1);
                 Ok(())
+            }
+            Err(FsError::Fenced) => {
+                // Another gateway took the file's lease: everything buffered here for it
+                // (this flush's data and any that arrived meanwhile, all under the lost
+                // lease) may be older than what was written there, so none of it may be
+                // committed. The verifier changes under the same lock: every write whose
+                // data is dropped was answered with the old one, so its COMMIT differs.
+                let excess = {
+                    let mut inner = lock(&file.inner);
+                    if std::mem::take(&mut inner.unstable_acked) {
+                        self.verifier.rotate();
+                    }
+                    inner.buf.clear();
+                    inner.lease = None;
+                    inner.excess_permits()
+                };
+                self.budget.release(excess);
+                metrics::counter!(cluster::metrics::GATEWAY_FENCED).increment(1);
+                tracing::warn!(?node, "another gateway took the file's write lease; dropped its buffered writes (clients resend)");
+                Err(FsError::Fenced)
             }
             Err(e @ (FsError::Stale | FsError::NotFound)) => {
                 let excess = {
@@ -133,7 +163,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// Commits every run of `snap`; returns the attributes after the last commit.
     async fn commit_snapshot(
         &self,
-        writer: &pb::Cred,
+        writer: &Writer,
         node: FileHandle,
         file: &FileState,
         snap: &Snapshot,
@@ -153,7 +183,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// Widens, chunks, stores and commits the dirty span `[lo, hi)`.
     async fn flush_span(
         &self,
-        writer: &pb::Cred,
+        writer: &Writer,
         node: FileHandle,
         file: &FileState,
         lo: u64,
@@ -220,7 +250,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 range_start: span_lo,
                 range_end: span_hi,
                 extents,
-                cred: Some(writer.clone()),
+                cred: Some(writer.cred.clone()),
+                lease: writer.lease,
                 request_id: None,
             })
             .await?;

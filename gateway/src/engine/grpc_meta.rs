@@ -296,6 +296,15 @@ impl MetaApi for GrpcMeta {
         .await
     }
 
+    async fn acquire_write_lease(&self, req: pb::AcquireWriteLeaseRequest) -> Result<pb::AcquireWriteLeaseReply, FsError> {
+        let req = self.with_id(req, |r| &mut r.request_id);
+        self.call(|mut c| {
+            let req = req.clone();
+            async move { c.acquire_write_lease(req).await }
+        })
+        .await
+    }
+
     async fn get_extents(&self, req: pb::GetExtentsRequest) -> Result<pb::GetExtentsReply, FsError> {
         self.call(|mut c| {
             let req = req.clone();

@@ -84,6 +84,12 @@ impl Meta for Fake {
     ) -> Result<Response<pb::CommitExtentsReply>, Status> {
         unimplemented()
     }
+    async fn acquire_write_lease(
+        &self,
+        _: Request<pb::AcquireWriteLeaseRequest>,
+    ) -> Result<Response<pb::AcquireWriteLeaseReply>, Status> {
+        unimplemented()
+    }
     async fn get_extents(&self, _: Request<pb::GetExtentsRequest>) -> Result<Response<pb::GetExtentsReply>, Status> {
         unimplemented()
     }

@@ -8,7 +8,8 @@
 //! hash-keyed verified cache, with sequential read-ahead) and the background idle flusher.
 //!
 //! Must never: acknowledge FILE_SYNC/COMMIT before the chunks are stored and the extents
-//! committed (invariant 3); drop buffered data except when its file is gone; return chunk
+//! committed (invariant 3); drop buffered data except when its file is gone or its write
+//! lease was taken by another gateway (`write`, `flush`); return chunk
 //! bytes that failed their hash check (invariant 5); panic on anything metad or a block
 //! daemon answers (invariant 6). Protocol encoding is not its business (`nfs3` does that).
 //!
@@ -199,6 +200,9 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = Blocks> {
     pressure: Arc<Notify>,
     /// Writers currently waiting for budget.
     writers_waiting: AtomicUsize,
+    /// This engine's identity for per-file write leases (random, non-zero, new on every
+    /// start): metad refuses a commit under a lease another instance has taken since.
+    instance: u64,
 }
 
 impl Engine {
@@ -256,6 +260,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             me: me.clone(),
             pressure: Arc::new(Notify::new()),
             writers_waiting: AtomicUsize::new(0),
+            instance: rand::random::<u64>().max(1),
         });
         background::spawn(&runtime, &engine, shutdown);
         Ok(engine)

@@ -3,13 +3,13 @@
 //! Owns turning extents into bytes: validating every extent metad returns, fetching each
 //! distinct chunk once (cache first, then the block daemon, bounded concurrency),
 //! verifying its hash (here, unless the `ChunkApi` already did: `RETURNS_VERIFIED`) and
-//! length before use, slicing, and zero-filling holes. Dirty data
-//! of this gateway is overlaid last (read-your-writes; a stable write's only once it is
-//! committed, so reads here and through other gateways agree). metad checks the caller's read
-//! permission on GetExtents; a read served from the buffer alone is checked with Access. Must never return or cache bytes
-//! that failed verification (corrupt -> `FsError::Io`), never index with an unchecked
-//! offset from metad, and never allocate more than `MAX_READ_BYTES` for one READ.
-//! Sequential READs start a background prefetch of the next bytes into the cache
+//! length before use, slicing, and zero-filling holes. Dirty data of this gateway is
+//! overlaid last (read-your-writes; a stable write's only once it is committed, so reads
+//! here and through other gateways agree). metad checks the caller's read permission on
+//! GetExtents; a read served from the buffer alone is checked with Access. Must never
+//! return or cache bytes that failed verification (corrupt -> `FsError::Io`), never index
+//! with an unchecked offset from metad, and never allocate more than `MAX_READ_BYTES` for
+//! one READ. Sequential READs start a background prefetch of the next bytes into the cache
 //! (`readahead` decides when and how much; `spawn_prefetch` fetches).
 
 use std::collections::HashMap;

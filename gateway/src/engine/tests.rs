@@ -299,6 +299,56 @@ async fn a_failed_flush_changes_the_verifier_and_drops_the_data() {
     assert_eq!(read_all(&f.engine, node, 6_000).await, bytes);
 }
 
+/// Per-file write fencing: when another gateway has taken the file's write lease, this
+/// gateway's flush is refused; it drops everything it buffered for the file (which may be
+/// older than what was written there) and changes the verifier, so its clients resend; the
+/// next WRITE takes the lease back and commits.
+#[tokio::test]
+async fn a_flush_fenced_by_another_gateway_drops_the_files_data_and_changes_the_verifier() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let old = data(6_000, 8);
+    let w = f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::Unstable).await.expect("write");
+    assert_eq!(f.meta.0.lease_calls.load(Ordering::SeqCst), 0, "the creating gateway holds a new file's lease");
+    f.meta.take_lease(node.ino, 0xb);
+    let err = f.engine.commit(&cred(), node).await;
+    assert!(matches!(err, Err(FsError::Fenced)), "{err:?}");
+    assert_ne!(f.engine.write_verifier(), w.verifier, "the client is told to resend");
+    assert_eq!(f.meta.size(node.ino), Some(0), "nothing of the fenced data was committed");
+    assert_eq!(read_all(&f.engine, node, 0).await, Vec::<u8>::new(), "nor is it served from the buffer");
+
+    // The resend takes the lease back (one AcquireWriteLease) and commits.
+    let new = data(6_000, 9);
+    let w = f.engine.write(&cred(), node, 0, Bytes::from(new.clone()), Stability::Unstable).await.expect("resend");
+    assert_eq!(w.verifier, f.engine.write_verifier());
+    f.engine.commit(&cred(), node).await.expect("commit under the new lease");
+    assert_eq!(f.meta.0.lease_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(read_all(&f.engine, node, 6_000).await, new);
+
+    // A FILE_SYNC write fenced the same way is answered "try again" (JUKEBOX) and commits
+    // nothing; its retry succeeds.
+    f.meta.take_lease(node.ino, 0xb);
+    let err = f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::FileSync).await;
+    assert!(matches!(err, Err(FsError::Fenced)), "{:?}", err.map(|r| r.committed));
+    assert_eq!(read_all(&f.engine, node, 6_000).await, new);
+    f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::FileSync).await.expect("retry");
+    assert_eq!(read_all(&f.engine, node, 6_000).await, old);
+}
+
+/// A WRITE's reply carries the verifier its data was buffered under: if a failed flush
+/// drops the data and changes the verifier as the write is answered, the COMMIT still
+/// differs from what the write said.
+#[tokio::test]
+async fn a_write_reply_names_the_verifier_its_data_was_buffered_under() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let w = f.engine.write(&cred(), node, 0, Bytes::from(data(100, 1)), Stability::Unstable).await.expect("write");
+    assert_eq!(w.verifier, f.engine.write_verifier());
+    f.chunks.0.fail_puts.store(true, Ordering::SeqCst);
+    assert!(f.engine.commit(&cred(), node).await.is_err());
+    assert_ne!(f.engine.write_verifier(), w.verifier);
+}
+
 #[tokio::test]
 async fn a_removed_file_drops_its_buffer_without_changing_the_verifier() {
     let f = fixture();

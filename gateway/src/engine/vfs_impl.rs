@@ -23,7 +23,7 @@ use bytes::Bytes;
 use proto::{FileHandle, FsError, pb};
 
 use super::files::FileState;
-use super::{ChunkApi, Engine, MetaApi};
+use super::{ChunkApi, Engine, MetaApi, lock};
 use crate::exports::{Export, MountTable};
 use crate::vfs::{ACCESS_READ, ACCESS_WRITE, FsStat, ReadReply, Stability, Vfs, WriteReply};
 
@@ -136,6 +136,10 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
 
     async fn create(&self, cred: &pb::Cred, mut req: pb::CreateRequest) -> Result<pb::CreateReply, FsError> {
         req.cred = Some(cred.clone());
+        if req.kind == pb::FileType::Regular as i32 {
+            // A new file comes with its write lease: its first WRITE needs no Raft write.
+            req.lease_instance = self.instance;
+        }
         let mut reply = match (req.size, req.dir) {
             (Some(_), Some(dir)) => {
                 let name = req.name.clone();
@@ -146,6 +150,10 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
         reply.attr = reply.attr.map(|a| self.with_buffered(a));
         if let Some(a) = &reply.attr {
             self.remember_grants(cred, a, 0);
+            if let (Some(node), epoch @ 1..) = (a.node, reply.lease_epoch) {
+                let file = self.files.get_or_insert(node.into());
+                lock(&file.inner).lease.get_or_insert(epoch);
+            }
         }
         Ok(reply)
     }

@@ -8,8 +8,12 @@
 //! flush, and the stability rules (UNSTABLE answered from the
 //! buffer, DATA_SYNC/FILE_SYNC flushed before the answer and reported as FILE_SYNC, and
 //! not visible to this gateway's reads before then).
+//! Per-file write fencing: data enters a buffer only under the file's write lease (taken
+//! from metad on the first write if this gateway does not hold it), and is committed under
+//! that lease or not at all (`flush`).
 //! Must never answer FILE_SYNC before the flush succeeded, nor let a flush that started
-//! before a truncation commit after it (the truncation holds the file's flush lock).
+//! before a truncation commit after it (the truncation holds the file's flush lock), nor
+//! buffer data under a lease other than the one the file's buffer is under.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +41,9 @@ impl Drop for WaitingWriter<'_> {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// Times a write takes its file's lease before giving up (`FsError::Fenced`: JUKEBOX).
+const LEASE_ATTEMPTS: usize = 3;
 
 /// Largest file offset the engine accepts (keeps offsets representable as `i64` for NFS).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -95,28 +102,75 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             Ok(pb::FileType::Directory) => return Err(FsError::IsDir),
             _ => return Err(FsError::Invalid("not a regular file".into())),
         }
-        let committed = match stable {
+        let (committed, verifier) = match stable {
             Stability::Unstable => {
-                if len > 0 {
-                    self.buffer_write(cred, &file, offset, data, stable).await?;
-                }
-                Stability::Unstable
+                let verifier = match len {
+                    0 => self.verifier.current(),
+                    _ => self.leased_write(cred, node, &file, offset, data, stable).await?,
+                };
+                (Stability::Unstable, verifier)
             }
             Stability::DataSync | Stability::FileSync => {
                 // Reads here wait until the data is committed (`FileState::stable`).
                 let _invisible = file.stable.write().await;
                 if len > 0 {
-                    self.buffer_write(cred, &file, offset, data, stable).await?;
+                    self.leased_write(cred, node, &file, offset, data, stable).await?;
                 }
                 self.flush_file(node, &file).await?;
-                Stability::FileSync
+                (Stability::FileSync, self.verifier.current())
             }
         };
         let after = self.file_attr(node, &file).await?;
-        Ok(WriteReply { before, after, committed })
+        Ok(WriteReply { before, after, committed, verifier })
     }
 
-    /// Takes budget (waiting if needed) and records the data in the file's buffer.
+    /// Buffers a write under the file's write lease, taking the lease first if this
+    /// gateway holds none (a Raft write at metad; a file this gateway created comes with
+    /// it). Returns the write verifier the data was buffered under.
+    async fn leased_write(
+        &self,
+        cred: &pb::Cred,
+        node: FileHandle,
+        file: &Arc<FileState>,
+        offset: u64,
+        data: Bytes,
+        stable: Stability,
+    ) -> Result<[u8; 8], FsError> {
+        // The lease can be lost between taking it and buffering (a flush was fenced):
+        // take it again, a few times at most.
+        for _ in 0..LEASE_ATTEMPTS {
+            let epoch = self.write_lease(cred, node, file).await?;
+            if let Some(verifier) = self.buffer_write(cred, file, offset, data.clone(), stable, epoch).await? {
+                return Ok(verifier);
+            }
+        }
+        Err(FsError::Fenced)
+    }
+
+    /// The epoch of `node`'s write lease this gateway holds, taking the lease if needed.
+    async fn write_lease(&self, cred: &pb::Cred, node: FileHandle, file: &FileState) -> Result<u64, FsError> {
+        if let Some(epoch) = lock(&file.inner).lease {
+            return Ok(epoch);
+        }
+        let reply = self
+            .meta
+            .acquire_write_lease(pb::AcquireWriteLeaseRequest {
+                node: Some(node.into()),
+                instance: self.instance,
+                cred: Some(cred.clone()),
+                request_id: None,
+            })
+            .await?;
+        // A concurrent write may have set it meanwhile: data already buffered under that
+        // epoch must not be committed under a later one (another gateway may have held the
+        // lease in between), so the first one stays.
+        Ok(*lock(&file.inner).lease.get_or_insert(reply.epoch))
+    }
+
+    /// Takes budget (waiting if needed) and records the data in the file's buffer if the
+    /// file's lease is still `epoch`; returns the write verifier it was buffered under
+    /// (read with the data inserted, so a flush failure that drops it and changes the
+    /// verifier is seen by this write's COMMIT), or `None` if the lease changed.
     async fn buffer_write(
         &self,
         cred: &pb::Cred,
@@ -124,7 +178,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         offset: u64,
         data: Bytes,
         stable: Stability,
-    ) -> Result<(), FsError> {
+        epoch: u64,
+    ) -> Result<Option<[u8; 8]>, FsError> {
         let want = data.len() as u64;
         let got = match self.budget.try_acquire(want) {
             Some(n) => n,
@@ -134,8 +189,13 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 self.budget.acquire(want).await?
             }
         };
-        let excess = {
+        let (excess, verifier) = {
             let mut inner = lock(&file.inner);
+            if inner.lease != Some(epoch) {
+                drop(inner);
+                self.budget.release(got);
+                return Ok(None);
+            }
             inner.held += got;
             inner.buf.insert(offset, data);
             inner.writer = Some(cred.clone());
@@ -143,13 +203,13 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             if stable == Stability::Unstable {
                 inner.unstable_acked = true;
             }
-            inner.excess_permits()
+            (inner.excess_permits(), self.verifier.current())
         };
         self.budget.release(excess);
         if self.budget.available() < self.budget.capacity() / 4 {
             self.pressure.notify_one();
         }
-        Ok(())
+        Ok(Some(verifier))
     }
 
     pub(super) async fn commit_impl(&self, node: FileHandle) -> Result<pb::Attr, FsError> {

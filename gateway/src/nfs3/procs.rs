@@ -271,7 +271,7 @@ pub async fn write<V: Vfs>(vfs: &V, ctx: &CallContext, args: &Bytes, w: &mut Xdr
             types::write_wcc(w, Some(&reply.before), Some(&reply.after));
             w.u32(len);
             w.u32(stable_how(reply.committed));
-            w.fixed(&vfs.write_verifier());
+            w.fixed(&reply.verifier);
             s
         }
         Err(e) => fail(w, &e, no_wcc),

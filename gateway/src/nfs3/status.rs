@@ -81,8 +81,9 @@ pub fn nfsstat3_from(e: &FsError) -> NfsStat3 {
         FsError::TooManyLinks => NfsStat3::MLink,
         FsError::NotSync => NfsStat3::NotSync,
         FsError::BadCookie => NfsStat3::BadCookie,
-        // Transient: the client retries later instead of failing the application.
-        FsError::NotLeader { .. } | FsError::Unavailable(_) => NfsStat3::Jukebox,
+        // Transient: the client retries later instead of failing the application. Fenced:
+        // this gateway dropped what it held for the file; the retry writes it anew.
+        FsError::NotLeader { .. } | FsError::Unavailable(_) | FsError::Fenced => NfsStat3::Jukebox,
         FsError::Internal(_) => NfsStat3::ServerFault,
     }
 }
@@ -106,7 +107,9 @@ pub fn mountstat3_from(e: &FsError) -> MountStat3 {
         | FsError::BadCookie => MountStat3::Inval,
         FsError::NotSupported => MountStat3::NotSupp,
         FsError::Io(_) | FsError::ReadOnly | FsError::TooBig | FsError::NoSpace => MountStat3::Io,
-        FsError::NotLeader { .. } | FsError::Unavailable(_) | FsError::Internal(_) => MountStat3::ServerFault,
+        FsError::NotLeader { .. } | FsError::Unavailable(_) | FsError::Fenced | FsError::Internal(_) => {
+            MountStat3::ServerFault
+        }
     }
 }
 
@@ -123,6 +126,7 @@ mod tests {
         check(FsError::NotFound, NfsStat3::NoEnt, MountStat3::NoEnt);
         check(FsError::NotLeader { leader: Some(2) }, NfsStat3::Jukebox, MountStat3::ServerFault);
         check(FsError::Unavailable("x".into()), NfsStat3::Jukebox, MountStat3::ServerFault);
+        check(FsError::Fenced, NfsStat3::Jukebox, MountStat3::ServerFault);
         check(FsError::Internal("x".into()), NfsStat3::ServerFault, MountStat3::ServerFault);
         check(FsError::Io("x".into()), NfsStat3::Io, MountStat3::Io);
         check(FsError::Stale, NfsStat3::Stale, MountStat3::NoEnt);

@@ -115,8 +115,9 @@ impl<'t> WriteTables<'t> {
 
     fn apply_op(&mut self, cred: &Cred, now: i64, op: &Op) -> R<Reply> {
         match op {
-            Op::Create { dir, name, kind, mode, uid, gid, how, size } => {
-                self.create(cred, dir, name, *kind, *mode, (*uid, *gid), *how, *size, now)
+            Op::Create { dir, name, kind, mode, uid, gid, how, size, lease_for } => {
+                let how = super::create::How { how: *how, size: *size, lease_for: *lease_for };
+                self.create(cred, dir, name, *kind, *mode, (*uid, *gid), how, now)
             }
             Op::Mknod { dir, name, kind, mode, rdev } => self.mknod(cred, dir, name, *kind, *mode, *rdev, now),
             Op::Symlink { dir, name, target, mode } => self.symlink(cred, dir, name, target, *mode, now),
@@ -137,9 +138,10 @@ impl<'t> WriteTables<'t> {
                 };
                 self.set_attr(cred, node, &change, now)
             }
-            Op::CommitExtents { node, range_start, range_end, extents } => {
-                self.commit_extents(cred, node, *range_start, *range_end, extents, now)
+            Op::CommitExtents { node, range_start, range_end, extents, lease } => {
+                self.commit_extents(cred, node, (*range_start, *range_end), extents, *lease, now)
             }
+            Op::AcquireWriteLease { node, instance } => self.acquire_write_lease(cred, node, *instance),
         }
     }
 
@@ -425,6 +427,8 @@ pub(super) fn new_inode(share_id: u64, kind: FileKind, mode: u32, (uid, gid): (u
         verifier: None,
         rdev_major: 0,
         rdev_minor: 0,
+        lease_holder: 0,
+        lease_epoch: 0,
     }
 }
 

@@ -1,9 +1,11 @@
-//! Operations that change one inode in place: SetAttr and CommitExtents.
+//! Operations that change one inode in place: SetAttr, CommitExtents and AcquireWriteLease.
 //!
 //! Owns: the NFS guard (ctime compare inside apply, so it is atomic with the change), the
 //! ownership rules of chmod/chown/chgrp/utimes (through `perm`), server-time flags (the
-//! proposer's time in the command), truncation and extension, and extent replacement with
-//! its chunk reference counts.
+//! proposer's time in the command), truncation and extension, extent replacement with
+//! its chunk reference counts, and per-file write fencing (a commit under a lease that is
+//! no longer the file's is refused, so a gateway that lost its clients cannot commit what
+//! it held over what they wrote since through another one).
 //! Must never: mutate before every refusal has been checked (see `apply`).
 
 use super::apply::{R, WriteTables, clamp_add, touch_modified};
@@ -106,13 +108,15 @@ impl WriteTables<'_> {
         })
     }
 
+    /// Replaces `[start, end)` by `new`, if `lease` (instance, epoch) is still the file's
+    /// write lease; without a lease, ends whatever lease there is.
     pub(super) fn commit_extents(
         &mut self,
         cred: &Cred,
         key: &NodeKey,
-        start: u64,
-        end: u64,
+        (start, end): (u64, u64),
         new: &[Extent],
+        lease: Option<(u64, u64)>,
         now: i64,
     ) -> R<Reply> {
         let node = self.live(key)?;
@@ -122,6 +126,9 @@ impl WriteTables<'_> {
         validate::check_commit(start, end, new)?;
         if !perm::is_owner(cred, &node) {
             perm::require(cred, &node, W)?;
+        }
+        if lease.is_some_and(|l| l != (node.lease_holder, node.lease_epoch)) {
+            return Err(ApplyError::Fenced.into());
         }
 
         // Checks done; mutate.
@@ -133,6 +140,10 @@ impl WriteTables<'_> {
         after.used = clamp_add(after.used, delta);
         after.size = after.size.max(end);
         after.mode = perm::mode_after_write(cred, after.mode);
+        if lease.is_none() {
+            after.lease_holder = 0;
+            after.lease_epoch = after.lease_epoch.saturating_add(1);
+        }
         touch_modified(&mut after, now);
         self.put(key.ino, &after)?;
         self.add_usage(after.share_id, delta, 0)?;
@@ -140,5 +151,25 @@ impl WriteTables<'_> {
             before: AttrOut { ino: key.ino, inode: before },
             after: AttrOut { ino: key.ino, inode: after },
         })
+    }
+
+    /// Gives `key`'s write lease to `instance` (a new epoch), unless it holds it already.
+    pub(super) fn acquire_write_lease(&mut self, cred: &Cred, key: &NodeKey, instance: u64) -> R<Reply> {
+        let mut node = self.live(key)?;
+        if node.kind != FileKind::Regular {
+            return Err(not_regular(node.kind).into());
+        }
+        if instance == 0 {
+            return Err(ApplyError::Invalid("a write lease needs a non-zero instance".into()).into());
+        }
+        if !perm::is_owner(cred, &node) {
+            perm::require(cred, &node, W)?;
+        }
+        if node.lease_holder != instance {
+            node.lease_holder = instance;
+            node.lease_epoch = node.lease_epoch.saturating_add(1);
+            self.put(key.ino, &node)?;
+        }
+        Ok(Reply::Lease { epoch: node.lease_epoch })
     }
 }

@@ -12,6 +12,15 @@ use crate::command::{ApplyError, CreateMode, NodeKey, Reply};
 use crate::model::{AttrOut, Cred, FileKind, Inode, S_ISGID};
 use crate::validate;
 
+/// How a Create treats an existing name and a new file.
+pub(super) struct How {
+    pub how: CreateMode,
+    /// UNCHECKED on an existing (or new) regular file: truncate/extend to this size.
+    pub size: Option<u64>,
+    /// A gateway instance (non-zero) that gets a new regular file's write lease.
+    pub lease_for: u64,
+}
+
 /// What a new inode is, before it gets a number.
 struct NewNode<'a> {
     kind: FileKind,
@@ -22,6 +31,8 @@ struct NewNode<'a> {
     size: u64,
     verifier: Option<[u8; 8]>,
     target: Option<&'a [u8]>,
+    /// Its first write lease holder (0: nobody).
+    lease_for: u64,
 }
 
 impl WriteTables<'_> {
@@ -67,6 +78,9 @@ impl WriteTables<'_> {
         child.rdev_minor = n.rdev.1;
         child.size = n.size;
         child.verifier = n.verifier;
+        if n.lease_for != 0 && n.kind == FileKind::Regular {
+            (child.lease_holder, child.lease_epoch) = (n.lease_for, 1);
+        }
         if is_dir {
             child.parent = dir_key.ino;
         }
@@ -95,10 +109,10 @@ impl WriteTables<'_> {
         kind: FileKind,
         mode: u32,
         owner: (u32, u32),
-        how: CreateMode,
-        size: Option<u64>,
+        how: How,
         now: i64,
     ) -> R<Reply> {
+        let How { how, size, lease_for } = how;
         validate::check_name(name)?;
         validate::check_mode(mode)?;
         if !matches!(kind, FileKind::Regular | FileKind::Directory) {
@@ -137,7 +151,7 @@ impl WriteTables<'_> {
             CreateMode::Exclusive(v) => Some(v),
             _ => None,
         };
-        let n = NewNode { kind, mode, owner, rdev: (0, 0), size: size.unwrap_or(0), verifier, target: None };
+        let n = NewNode { kind, mode, owner, rdev: (0, 0), size: size.unwrap_or(0), verifier, target: None, lease_for };
         self.insert_new(cred, dir_key, dir, name, n, now)
     }
 
@@ -180,7 +194,7 @@ impl WriteTables<'_> {
             return Err(ApplyError::Perm.into());
         }
         let dir = self.dir_for_new(cred, dir_key, name)?;
-        let n = NewNode { kind, mode, owner: (cred.uid, cred.gid), rdev, size: 0, verifier: None, target: None };
+        let n = NewNode { kind, mode, owner: (cred.uid, cred.gid), rdev, size: 0, verifier: None, target: None, lease_for: 0 };
         self.insert_new(cred, dir_key, dir, name, n, now)
     }
 
@@ -205,6 +219,7 @@ impl WriteTables<'_> {
             size,
             verifier: None,
             target: Some(target),
+            lease_for: 0,
         };
         self.insert_new(cred, dir_key, dir, name, n, now)
     }

@@ -154,6 +154,8 @@ mod tests {
             verifier: None,
             rdev_major: 0,
             rdev_minor: 0,
+            lease_holder: 0,
+            lease_epoch: 0,
         }
     }
 

@@ -50,6 +50,7 @@ impl Harness {
 
     fn file(&mut self, name: &str) -> NodeKey {
         let op = Op::Create {
+            lease_for: 0,
             dir: self.root,
             name: name.as_bytes().to_vec(),
             kind: FileKind::Regular,
@@ -172,6 +173,7 @@ fn a_script_applies_identically_on_two_replicas() {
         let d = match h.op(
             Some(RequestId { client_id: 1, seq: 1 }),
             Op::Create {
+                lease_for: 0,
                 dir: h.root,
                 name: b"d".to_vec(),
                 kind: FileKind::Directory,

@@ -11,7 +11,7 @@
 //! | `Control/*` (forwarded control calls)                       |   ✓   |         |        |      |
 //! | `Control/Status`, `Control/Members`                         |   ✓   |         |        |  ✓   |
 //! | `Meta` reads: GetShare, ListShares, GetAttr, Lookup, ReadDir, GetExtents, FsStat, ReadLink, Access | ✓ | ✓ |  | ✓ |
-//! | `Meta` mutations: Create, Remove, SetAttr, CommitExtents, Symlink, Mknod, Link, Rename | ✓ | ✓ |   |      |
+//! | `Meta` mutations: Create, Remove, SetAttr, CommitExtents, AcquireWriteLease, Symlink, Mknod, Link, Rename | ✓ | ✓ |   |      |
 //! | `Meta/ListBlockDaemons`                                     |   ✓   |    ✓    |   ✓    |  ✓   |
 //! | `Meta/Heartbeat`, `Meta/RecordPacks`                        |   ✓   |         |   ✓    |      |
 //! | `Meta/LocateChunks`                                         |   ✓   |         |   ✓    |  ✓   |
@@ -34,7 +34,8 @@ use proto::pb::raft_server::SERVICE_NAME as RAFT;
 const META_READS: &[&str] =
     &["GetShare", "ListShares", "GetAttr", "Lookup", "ReadDir", "GetExtents", "FsStat", "ReadLink", "Access"];
 /// `Meta` methods that change the namespace or file contents.
-const META_WRITES: &[&str] = &["Create", "Remove", "SetAttr", "CommitExtents", "Symlink", "Mknod", "Link", "Rename"];
+const META_WRITES: &[&str] =
+    &["Create", "Remove", "SetAttr", "CommitExtents", "AcquireWriteLease", "Symlink", "Mknod", "Link", "Rename"];
 /// `Control` methods that only read.
 const CONTROL_READS: &[&str] = &["Status", "Members"];
 

@@ -112,10 +112,16 @@ fn time_set(at: Option<&pb::Time>, now: bool, which: &str) -> Result<TimeSet, St
     }
 }
 
-fn created(reply: Reply) -> Result<Response<pb::CreateReply>, Status> {
+/// A create's reply; `lease_for` (non-zero) learns the file's lease epoch if it holds it.
+fn created(reply: Reply, lease_for: u64) -> Result<Response<pb::CreateReply>, Status> {
     match reply {
         Reply::Created { attr, dir } => {
-            Ok(Response::new(pb::CreateReply { attr: Some(attr_to_pb(&attr)), dir: Some(wcc_to_pb(&dir)) }))
+            let held = lease_for != 0 && attr.inode.lease_holder == lease_for;
+            Ok(Response::new(pb::CreateReply {
+                attr: Some(attr_to_pb(&attr)),
+                dir: Some(wcc_to_pb(&dir)),
+                lease_epoch: if held { attr.inode.lease_epoch } else { 0 },
+            }))
         }
         other => Err(unexpected(&other)),
     }
@@ -175,9 +181,18 @@ impl pb::meta_server::Meta for MetaService {
         if req.size.is_some_and(|s| s > validate::MAX_FILE_SIZE) {
             return Err(fs(FsError::TooBig));
         }
-        let op =
-            Op::Create { dir, name: req.name, kind, mode: req.mode, uid: req.uid, gid: req.gid, how, size: req.size };
-        created(self.propose(cred, req.request_id.as_ref(), op).await?)
+        let op = Op::Create {
+            dir,
+            name: req.name,
+            kind,
+            mode: req.mode,
+            uid: req.uid,
+            gid: req.gid,
+            how,
+            size: req.size,
+            lease_for: req.lease_instance,
+        };
+        created(self.propose(cred, req.request_id.as_ref(), op).await?, req.lease_instance)
     }
 
     async fn read_dir(&self, request: Request<pb::ReadDirRequest>) -> Result<Response<pb::ReadDirReply>, Status> {
@@ -251,12 +266,30 @@ impl pb::meta_server::Meta for MetaService {
         let cred = cred(req.cred.as_ref())?;
         let extents = convert::extents_from_pb(&req.extents).map_err(fs)?;
         validate::check_commit(req.range_start, req.range_end, &extents).map_err(refused)?;
-        let op = Op::CommitExtents { node, range_start: req.range_start, range_end: req.range_end, extents };
+        let lease = req.lease.map(|l| (l.instance, l.epoch));
+        let op = Op::CommitExtents { node, range_start: req.range_start, range_end: req.range_end, extents, lease };
         match self.propose(cred, req.request_id.as_ref(), op).await? {
             Reply::Changed { before, after } => Ok(Response::new(pb::CommitExtentsReply {
                 before: Some(attr_to_pb(&before)),
                 after: Some(attr_to_pb(&after)),
             })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn acquire_write_lease(
+        &self,
+        request: Request<pb::AcquireWriteLeaseRequest>,
+    ) -> Result<Response<pb::AcquireWriteLeaseReply>, Status> {
+        let req = request.into_inner();
+        let node = convert::node_key(req.node.as_ref()).map_err(fs)?;
+        let cred = cred(req.cred.as_ref())?;
+        if req.instance == 0 {
+            return Err(fs(FsError::Invalid("a write lease needs a non-zero instance".into())));
+        }
+        let op = Op::AcquireWriteLease { node, instance: req.instance };
+        match self.propose(cred, req.request_id.as_ref(), op).await? {
+            Reply::Lease { epoch } => Ok(Response::new(pb::AcquireWriteLeaseReply { epoch })),
             other => Err(unexpected(&other)),
         }
     }
@@ -302,7 +335,7 @@ impl pb::meta_server::Meta for MetaService {
         validate::check_symlink_target(&req.target).map_err(refused)?;
         validate::check_mode(req.mode).map_err(refused)?;
         let op = Op::Symlink { dir, name: req.name, target: req.target, mode: req.mode };
-        created(self.propose(cred, req.request_id.as_ref(), op).await?)
+        created(self.propose(cred, req.request_id.as_ref(), op).await?, 0)
     }
 
     async fn read_link(&self, request: Request<pb::ReadLinkRequest>) -> Result<Response<pb::ReadLinkReply>, Status> {
@@ -321,7 +354,7 @@ impl pb::meta_server::Meta for MetaService {
         validate::check_mode(req.mode).map_err(refused)?;
         let kind = convert::kind_from_pb(req.kind).map_err(fs)?;
         let op = Op::Mknod { dir, name: req.name, kind, mode: req.mode, rdev: (req.rdev_major, req.rdev_minor) };
-        created(self.propose(cred, req.request_id.as_ref(), op).await?)
+        created(self.propose(cred, req.request_id.as_ref(), op).await?, 0)
     }
 
     async fn link(&self, request: Request<pb::LinkRequest>) -> Result<Response<pb::LinkReply>, Status> {

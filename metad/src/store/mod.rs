@@ -27,7 +27,11 @@ use crate::error::{MetadError, Result};
 /// upgraded in place at open: records without the options read as the defaults
 /// (read-write, every client, no squashing, anonymous ids 65534), which is how those
 /// shares behaved before.
-pub const SCHEMA_VERSION: u64 = 4;
+/// 5: per-file write leases — `lease_holder`/`lease_epoch` in inode records, and the
+/// `AcquireWriteLease` command, a lease on `CommitExtents` and `lease_for` on `Create`.
+/// A version-2 to -4 store is upgraded in place at open: records and log entries without
+/// them read as no lease (epoch 0), which the first acquisition or commit replaces.
+pub const SCHEMA_VERSION: u64 = 5;
 /// The oldest schema version this build upgrades at open.
 const UPGRADABLE_FROM: u64 = 2;
 /// File name of the store inside metad's data directory.

@@ -79,6 +79,7 @@ async fn setattr_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
 async fn commit_without_cred_invalid(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
     let req = pb::CommitExtentsRequest {
+        lease: None,
         node: Some(f),
         range_start: 0,
         range_end: 10,

@@ -499,6 +499,7 @@ impl Ctx {
         mode: u32,
     ) -> pb::CreateRequest {
         pb::CreateRequest {
+            lease_instance: 0,
             dir: Some(dir),
             name: b(name),
             kind: kind as i32,
@@ -636,6 +637,7 @@ impl Ctx {
         extents: Vec<pb::Extent>,
     ) -> Result<pb::CommitExtentsReply, FsError> {
         let req = pb::CommitExtentsRequest {
+            lease: None,
             node: Some(node),
             range_start: start,
             range_end: end,

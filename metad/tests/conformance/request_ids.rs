@@ -101,6 +101,7 @@ async fn setattr_retry_gets_same_reply(ctx: &Ctx) -> Result<(), String> {
 async fn commit_retry_gets_same_reply(ctx: &Ctx) -> Result<(), String> {
     let f = ctx.file(&user(), ctx.dir, "f", 0o644).await?;
     let req = pb::CommitExtentsRequest {
+        lease: None,
         node: Some(f),
         range_start: 0,
         range_end: 10,
