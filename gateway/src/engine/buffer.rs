@@ -53,11 +53,11 @@ impl DirtyBuffer {
         self.pieces.iter().next_back().map(|(o, p)| o + p.data.len() as u64)
     }
 
-    /// Records `data` at `offset`, overriding older data it overlaps. The caller has checked
-    /// that `offset + data.len()` does not overflow.
-    pub fn insert(&mut self, offset: u64, data: Bytes) {
+    /// Records `data` at `offset`, overriding older data it overlaps; returns its sequence
+    /// number. The caller has checked that `offset + data.len()` does not overflow.
+    pub fn insert(&mut self, offset: u64, data: Bytes) -> u64 {
         if data.is_empty() {
-            return;
+            return self.next_seq;
         }
         let end = offset + data.len() as u64;
         let mut overlapped: Vec<u64> = Vec::new();
@@ -84,6 +84,12 @@ impl DirtyBuffer {
         self.next_seq += 1;
         self.bytes += data.len() as u64;
         self.pieces.insert(offset, Piece { data, seq: self.next_seq });
+        self.next_seq
+    }
+
+    /// The sequence number of the newest write ever inserted.
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// Every piece, for a flush.

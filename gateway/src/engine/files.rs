@@ -17,6 +17,7 @@ use bytes::Bytes;
 use proto::{ChunkHash, FileHandle, pb};
 
 use super::buffer::DirtyBuffer;
+use super::verifier::WriteVerifier;
 use super::lock;
 
 /// How long attributes from metad may stand in for a GetAttr in a WRITE reply.
@@ -43,10 +44,22 @@ pub struct FileInner {
     /// The last chunk this gateway committed for the file (hashed here, so verified): a
     /// sequential writer's next flush re-chunks from its start without fetching it back.
     pub tail: Option<(ChunkHash, Bytes)>,
-    /// The epoch of the file's write lease this gateway holds, as far as it knows (metad
-    /// has the last word: a commit under a lease taken since is refused). Everything in
-    /// `buf` was buffered under it; `None`: a WRITE takes the lease before buffering.
-    pub lease: Option<u64>,
+    /// The file's write lease as this gateway last knew it (metad has the last word: a
+    /// commit under a lease taken since is refused). Everything in `buf` was buffered under
+    /// it; `None`: a WRITE takes the lease before buffering.
+    pub lease: Option<Lease>,
+    /// The newest sequence number of buffered data dropped without being committed (a
+    /// failed or fenced flush, a lost lease): a stable write whose data is at or below it
+    /// was not made durable by the flush it waited for.
+    pub dropped_through: u64,
+}
+
+/// A write lease this gateway holds: its epoch, and when metad last confirmed it (an
+/// acquisition, or a commit under it).
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    pub epoch: u64,
+    pub confirmed: Instant,
 }
 
 impl FileInner {
@@ -60,6 +73,20 @@ impl FileInner {
         } else {
             0
         }
+    }
+
+    /// Drops everything buffered because the file's write lease was lost (all of it was
+    /// buffered under that lease), changing the verifier first if UNSTABLE data had been
+    /// acknowledged — under the same lock, so every write whose data goes was answered
+    /// with the old verifier. Returns the permits to give back.
+    pub fn drop_for_lost_lease(&mut self, verifier: &WriteVerifier) -> u64 {
+        if std::mem::take(&mut self.unstable_acked) {
+            verifier.rotate();
+        }
+        self.dropped_through = self.buf.last_seq();
+        self.buf.clear();
+        self.lease = None;
+        self.excess_permits()
     }
 
     /// Cached attributes if still fresh.
@@ -106,6 +133,7 @@ impl FileState {
                 writer: None,
                 tail: None,
                 lease: None,
+                dropped_through: 0,
             }),
         }
     }

@@ -79,7 +79,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     pub(super) async fn flush_locked(&self, node: FileHandle, file: &FileState) -> Result<(), FsError> {
         let (snap, writer, lease) = {
             let inner = lock(&file.inner);
-            (inner.buf.snapshot(), inner.writer.clone(), inner.lease)
+            (inner.buf.snapshot(), inner.writer.clone(), inner.lease.map(|l| l.epoch))
         };
         if snap.pieces.is_empty() {
             return Ok(());
@@ -96,6 +96,10 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                     }
                     inner.retry_at = None;
                     inner.failures = 0;
+                    let now = Instant::now();
+                    if let Some(l) = inner.lease.as_mut().filter(|l| Some(l.epoch) == lease) {
+                        l.confirmed = now;
+                    }
                     if inner.buf.is_empty() {
                         inner.unstable_acked = false;
                     }
@@ -106,19 +110,20 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 Ok(())
             }
             Err(FsError::Fenced) => {
-                // Another gateway took the file's lease: everything buffered here for it
-                // (this flush's data and any that arrived meanwhile, all under the lost
-                // lease) may be older than what was written there, so none of it may be
-                // committed. The verifier changes under the same lock: every write whose
-                // data is dropped was answered with the old one, so its COMMIT differs.
+                // Another gateway took the file's lease: everything buffered here under it
+                // (this flush's data and any that arrived meanwhile) may be older than what
+                // was written there, so none of it may be committed. If a write has taken
+                // the lease again meanwhile, it dropped that data already and what is
+                // buffered now is under the new lease.
                 let excess = {
                     let mut inner = lock(&file.inner);
-                    if std::mem::take(&mut inner.unstable_acked) {
-                        self.verifier.rotate();
+                    if inner.lease.map(|l| l.epoch) == lease {
+                        inner.drop_for_lost_lease(&self.verifier)
+                    } else {
+                        inner.buf.remove_upto(snap.upto_seq);
+                        inner.dropped_through = inner.dropped_through.max(snap.upto_seq);
+                        inner.excess_permits()
                     }
-                    inner.buf.clear();
-                    inner.lease = None;
-                    inner.excess_permits()
                 };
                 self.budget.release(excess);
                 metrics::counter!(cluster::metrics::GATEWAY_FENCED).increment(1);
@@ -128,6 +133,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             Err(e @ (FsError::Stale | FsError::NotFound)) => {
                 let excess = {
                     let mut inner = lock(&file.inner);
+                    inner.dropped_through = inner.buf.last_seq();
                     inner.buf.clear();
                     inner.unstable_acked = false;
                     inner.excess_permits()
@@ -146,6 +152,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 let (excess, failures) = {
                     let mut inner = lock(&file.inner);
                     inner.buf.remove_upto(snap.upto_seq);
+                    inner.dropped_through = inner.dropped_through.max(snap.upto_seq);
                     inner.failures = inner.failures.saturating_add(1);
                     inner.retry_at = Some(Instant::now() + retry_delay(inner.failures));
                     // Writes that arrived during the flush stay (acknowledged with the old

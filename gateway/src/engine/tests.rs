@@ -325,14 +325,46 @@ async fn a_flush_fenced_by_another_gateway_drops_the_files_data_and_changes_the_
     assert_eq!(f.meta.0.lease_calls.load(Ordering::SeqCst), 1);
     assert_eq!(read_all(&f.engine, node, 6_000).await, new);
 
-    // A FILE_SYNC write fenced the same way is answered "try again" (JUKEBOX) and commits
-    // nothing; its retry succeeds.
+    // A FILE_SYNC write after another gateway took the lease: answered "try again"
+    // (JUKEBOX) having committed nothing, if this gateway still trusted its lease (it was
+    // confirmed moments ago); or, if it checked the lease first, done under a new one.
     f.meta.take_lease(node.ino, 0xb);
-    let err = f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::FileSync).await;
-    assert!(matches!(err, Err(FsError::Fenced)), "{:?}", err.map(|r| r.committed));
-    assert_eq!(read_all(&f.engine, node, 6_000).await, new);
-    f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::FileSync).await.expect("retry");
+    match f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::FileSync).await {
+        Err(FsError::Fenced) => {
+            assert_eq!(read_all(&f.engine, node, 6_000).await, new);
+            f.engine.write(&cred(), node, 0, Bytes::from(old.clone()), Stability::FileSync).await.expect("retry");
+        }
+        other => assert_eq!(other.expect("write").committed, Stability::FileSync),
+    }
     assert_eq!(read_all(&f.engine, node, 6_000).await, old);
+    assert_eq!(f.meta.0.lease_calls.load(Ordering::SeqCst), 2);
+}
+
+/// A FILE_SYNC write whose data another flush took (a COMMIT or background flush already
+/// running when it arrived) and lost is not acknowledged: its own flush then finds nothing
+/// to do, but the data was dropped, not made durable.
+#[tokio::test]
+async fn a_stable_write_dropped_by_another_failed_flush_is_not_acknowledged() {
+    let f = fixture();
+    let node = create(&f.engine, "a").await;
+    let file = f.engine.files.get_or_insert(node);
+    let running = file.flush_lock.lock().await;
+    let e = f.engine.clone();
+    let writer =
+        tokio::spawn(async move { e.write(&cred(), node, 0, Bytes::from(data(3_000, 4)), Stability::FileSync).await });
+    // The write is buffered and waits for the flush lock the "running flush" holds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.engine.files.buffered_end(&node).is_none() {
+        assert!(Instant::now() < deadline, "the write never reached the buffer");
+        tokio::task::yield_now().await;
+    }
+    f.chunks.0.fail_puts.store(true, Ordering::SeqCst);
+    assert!(f.engine.flush_locked(node, &file).await.is_err(), "the running flush fails and drops the data");
+    f.chunks.0.fail_puts.store(false, Ordering::SeqCst);
+    drop(running);
+    let r = writer.await.expect("writer");
+    assert!(r.is_err(), "a FILE_SYNC write was acknowledged whose data was dropped: {:?}", r.map(|w| w.committed));
+    assert_eq!(f.meta.size(node.ino), Some(0));
 }
 
 /// A WRITE's reply carries the verifier its data was buffered under: if a failed flush

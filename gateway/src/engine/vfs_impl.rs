@@ -152,7 +152,8 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
             self.remember_grants(cred, a, 0);
             if let (Some(node), epoch @ 1..) = (a.node, reply.lease_epoch) {
                 let file = self.files.get_or_insert(node.into());
-                lock(&file.inner).lease.get_or_insert(epoch);
+                let confirmed = Instant::now();
+                lock(&file.inner).lease.get_or_insert(super::files::Lease { epoch, confirmed });
             }
         }
         Ok(reply)

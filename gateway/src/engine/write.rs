@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use proto::{FileHandle, FsError, pb};
 
-use super::files::FileState;
+use super::files::{FileState, Lease};
 use super::{ChunkApi, Engine, MetaApi, lock};
 use crate::vfs::{ACCESS_WRITE, Stability, WriteReply};
 
@@ -44,6 +44,8 @@ impl Drop for WaitingWriter<'_> {
 
 /// Times a write takes its file's lease before giving up (`FsError::Fenced`: JUKEBOX).
 const LEASE_ATTEMPTS: usize = 3;
+/// How long a lease metad confirmed is trusted before a write checks it again.
+const LEASE_TRUST: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Largest file offset the engine accepts (keeps offsets representable as `i64` for NFS).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -106,17 +108,24 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             Stability::Unstable => {
                 let verifier = match len {
                     0 => self.verifier.current(),
-                    _ => self.leased_write(cred, node, &file, offset, data, stable).await?,
+                    _ => self.leased_write(cred, node, &file, offset, data, stable).await?.0,
                 };
                 (Stability::Unstable, verifier)
             }
             Stability::DataSync | Stability::FileSync => {
                 // Reads here wait until the data is committed (`FileState::stable`).
                 let _invisible = file.stable.write().await;
-                if len > 0 {
-                    self.leased_write(cred, node, &file, offset, data, stable).await?;
-                }
+                let seq = match len {
+                    0 => 0,
+                    _ => self.leased_write(cred, node, &file, offset, data, stable).await?.1,
+                };
                 self.flush_file(node, &file).await?;
+                // The flush that took this data may have been another one (a background or
+                // COMMIT flush running when it arrived) that failed or was fenced and
+                // dropped it: then it is not durable, and the client must try again.
+                if lock(&file.inner).dropped_through >= seq && seq > 0 {
+                    return Err(FsError::Unavailable("its data was dropped by a failed or fenced flush".into()));
+                }
                 (Stability::FileSync, self.verifier.current())
             }
         };
@@ -125,8 +134,9 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     }
 
     /// Buffers a write under the file's write lease, taking the lease first if this
-    /// gateway holds none (a Raft write at metad; a file this gateway created comes with
-    /// it). Returns the write verifier the data was buffered under.
+    /// gateway holds none or has not had it confirmed for `LEASE_TRUST` (a Raft write at
+    /// metad; a file this gateway created comes with it). Returns the write verifier the
+    /// data was buffered under and its sequence number in the buffer.
     async fn leased_write(
         &self,
         cred: &pb::Cred,
@@ -135,7 +145,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         offset: u64,
         data: Bytes,
         stable: Stability,
-    ) -> Result<[u8; 8], FsError> {
+    ) -> Result<([u8; 8], u64), FsError> {
         // The lease can be lost between taking it and buffering (a flush was fenced):
         // take it again, a few times at most.
         for _ in 0..LEASE_ATTEMPTS {
@@ -147,10 +157,16 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         Err(FsError::Fenced)
     }
 
-    /// The epoch of `node`'s write lease this gateway holds, taking the lease if needed.
+    /// The epoch of `node`'s write lease this gateway holds, taking the lease if it holds
+    /// none or its last confirmation is older than `LEASE_TRUST`. Checking again after a
+    /// while keeps a write that arrives long after another gateway took the lease from
+    /// being buffered under the lost one and refused at commit (a needless "try again");
+    /// within `LEASE_TRUST` that can still happen, and is safe.
     async fn write_lease(&self, cred: &pb::Cred, node: FileHandle, file: &FileState) -> Result<u64, FsError> {
-        if let Some(epoch) = lock(&file.inner).lease {
-            return Ok(epoch);
+        if let Some(l) = lock(&file.inner).lease
+            && l.confirmed.elapsed() < LEASE_TRUST
+        {
+            return Ok(l.epoch);
         }
         let reply = self
             .meta
@@ -161,10 +177,21 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 request_id: None,
             })
             .await?;
-        // A concurrent write may have set it meanwhile: data already buffered under that
-        // epoch must not be committed under a later one (another gateway may have held the
-        // lease in between), so the first one stays.
-        Ok(*lock(&file.inner).lease.get_or_insert(reply.epoch))
+        let now = Instant::now();
+        let excess = {
+            let mut inner = lock(&file.inner);
+            let excess = match inner.lease {
+                Some(l) if l.epoch == reply.epoch => 0,
+                // Lost since (another gateway held it in between): what was buffered under
+                // the old epoch may be older than what was written there.
+                Some(_) => inner.drop_for_lost_lease(&self.verifier),
+                None => 0,
+            };
+            inner.lease = Some(Lease { epoch: reply.epoch, confirmed: now });
+            excess
+        };
+        self.budget.release(excess);
+        Ok(reply.epoch)
     }
 
     /// Takes budget (waiting if needed) and records the data in the file's buffer if the
@@ -179,7 +206,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         data: Bytes,
         stable: Stability,
         epoch: u64,
-    ) -> Result<Option<[u8; 8]>, FsError> {
+    ) -> Result<Option<([u8; 8], u64)>, FsError> {
         let want = data.len() as u64;
         let got = match self.budget.try_acquire(want) {
             Some(n) => n,
@@ -191,19 +218,19 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         };
         let (excess, verifier) = {
             let mut inner = lock(&file.inner);
-            if inner.lease != Some(epoch) {
+            if inner.lease.map(|l| l.epoch) != Some(epoch) {
                 drop(inner);
                 self.budget.release(got);
                 return Ok(None);
             }
             inner.held += got;
-            inner.buf.insert(offset, data);
+            let seq = inner.buf.insert(offset, data);
             inner.writer = Some(cred.clone());
             inner.last_write = Instant::now();
             if stable == Stability::Unstable {
                 inner.unstable_acked = true;
             }
-            (inner.excess_permits(), self.verifier.current())
+            (inner.excess_permits(), (self.verifier.current(), seq))
         };
         self.budget.release(excess);
         if self.budget.available() < self.budget.capacity() / 4 {
