@@ -4,7 +4,8 @@
 //! check. Each fails on any acknowledged operation lost, any read that did not return the
 //! acknowledged state, any shared file or name whose history (all clients' calls on it)
 //! is not linearizable, any operation that never completed (a client must see stalls,
-//! never errors) and any panic in a node's log.
+//! never errors) and any panic in a node's log. The network cases put the nodes in network
+//! namespaces of their own (root, as CI runs).
 //! The long run (≥ 1,000 faults) is `cargo run -p chaos --release -- run --faults 1000`
 //! (docs/reliability.md).
 
