@@ -1052,36 +1052,8 @@ async fn a_commit_under_a_lease_another_gateway_took_is_refused() {
     let again = fs.svc.create(Request::new(create("f", B))).await.unwrap().into_inner();
     assert_eq!(again.lease_epoch, 0, "an existing file's lease is not handed to another creator");
 
-    let commit = |lease: Option<(u64, u64)>, tag: u8| {
-        let fs = fs.clone();
-        async move {
-            fs.svc
-                .commit_extents(Request::new(pb::CommitExtentsRequest {
-                    node: Some(f),
-                    range_start: 0,
-                    range_end: 10,
-                    extents: vec![ext(0, 10, tag, 0, 10)],
-                    cred: fs.c(),
-                    lease: lease.map(|(instance, epoch)| pb::WriteLease { instance, epoch }),
-                    ..Default::default()
-                }))
-                .await
-        }
-    };
-    let acquire = |instance: u64| {
-        let fs = fs.clone();
-        async move {
-            fs.svc
-                .acquire_write_lease(Request::new(pb::AcquireWriteLeaseRequest {
-                    node: Some(f),
-                    instance,
-                    cred: fs.c(),
-                    ..Default::default()
-                }))
-                .await
-                .map(|r| r.into_inner().epoch)
-        }
-    };
+    let commit = |lease: Option<(u64, u64)>, tag: u8| commit_leased(fs.clone(), f, lease, tag);
+    let acquire = |instance: u64| acquire_lease(fs.clone(), f, instance);
     commit(Some((A, 1)), 1).await.unwrap();
     assert_eq!(acquire(B).await.unwrap(), 2);
     assert_eq!(acquire(B).await.unwrap(), 2, "taking a lease one holds changes nothing");
@@ -1101,34 +1073,43 @@ async fn a_commit_under_a_lease_another_gateway_took_is_refused() {
     drop(m);
     let m = open(dir.path()).await;
     let fs = Fs::new(&m);
-    let r = fs
-        .svc
+    commit_leased(fs.clone(), f, Some((A, 5)), 7).await.unwrap();
+    // Only regular files have leases, and a lease needs an instance.
+    let root = fs.root().await;
+    assert!(matches!(err(acquire_lease(fs.clone(), root, A).await), FsError::IsDir | FsError::Invalid(_)));
+    assert!(matches!(err(acquire_lease(fs.clone(), f, 0).await), FsError::Invalid(_)));
+}
+
+/// CommitExtents of one 10-byte extent (chunk `tag`) over `[0, 10)` of `f`, under `lease`
+/// (instance, epoch).
+async fn commit_leased(
+    fs: Fs,
+    f: NodeRef,
+    lease: Option<(u64, u64)>,
+    tag: u8,
+) -> Result<tonic::Response<pb::CommitExtentsReply>, tonic::Status> {
+    fs.svc
         .commit_extents(Request::new(pb::CommitExtentsRequest {
             node: Some(f),
             range_start: 0,
             range_end: 10,
-            extents: vec![ext(0, 10, 7, 0, 10)],
+            extents: vec![ext(0, 10, tag, 0, 10)],
             cred: fs.c(),
-            lease: Some(pb::WriteLease { instance: A, epoch: 5 }),
+            lease: lease.map(|(instance, epoch)| pb::WriteLease { instance, epoch }),
             ..Default::default()
         }))
-        .await;
-    r.unwrap();
-    // Only regular files have leases, and a lease needs an instance.
-    let lease_of = |node: NodeRef, instance: u64| {
-        let fs = fs.clone();
-        async move {
-            fs.svc
-                .acquire_write_lease(Request::new(pb::AcquireWriteLeaseRequest {
-                    node: Some(node),
-                    instance,
-                    cred: fs.c(),
-                    ..Default::default()
-                }))
-                .await
-        }
-    };
-    let root = fs.root().await;
-    assert!(matches!(err(lease_of(root, A).await), FsError::IsDir | FsError::Invalid(_)));
-    assert!(matches!(err(lease_of(f, 0).await), FsError::Invalid(_)));
+        .await
+}
+
+/// AcquireWriteLease of `node` for `instance`: the epoch.
+async fn acquire_lease(fs: Fs, node: NodeRef, instance: u64) -> Result<u64, tonic::Status> {
+    fs.svc
+        .acquire_write_lease(Request::new(pb::AcquireWriteLeaseRequest {
+            node: Some(node),
+            instance,
+            cred: fs.c(),
+            ..Default::default()
+        }))
+        .await
+        .map(|r| r.into_inner().epoch)
 }
