@@ -29,9 +29,11 @@
 //! docs/reliability.md). If the file is gone (`Stale`/`NotFound`) its buffer is dropped
 //! and the verifier kept. Write fencing: each CommitExtents carries the write lease the
 //! data was buffered under; if another gateway has taken it since (`Fenced`), all of the
-//! file's buffered data is dropped and the lease forgotten (the next WRITE takes it anew). Must never drop acknowledged UNSTABLE data without changing the
-//! verifier, and never run two flushes of one file at once (callers hold the file's flush
-//! lock).
+//! file's buffered data is dropped and the lease forgotten (the next WRITE takes it
+//! anew). Every drop records the newest sequence dropped (`FileInner::dropped_through`),
+//! so a FILE_SYNC write whose data went is not acknowledged. Must never drop acknowledged
+//! UNSTABLE data without changing the verifier, and never run two flushes of one file at
+//! once (callers hold the file's flush lock).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
