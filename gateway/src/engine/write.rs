@@ -150,8 +150,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         // take it again, a few times at most.
         for _ in 0..LEASE_ATTEMPTS {
             let epoch = self.write_lease(cred, node, file).await?;
-            if let Some(verifier) = self.buffer_write(cred, file, offset, data.clone(), stable, epoch).await? {
-                return Ok(verifier);
+            if let Some(buffered) = self.buffer_write(cred, file, offset, data.clone(), stable, epoch).await? {
+                return Ok(buffered);
             }
         }
         Err(FsError::Fenced)
@@ -197,7 +197,8 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// Takes budget (waiting if needed) and records the data in the file's buffer if the
     /// file's lease is still `epoch`; returns the write verifier it was buffered under
     /// (read with the data inserted, so a flush failure that drops it and changes the
-    /// verifier is seen by this write's COMMIT), or `None` if the lease changed.
+    /// verifier is seen by this write's COMMIT) and its sequence number, or `None` if the
+    /// lease changed.
     async fn buffer_write(
         &self,
         cred: &pb::Cred,
@@ -216,7 +217,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 self.budget.acquire(want).await?
             }
         };
-        let (excess, verifier) = {
+        let (excess, buffered) = {
             let mut inner = lock(&file.inner);
             if inner.lease.map(|l| l.epoch) != Some(epoch) {
                 drop(inner);
@@ -236,7 +237,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         if self.budget.available() < self.budget.capacity() / 4 {
             self.pressure.notify_one();
         }
-        Ok(Some(verifier))
+        Ok(Some(buffered))
     }
 
     pub(super) async fn commit_impl(&self, node: FileHandle) -> Result<pb::Attr, FsError> {
