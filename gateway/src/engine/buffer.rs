@@ -3,6 +3,8 @@
 //! Owns the range bookkeeping only: newer data overrides older where they overlap, pieces
 //! keep the sequence number of the write that produced them, and a flush removes exactly
 //! the pieces it saw (sequence <= the snapshot's) so data written during a flush stays.
+//! It also remembers the newest write whose data was discarded uncommitted, so a stable
+//! write can tell that the flush it waited for did not make its data durable.
 //! Must never copy payload bytes (pieces are `Bytes` slices of what the client sent), do
 //! I/O, or know about budgets (the caller accounts bytes via [`DirtyBuffer::bytes`]).
 
@@ -22,6 +24,8 @@ pub struct DirtyBuffer {
     pieces: BTreeMap<u64, Piece>,
     bytes: u64,
     next_seq: u64,
+    /// Newest sequence number discarded without being committed.
+    dropped_through: u64,
 }
 
 /// What a flush saw: the pieces (ascending, non-overlapping) and the newest sequence.
@@ -87,9 +91,10 @@ impl DirtyBuffer {
         self.next_seq
     }
 
-    /// The sequence number of the newest write ever inserted.
-    pub fn last_seq(&self) -> u64 {
-        self.next_seq
+    /// Whether the write numbered `seq` (from [`DirtyBuffer::insert`]) had its data
+    /// discarded uncommitted ([`DirtyBuffer::discard_upto`], [`DirtyBuffer::clear`]).
+    pub fn was_dropped(&self, seq: u64) -> bool {
+        seq > 0 && seq <= self.dropped_through
     }
 
     /// Every piece, for a flush.
@@ -111,6 +116,12 @@ impl DirtyBuffer {
         out
     }
 
+    /// Drops the pieces a failed flush held, uncommitted: as `remove_upto`, remembered.
+    pub fn discard_upto(&mut self, upto_seq: u64) {
+        self.remove_upto(upto_seq);
+        self.dropped_through = self.dropped_through.max(upto_seq);
+    }
+
     /// Drops the pieces a successful flush committed: those written at or before `upto_seq`
     /// (a newer write that overlapped them has already cut them down to what it left).
     pub fn remove_upto(&mut self, upto_seq: u64) {
@@ -125,10 +136,12 @@ impl DirtyBuffer {
         self.bytes -= freed;
     }
 
-    /// Drops everything (the file is gone).
+    /// Discards everything, uncommitted (the file is gone, its lease lost, the process
+    /// stalled).
     pub fn clear(&mut self) {
         self.pieces.clear();
         self.bytes = 0;
+        self.dropped_through = self.next_seq;
     }
 }
 

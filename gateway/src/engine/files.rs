@@ -48,10 +48,6 @@ pub struct FileInner {
     /// commit under a lease taken since is refused). Everything in `buf` was buffered under
     /// it; `None`: a WRITE takes the lease before buffering.
     pub lease: Option<Lease>,
-    /// The newest sequence number of buffered data dropped without being committed (a
-    /// failed or fenced flush, a lost lease): a stable write whose data is at or below it
-    /// was not made durable by the flush it waited for.
-    pub dropped_through: u64,
 }
 
 /// A write lease this gateway holds: its epoch, and when metad last confirmed it (an
@@ -83,7 +79,6 @@ impl FileInner {
         if std::mem::take(&mut self.unstable_acked) {
             verifier.rotate();
         }
-        self.dropped_through = self.buf.last_seq();
         self.buf.clear();
         self.lease = None;
         self.excess_permits()
@@ -133,7 +128,6 @@ impl FileState {
                 writer: None,
                 tail: None,
                 lease: None,
-                dropped_through: 0,
             }),
         }
     }

@@ -30,7 +30,7 @@
 //! and the verifier kept. Write fencing: each CommitExtents carries the write lease the
 //! data was buffered under; if another gateway has taken it since (`Fenced`), all of the
 //! file's buffered data is dropped and the lease forgotten (the next WRITE takes it
-//! anew). Every drop records the newest sequence dropped (`FileInner::dropped_through`),
+//! anew). Data dropped uncommitted is remembered by the buffer (`DirtyBuffer::was_dropped`),
 //! so a FILE_SYNC write whose data went is not acknowledged. Must never drop acknowledged
 //! UNSTABLE data without changing the verifier, and never run two flushes of one file at
 //! once (callers hold the file's flush lock).
@@ -122,8 +122,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                     if inner.lease.map(|l| l.epoch) == lease {
                         inner.drop_for_lost_lease(&self.verifier)
                     } else {
-                        inner.buf.remove_upto(snap.upto_seq);
-                        inner.dropped_through = inner.dropped_through.max(snap.upto_seq);
+                        inner.buf.discard_upto(snap.upto_seq);
                         inner.excess_permits()
                     }
                 };
@@ -135,7 +134,6 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             Err(e @ (FsError::Stale | FsError::NotFound)) => {
                 let excess = {
                     let mut inner = lock(&file.inner);
-                    inner.dropped_through = inner.buf.last_seq();
                     inner.buf.clear();
                     inner.unstable_acked = false;
                     inner.excess_permits()
@@ -153,8 +151,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 }
                 let (excess, failures) = {
                     let mut inner = lock(&file.inner);
-                    inner.buf.remove_upto(snap.upto_seq);
-                    inner.dropped_through = inner.dropped_through.max(snap.upto_seq);
+                    inner.buf.discard_upto(snap.upto_seq);
                     inner.failures = inner.failures.saturating_add(1);
                     inner.retry_at = Some(Instant::now() + retry_delay(inner.failures));
                     // Writes that arrived during the flush stay (acknowledged with the old

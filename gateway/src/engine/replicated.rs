@@ -446,9 +446,9 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
         let mut backoff = self.opts.first_backoff;
         let mut view = self.current_view().await.map_err(|e| FsError::Io(format!("chunk {hash}: {e}")))?;
         loop {
-            let (errors, unreachable, not_now) = match self.get_round(&view, hash).await {
+            let Missed { errors, unreachable, not_now } = match self.get_round(&view, hash).await {
                 Ok(bytes) => return Ok(bytes),
-                Err(round) => round,
+                Err(missed) => missed,
             };
             if errors.is_empty() {
                 return Err(FsError::Io(format!("chunk {hash}: no live block daemon")));
@@ -476,10 +476,8 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
         }
     }
 
-    /// One pass over the daemons for `hash`: its bytes, or the errors met and whether some
-    /// daemon could not be reached.
-    /// `not_now`: some daemon answered that it holds the chunk but cannot serve it now.
-    async fn get_round(&self, view: &View, hash: ChunkHash) -> Result<Bytes, (Vec<String>, bool, bool)> {
+    /// One pass over the daemons for `hash`: its bytes, or what the daemons answered.
+    async fn get_round(&self, view: &View, hash: ChunkHash) -> Result<Bytes, Missed> {
         // Live daemons in rendezvous order (suspects after the others), then (last resort:
         // the bytes are verified, so asking costs only time) the ones metad does not
         // currently judge live.
@@ -487,8 +485,7 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
         let (mut order, suspects): (Vec<u64>, Vec<u64>) = live.into_iter().partition(|&id| !self.is_suspect(id));
         order.extend(suspects);
         order.extend(placement::replicas(&hash, &view.others, view.others.len()));
-        let mut errors = Vec::new();
-        let (mut unreachable, mut not_now) = (false, false);
+        let mut missed = Missed::default();
         for id in order {
             let answer = match self.ask(id, self.daemon(view, id)).await {
                 Ok(d) => self.ask(id, d.get(hash)).await,
@@ -498,20 +495,31 @@ impl<S: Membership, K: Connector> ReplicatedChunks<S, K> {
                 Ok(bytes) if K::Daemon::RETURNS_VERIFIED || blake3::hash(&bytes).as_bytes() == hash.as_bytes() => {
                     return Ok(bytes);
                 }
-                Ok(_) => errors.push(format!("daemon {id}: bytes fail the hash check")),
+                Ok(_) => missed.errors.push(format!("daemon {id}: bytes fail the hash check")),
                 Err(e) => {
                     if is_not_now(&e) {
-                        not_now = true;
+                        missed.not_now = true;
                     } else {
-                        unreachable |= matches!(e, FsError::Unavailable(_));
+                        missed.unreachable |= matches!(e, FsError::Unavailable(_));
                     }
-                    errors.push(format!("daemon {id}: {e}"));
+                    missed.errors.push(format!("daemon {id}: {e}"));
                 }
             }
-            tracing::warn!(%hash, daemon = id, error = errors.last().map(String::as_str), "chunk read failed; trying the next daemon");
+            tracing::warn!(%hash, daemon = id, error = missed.errors.last().map(String::as_str), "chunk read failed; trying the next daemon");
         }
-        Err((errors, unreachable, not_now))
+        Err(missed)
     }
+}
+
+/// What a round over the daemons met when none served a chunk.
+#[derive(Default)]
+struct Missed {
+    /// One line per daemon asked.
+    errors: Vec<String>,
+    /// Some daemon could not be reached.
+    unreachable: bool,
+    /// Some daemon answered that it holds the chunk but cannot serve it now.
+    not_now: bool,
 }
 
 impl<S: Membership, K: Connector> ChunkApi for ReplicatedChunks<S, K> {

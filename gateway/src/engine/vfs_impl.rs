@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use proto::{FileHandle, FsError, pb};
 
-use super::files::FileState;
+use super::files::{FileState, Lease};
 use super::{ChunkApi, Engine, MetaApi, lock};
 use crate::exports::{Export, MountTable};
 use crate::vfs::{ACCESS_READ, ACCESS_WRITE, FsStat, ReadReply, Stability, Vfs, WriteReply};
@@ -153,7 +153,7 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
             if let (Some(node), epoch @ 1..) = (a.node, reply.lease_epoch) {
                 let file = self.files.get_or_insert(node.into());
                 let confirmed = Instant::now();
-                lock(&file.inner).lease.get_or_insert(super::files::Lease { epoch, confirmed });
+                lock(&file.inner).lease.get_or_insert(Lease { epoch, confirmed });
             }
         }
         Ok(reply)

@@ -123,7 +123,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 // The flush that took this data may have been another one (a background or
                 // COMMIT flush running when it arrived) that failed or was fenced and
                 // dropped it: then it is not durable, and the client must try again.
-                if lock(&file.inner).dropped_through >= seq && seq > 0 {
+                if lock(&file.inner).buf.was_dropped(seq) {
                     return Err(FsError::Unavailable("its data was dropped by a failed or fenced flush".into()));
                 }
                 (Stability::FileSync, self.verifier.current())
