@@ -429,6 +429,9 @@ pub struct ChunksInner {
     pub no_space: AtomicBool,
     pub puts: AtomicUsize,
     pub gets: AtomicUsize,
+    /// Gets yield to the runtime a few times before answering, as a daemon over the
+    /// network would, so concurrent readers overlap.
+    pub slow_gets: AtomicBool,
 }
 
 /// A cloneable handle to one in-memory block daemon.
@@ -487,6 +490,11 @@ impl ChunkApi for FakeChunks {
     async fn get(&self, hash: ChunkHash) -> Result<Bytes, FsError> {
         self.check_up()?;
         self.0.gets.fetch_add(1, Ordering::SeqCst);
+        if self.0.slow_gets.load(Ordering::SeqCst) {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        }
         let data = lock(&self.0.store).get(&hash).cloned().ok_or_else(|| FsError::Io("no such chunk".into()))?;
         if lock(&self.0.corrupt).contains(&hash) {
             let mut bad = data.to_vec();

@@ -23,7 +23,8 @@
 //! `local_daemon` (a block daemon in this process, called without QUIC), `blocks`
 //! (the real chunk store: one daemon or `replicated`), `replicated` (replica sets over the
 //! live daemons metad lists), `placement` (rendezvous hashing), `shares` (each share's
-//! export options and replication factor, cached for `shares::TTL`), `readahead` (sequential-read detection), `access`
+//! export options and replication factor, cached for `shares::TTL`), `readahead` (sequential-read detection), `single_flight` (one fetch per chunk
+//! at a time), `access`
 //! (granted-permission cache), `buffer`
 //! (dirty ranges), `budget` (byte permits), `files` (per-file state), `write` (WRITE,
 //! COMMIT, SETATTR), `flush` (one file's flush), `read` (READ and chunk fetching), `cache`,
@@ -56,6 +57,7 @@ mod read;
 mod readahead;
 mod replicated;
 mod shares;
+mod single_flight;
 mod verifier;
 mod vfs_impl;
 mod write;
@@ -191,6 +193,8 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = Blocks> {
     verifier: WriteVerifier,
     access: AccessCache,
     readahead: ReadAhead,
+    /// Chunk fetches in flight, joined by concurrent readers of the same chunk.
+    fetches: single_flight::SingleFlight<proto::ChunkHash, bytes::Bytes, proto::FsError>,
     shares: ShareCache,
     /// The mounts handed out by this gateway (MOUNT DUMP).
     mounts: crate::exports::MountTable,
@@ -255,6 +259,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             verifier: WriteVerifier::new(),
             access: AccessCache::default(),
             readahead: ReadAhead::new(opts.cache_bytes),
+            fetches: Default::default(),
             shares: ShareCache::default(),
             mounts: crate::exports::MountTable::default(),
             me: me.clone(),

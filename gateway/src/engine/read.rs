@@ -1,7 +1,8 @@
 //! The read path: READ from buffered data and committed extents, and chunk fetching.
 //!
 //! Owns turning extents into bytes: validating every extent metad returns, fetching each
-//! distinct chunk once (cache first, then the block daemon, bounded concurrency),
+//! distinct chunk once (cache first, then the block daemon, bounded concurrency, one fetch
+//! per hash across concurrent READs and read-ahead: `single_flight`),
 //! verifying its hash (here, unless the `ChunkApi` already did: `RETURNS_VERIFIED`) and
 //! length before use, slicing, and zero-filling holes. Dirty data of this gateway is
 //! overlaid last (read-your-writes; a stable write's only once it is committed, so reads
@@ -234,11 +235,22 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
         let data = match self.cache.get(&hash) {
             Some(d) => d,
             None => {
-                let d = self.chunks.get(hash).await?;
-                if !C::RETURNS_VERIFIED && blake3::hash(&d).as_bytes() != hash.as_bytes() {
-                    tracing::error!(%hash, "chunk failed its hash check");
-                    return Err(FsError::Io(format!("chunk {hash} failed its hash check")));
-                }
+                // One fetch per hash at a time: a READ joins the read-ahead's or another
+                // READ's fetch of the same chunk.
+                let d = self
+                    .fetches
+                    .run(hash, || async {
+                        if let Some(d) = self.cache.get(&hash) {
+                            return Ok(d);
+                        }
+                        let d = self.chunks.get(hash).await?;
+                        if !C::RETURNS_VERIFIED && blake3::hash(&d).as_bytes() != hash.as_bytes() {
+                            tracing::error!(%hash, "chunk failed its hash check");
+                            return Err(FsError::Io(format!("chunk {hash} failed its hash check")));
+                        }
+                        Ok(d)
+                    })
+                    .await?;
                 if fill == CacheFill::Yes {
                     self.cache.insert(hash, d.clone());
                 }

@@ -1,13 +1,16 @@
 //! Sequential read-ahead: which READs are sequential, and what to prefetch after them.
 //!
-//! Owns, per file handle, where the last READ ended and how far ahead was already asked
-//! for. A READ that starts where the previous one of the same file ended is sequential;
-//! after it, once less than half of the window is left ahead of the reader, the bytes up to
-//! `window` past its end (never past the file size) are prefetched into the chunk cache by
-//! one background task per file. A non-sequential READ resets the file's stream. The
-//! window is at most `MAX_WINDOW_BYTES` and at most a quarter of the cache, so read-ahead
-//! cannot evict what the readers are using; the table forgets its oldest streams beyond
-//! `MAX_STREAMS`.
+//! Owns, per file handle, the furthest point READs have reached and how far ahead was
+//! already asked for. A READ is sequential when it starts at most `MAX_BEHIND_BYTES` before
+//! that point or at most its own length past it: a client with several READs in flight
+//! sends them in order, but they arrive and are served out of order, and such a window of
+//! concurrent READs must still look like one stream. After a sequential READ that moves the
+//! furthest point on, once less than half of the window is left ahead of it, the bytes up
+//! to `window` past it (never past the file size) are prefetched into the chunk cache by
+//! one background task per file. Any other READ restarts the file's stream where it ended.
+//! The window is at most `MAX_WINDOW_BYTES` and at most a quarter of the cache, so
+//! read-ahead cannot evict what the readers are using; the table forgets its oldest
+//! streams beyond `MAX_STREAMS`.
 //!
 //! Must never block a READ on a prefetch, run two prefetches of one file at once, or hold
 //! its mutex across an `.await`. Fetching (and verifying) is `read.rs`'s business.
@@ -24,13 +27,16 @@ use super::lock;
 
 /// Most bytes prefetched ahead of one sequential reader.
 pub const MAX_WINDOW_BYTES: u64 = 4 * 1024 * 1024;
+/// How far before a stream's furthest point a READ may start and still belong to it (16
+/// READs of 1 MiB in flight).
+const MAX_BEHIND_BYTES: u64 = 16 * 1024 * 1024;
 /// Files whose read streams are tracked at once.
 const MAX_STREAMS: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 struct Stream {
-    /// Where the last READ ended.
-    next: u64,
+    /// The furthest end of the stream's READs.
+    front: u64,
     /// Bytes before this were prefetched (or read).
     ahead_to: u64,
     in_flight: bool,
@@ -72,14 +78,22 @@ impl ReadAhead {
                 streams.remove(&k);
             }
         }
-        let s = streams.entry(node).or_insert(Stream { next: u64::MAX, ahead_to: 0, in_flight: false, used: now });
-        let sequential = s.next == offset;
-        s.next = end;
+        let s = streams.entry(node).or_insert(Stream { front: u64::MAX, ahead_to: 0, in_flight: false, used: now });
+        let len = end - offset;
+        let sequential = s.front != u64::MAX
+            && offset >= s.front.saturating_sub(MAX_BEHIND_BYTES)
+            && offset <= s.front.saturating_add(len);
         s.used = now;
         if !sequential {
+            s.front = end;
             s.ahead_to = end;
             return None;
         }
+        if end <= s.front {
+            // Behind the front: a READ of the window already asked for.
+            return None;
+        }
+        s.front = end;
         s.ahead_to = s.ahead_to.max(end);
         let to = end.saturating_add(self.window).min(size);
         if s.in_flight || s.ahead_to >= to || s.ahead_to - end >= self.window / 2 {
@@ -135,6 +149,23 @@ mod tests {
         // Never past the end of the file.
         assert_eq!(ra.on_read(F, 5 * k, 6 * k, 6 * k + 100), None);
         assert_eq!(ra.started(), 2);
+    }
+
+    #[test]
+    fn concurrent_reads_served_out_of_order_are_one_stream() {
+        let ra = ReadAhead::new(1 << 30); // window 4 MiB
+        let m = 1 << 20;
+        // Four 1 MiB READs in flight, served in the order 0, 2, 1, 3, then 5, 4.
+        assert_eq!(ra.on_read(F, 0, m, 64 * m), None);
+        assert_eq!(ra.on_read(F, 2 * m, 3 * m, 64 * m), Some((3 * m, 7 * m)), "one READ past the front");
+        assert_eq!(ra.on_read(F, m, 2 * m, 64 * m), None, "behind the front: nothing new to ask for");
+        ra.finished(F);
+        assert_eq!(ra.on_read(F, 3 * m, 4 * m, 64 * m), None, "more than half the window still ahead");
+        assert_eq!(ra.on_read(F, 5 * m, 6 * m, 64 * m), Some((7 * m, 10 * m)));
+        assert_eq!(ra.on_read(F, 4 * m, 5 * m, 64 * m), None);
+        assert_eq!(ra.started(), 2);
+        // A jump far ahead starts a new stream there.
+        assert_eq!(ra.on_read(F, 40 * m, 41 * m, 64 * m), None);
     }
 
     #[test]

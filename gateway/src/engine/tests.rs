@@ -621,6 +621,25 @@ async fn sequential_reads_prefetch_and_random_reads_do_not() {
 }
 
 #[tokio::test]
+async fn concurrent_reads_of_one_chunk_fetch_it_once() {
+    let f = fixture();
+    let node = create(&f.engine, "shared").await;
+    let bytes = data(300_000, 5);
+    f.engine.write(&cred(), node, 0, Bytes::from(bytes.clone()), Stability::FileSync).await.expect("write");
+    let chunks = f.meta.extents(node.ino).len();
+    assert!(chunks > 1, "the file spans several chunks");
+    f.chunks.0.slow_gets.store(true, Ordering::SeqCst);
+    let gets = f.chunks.gets();
+    // Four READs at once over the whole file, as a client with several in flight sends.
+    let c = cred();
+    let reads = (0..4).map(|_| f.engine.read(&c, node, 0, 300_000));
+    for r in futures::future::join_all(reads).await {
+        assert_eq!(r.expect("read").data, bytes);
+    }
+    assert_eq!(f.chunks.gets() - gets, chunks, "each chunk fetched once for all four READs");
+}
+
+#[tokio::test]
 async fn export_options_are_cached_for_the_ttl_and_refreshed_by_mnt() {
     let f = fixture();
     let calls = || f.meta.0.list_shares_calls.load(Ordering::SeqCst);
