@@ -415,7 +415,7 @@ impl Vfs for MemVfs {
         if req.mtime_now {
             n.attr.mtime = Some(now());
         }
-        Ok(pb::SetAttrReply { before: Some(before), after: Some(n.attr) })
+        Ok(pb::SetAttrReply { before: Some(before), after: Some(n.attr), lease_epoch: 0 })
     }
 
     async fn read(&self, cred: &pb::Cred, node: FileHandle, offset: u64, count: u32) -> Result<ReadReply, FsError> {

@@ -141,6 +141,13 @@ pub enum Op {
         mtime: TimeSet,
         /// NFS guard: apply only if the ctime still equals this.
         guard_ctime_ns: Option<i64>,
+        /// On a size change, the file's write lease: `Some(instance)` (non-zero) takes it
+        /// for that gateway instance (a new epoch unless it holds it already), so a
+        /// gateway that buffered writes before the truncation cannot commit them over it;
+        /// `Some(0)` ends any lease. `None` (entries from before this field) leaves the
+        /// lease as it is.
+        #[serde(default)]
+        lease_for: Option<u64>,
     },
     /// Replaces everything in `[range_start, range_end)` by `extents`. With `lease`
     /// (instance, epoch): refused as [`ApplyError::Fenced`] unless that is still the file's

@@ -1101,6 +1101,89 @@ async fn commit_leased(
         .await
 }
 
+#[tokio::test]
+async fn a_truncation_through_another_gateway_fences_the_lease_holder() {
+    const A: u64 = 0xa;
+    const B: u64 = 0xb;
+    let dir = tempfile::tempdir().unwrap();
+    let m = open(dir.path()).await;
+    let fs = Fs::new(&m);
+    let root = fs.root().await;
+    let made = fs
+        .svc
+        .create(Request::new(pb::CreateRequest {
+            dir: Some(root),
+            name: b"t".to_vec(),
+            kind: FileType::Regular as i32,
+            mode: 0o644,
+            cred: fs.c(),
+            lease_instance: A,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let f = node(made.attr.as_ref().unwrap());
+    commit_leased(fs.clone(), f, Some((A, 1)), 1).await.unwrap();
+    let truncate = |instance: u64, mode: Option<u32>| {
+        let fs = fs.clone();
+        async move {
+            fs.svc
+                .set_attr(Request::new(pb::SetAttrRequest {
+                    node: Some(f),
+                    size: Some(0),
+                    mode,
+                    cred: fs.c(),
+                    lease_instance: instance,
+                    ..Default::default()
+                }))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    // B truncates: B holds the lease now, and A's commit of what it buffered before the
+    // truncation is refused instead of bringing the bytes back.
+    let r = truncate(B, None).await.unwrap();
+    assert_eq!(r.lease_epoch, 2, "the truncating gateway holds the lease");
+    assert_eq!(r.after.as_ref().unwrap().size, 0);
+    assert_eq!(err(commit_leased(fs.clone(), f, Some((A, 1)), 2).await), FsError::Fenced);
+    assert!(fs.extents(f, 0, 10).await.is_empty(), "the truncation stands");
+    commit_leased(fs.clone(), f, Some((B, 2)), 3).await.unwrap();
+    // Truncating again under the lease one holds keeps it (no needless fencing of oneself).
+    assert_eq!(truncate(B, None).await.unwrap().lease_epoch, 2);
+    commit_leased(fs.clone(), f, Some((B, 2)), 4).await.unwrap();
+    // Without an instance, a truncation ends the lease; a change that is not a truncation
+    // leaves it alone.
+    assert_eq!(truncate(0, None).await.unwrap().lease_epoch, 0);
+    assert_eq!(err(commit_leased(fs.clone(), f, Some((B, 2)), 5).await), FsError::Fenced);
+    assert_eq!(acquire_lease(fs.clone(), f, A).await.unwrap(), 4);
+    fs.svc
+        .set_attr(Request::new(pb::SetAttrRequest { node: Some(f), mode: Some(0o600), cred: fs.c(), lease_instance: B, ..Default::default() }))
+        .await
+        .unwrap();
+    commit_leased(fs.clone(), f, Some((A, 4)), 6).await.unwrap();
+    // An UNCHECKED create with a size truncates an existing file the same way.
+    let again = fs
+        .svc
+        .create(Request::new(pb::CreateRequest {
+            dir: Some(root),
+            name: b"t".to_vec(),
+            kind: FileType::Regular as i32,
+            mode: 0o644,
+            how: CreateHow::Unchecked as i32,
+            size: Some(0),
+            cred: fs.c(),
+            lease_instance: B,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.lease_epoch, 5);
+    assert_eq!(err(commit_leased(fs.clone(), f, Some((A, 4)), 7).await), FsError::Fenced);
+    assert!(fs.extents(f, 0, 10).await.is_empty());
+}
+
 /// AcquireWriteLease of `node` for `instance`: the epoch.
 async fn acquire_lease(fs: Fs, node: NodeRef, instance: u64) -> Result<u64, tonic::Status> {
     fs.svc

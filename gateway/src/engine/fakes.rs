@@ -277,14 +277,22 @@ impl MetaApi for FakeMeta {
         self.saw("SetAttr", &req.cred);
         self.with_node(req.node, |i| {
             let before = i.attr;
+            let mut lease_epoch = 0;
             if let Some(size) = req.size {
                 punch(&mut i.extents, size, u64::MAX);
                 i.attr.size = size;
+                // As metad: a truncation takes the lease (0: ends it).
+                if req.lease_instance == 0 || i.lease.0 != req.lease_instance {
+                    i.lease = (req.lease_instance, i.lease.1 + 1);
+                }
+                if req.lease_instance != 0 {
+                    lease_epoch = i.lease.1;
+                }
             }
             if let Some(mode) = req.mode {
                 i.attr.mode = mode;
             }
-            Ok(pb::SetAttrReply { before: Some(before), after: Some(i.attr) })
+            Ok(pb::SetAttrReply { before: Some(before), after: Some(i.attr), lease_epoch })
         })
     }
 

@@ -340,6 +340,30 @@ async fn a_flush_fenced_by_another_gateway_drops_the_files_data_and_changes_the_
     assert_eq!(f.meta.0.lease_calls.load(Ordering::SeqCst), 2);
 }
 
+/// Another gateway truncates a file this one has buffered writes for: the truncation
+/// takes the file's lease, so those writes are not committed over it afterwards (the
+/// client is told to resend them), and the truncating gateway writes on without taking
+/// the lease again.
+#[tokio::test]
+async fn a_truncation_through_another_gateway_fences_the_writes_buffered_before_it() {
+    let f = fixture();
+    let other = Engine::new(f.meta.clone(), f.chunks.clone(), options(), f.shutdown.clone()).expect("engine");
+    let node = create(&f.engine, "t").await;
+    let w = f.engine.write(&cred(), node, 0, Bytes::from(data(6_000, 1)), Stability::Unstable).await.expect("write");
+    let truncate = pb::SetAttrRequest { node: Some(node.into()), size: Some(0), ..Default::default() };
+    other.setattr(&cred(), truncate).await.expect("truncate");
+    assert!(matches!(f.engine.commit(&cred(), node).await, Err(FsError::Fenced)));
+    assert_ne!(f.engine.write_verifier(), w.verifier, "the client is told to resend");
+    assert_eq!(f.meta.size(node.ino), Some(0), "the truncation stands");
+    assert!(f.meta.extents(node.ino).is_empty());
+
+    let leases = f.meta.0.lease_calls.load(Ordering::SeqCst);
+    let new = data(4_000, 2);
+    other.write(&cred(), node, 0, Bytes::from(new.clone()), Stability::FileSync).await.expect("write after truncating");
+    assert_eq!(f.meta.0.lease_calls.load(Ordering::SeqCst), leases, "the truncation brought the lease with it");
+    assert_eq!(read_all(&f.engine, node, 4_000).await, new);
+}
+
 /// A FILE_SYNC write whose data another flush took (a COMMIT or background flush already
 /// running when it arrived) and lost is not acknowledged: its own flush then finds nothing
 /// to do, but the data was dropped, not made durable.

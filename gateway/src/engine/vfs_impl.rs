@@ -22,8 +22,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use proto::{FileHandle, FsError, pb};
 
-use super::files::{FileState, Lease};
-use super::{ChunkApi, Engine, MetaApi, lock};
+use super::files::FileState;
+use super::{ChunkApi, Engine, MetaApi};
 use crate::exports::{Export, MountTable};
 use crate::vfs::{ACCESS_READ, ACCESS_WRITE, FsStat, ReadReply, Stability, Vfs, WriteReply};
 
@@ -151,9 +151,9 @@ impl<M: MetaApi, C: ChunkApi> Vfs for Engine<M, C> {
         if let Some(a) = &reply.attr {
             self.remember_grants(cred, a, 0);
             if let (Some(node), epoch @ 1..) = (a.node, reply.lease_epoch) {
-                let file = self.files.get_or_insert(node.into());
-                let confirmed = Instant::now();
-                lock(&file.inner).lease.get_or_insert(Lease { epoch, confirmed });
+                // A new file's lease, or an existing one's taken by truncating it (UNCHECKED
+                // with a size; what this gateway buffered under a lost lease is dropped).
+                self.adopt_lease(&self.files.get_or_insert(node.into()), epoch);
             }
         }
         Ok(reply)

@@ -177,21 +177,26 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
                 request_id: None,
             })
             .await?;
+        self.adopt_lease(file, reply.epoch);
+        Ok(reply.epoch)
+    }
+
+    /// Records that metad just confirmed `epoch` as this gateway's lease on `file`. If the
+    /// file was buffering under another epoch, the lease was lost in between (another
+    /// gateway held it): what was buffered under the old one may be older than what was
+    /// written there, so it is dropped.
+    pub(super) fn adopt_lease(&self, file: &FileState, epoch: u64) {
         let now = Instant::now();
         let excess = {
             let mut inner = lock(&file.inner);
             let excess = match inner.lease {
-                Some(l) if l.epoch == reply.epoch => 0,
-                // Lost since (another gateway held it in between): what was buffered under
-                // the old epoch may be older than what was written there.
-                Some(_) => inner.drop_for_lost_lease(&self.verifier),
-                None => 0,
+                Some(l) if l.epoch != epoch => inner.drop_for_lost_lease(&self.verifier),
+                _ => 0,
             };
-            inner.lease = Some(Lease { epoch: reply.epoch, confirmed: now });
+            inner.lease = Some(Lease { epoch, confirmed: now });
             excess
         };
         self.budget.release(excess);
-        Ok(reply.epoch)
     }
 
     /// Takes budget (waiting if needed) and records the data in the file's buffer if the
@@ -261,8 +266,18 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             // Permissions change: remembered grants may no longer hold.
             self.access.forget(node);
         }
+        if req.size.is_some() {
+            // A truncation takes the file's write lease, so what another gateway buffered
+            // before it cannot be committed over it afterwards (metad fences that commit).
+            req.lease_instance = self.instance;
+        }
         let Some(file) = self.files.get(&node) else {
-            return self.meta.set_attr(req).await;
+            let reply = self.meta.set_attr(req).await?;
+            if reply.lease_epoch != 0 {
+                // The writes that usually follow (O_TRUNC) need no lease of their own.
+                self.adopt_lease(&self.files.get_or_insert(node), reply.lease_epoch);
+            }
+            return Ok(reply);
         };
         // A size change must not race a flush: flush what is buffered, then truncate, all
         // under the flush lock so no older flush commits beyond the new size afterwards.
@@ -274,6 +289,9 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             None
         };
         let mut reply = self.meta.set_attr(req).await?;
+        if reply.lease_epoch != 0 {
+            self.adopt_lease(&file, reply.lease_epoch);
+        }
         if let Some(after) = &reply.after {
             file.remember_attr(after);
         }

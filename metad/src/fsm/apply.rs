@@ -126,7 +126,7 @@ impl<'t> WriteTables<'t> {
                 self.rename(cred, from_dir, from_name, to_dir, to_name, now)
             }
             Op::Remove { dir, name, directory } => self.remove(cred, dir, name, *directory, now),
-            Op::SetAttr { node, size, mode, uid, gid, atime, mtime, guard_ctime_ns } => {
+            Op::SetAttr { node, size, mode, uid, gid, atime, mtime, guard_ctime_ns, lease_for } => {
                 let change = super::attrs::SetAttr {
                     size: *size,
                     mode: *mode,
@@ -135,6 +135,7 @@ impl<'t> WriteTables<'t> {
                     atime: *atime,
                     mtime: *mtime,
                     guard_ctime_ns: *guard_ctime_ns,
+                    lease_for: *lease_for,
                 };
                 self.set_attr(cred, node, &change, now)
             }

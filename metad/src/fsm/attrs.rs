@@ -26,6 +26,8 @@ pub(super) struct SetAttr {
     pub atime: TimeSet,
     pub mtime: TimeSet,
     pub guard_ctime_ns: Option<i64>,
+    /// The write lease on a size change (see `Op::SetAttr`).
+    pub lease_for: Option<u64>,
 }
 
 fn pick_time(set: TimeSet, current: i64, now: i64) -> i64 {
@@ -92,6 +94,15 @@ impl WriteTables<'_> {
         let mut delta = 0;
         if let Some(size) = s.size {
             delta = self.resize(key.ino, &mut after, size, now)?;
+            // A truncation fences whoever buffered writes before it (see `Op::SetAttr`).
+            match s.lease_for {
+                Some(instance) if instance != 0 && after.lease_holder == instance => {}
+                Some(instance) => {
+                    after.lease_holder = instance;
+                    after.lease_epoch = after.lease_epoch.saturating_add(1);
+                }
+                None => {}
+            }
         }
         after.mode = mode;
         after.uid = s.uid.unwrap_or(after.uid);

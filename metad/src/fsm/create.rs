@@ -142,7 +142,7 @@ impl WriteTables<'_> {
             }
             let same = dir.clone();
             let attr = match (how, size) {
-                (CreateMode::Unchecked, Some(s)) => self.truncate_existing(cred, child_ino, child, s, now)?,
+                (CreateMode::Unchecked, Some(s)) => self.truncate_existing(cred, child_ino, child, s, lease_for, now)?,
                 _ => AttrOut { ino: child_ino, inode: child },
             };
             return Ok(Reply::Created { attr, dir: wcc(dir_key.ino, same, &dir) });
@@ -156,12 +156,32 @@ impl WriteTables<'_> {
     }
 
     /// UNCHECKED create of an existing regular file with a size: truncate or extend it.
-    fn truncate_existing(&mut self, cred: &Cred, ino: u64, child: Inode, size: u64, now: i64) -> R<AttrOut> {
+    /// UNCHECKED create of an existing file with a size. `lease_for` (non-zero) takes the
+    /// file's write lease as a truncating SetAttr does (0, as in entries from before
+    /// schema 5, leaves it alone).
+    fn truncate_existing(
+        &mut self,
+        cred: &Cred,
+        ino: u64,
+        child: Inode,
+        size: u64,
+        lease_for: u64,
+        now: i64,
+    ) -> R<AttrOut> {
         perm::require(cred, &child, W)?;
         let mut after = child;
-        if size != after.size {
-            let delta = self.resize(ino, &mut after, size, now)?;
+        let take_lease = lease_for != 0 && after.lease_holder != lease_for;
+        if take_lease {
+            after.lease_holder = lease_for;
+            after.lease_epoch = after.lease_epoch.saturating_add(1);
+        }
+        let mut delta = 0;
+        let resized = size != after.size;
+        if resized {
+            delta = self.resize(ino, &mut after, size, now)?;
             touch_changed(&mut after, now);
+        }
+        if resized || take_lease {
             self.put(ino, &after)?;
             self.add_usage(after.share_id, delta, 0)?;
         }

@@ -129,6 +129,7 @@ fn dedup_keeps_a_window_of_seqs_per_client() {
             atime: Default::default(),
             mtime: Default::default(),
             guard_ctime_ns: None,
+            lease_for: None,
         };
         h.op(Some(RequestId { client_id: 7, seq }), op).unwrap();
     }
@@ -151,6 +152,7 @@ fn dedup_forgets_the_least_recently_used_client() {
         atime: Default::default(),
         mtime: Default::default(),
         guard_ctime_ns: None,
+        lease_for: None,
     };
     for client in 1..=MAX_CLIENTS {
         h.op(Some(RequestId { client_id: client, seq: 1 }), touch(f)).unwrap();

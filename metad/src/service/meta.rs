@@ -247,12 +247,17 @@ impl pb::meta_server::Meta for MetaService {
             atime: time_set(req.atime.as_ref(), req.atime_now, "atime")?,
             mtime: time_set(req.mtime.as_ref(), req.mtime_now, "mtime")?,
             guard_ctime_ns: opt_time(req.guard_ctime.as_ref())?,
+            lease_for: req.size.map(|_| req.lease_instance),
         };
         match self.propose(cred, req.request_id.as_ref(), op).await? {
-            Reply::Changed { before, after } => Ok(Response::new(pb::SetAttrReply {
-                before: Some(attr_to_pb(&before)),
-                after: Some(attr_to_pb(&after)),
-            })),
+            Reply::Changed { before, after } => {
+                let held = req.size.is_some() && req.lease_instance != 0 && after.inode.lease_holder == req.lease_instance;
+                Ok(Response::new(pb::SetAttrReply {
+                    before: Some(attr_to_pb(&before)),
+                    after: Some(attr_to_pb(&after)),
+                    lease_epoch: if held { after.inode.lease_epoch } else { 0 },
+                }))
+            }
             other => Err(unexpected(&other)),
         }
     }
