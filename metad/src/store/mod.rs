@@ -28,7 +28,8 @@ use crate::error::{MetadError, Result};
 /// (read-write, every client, no squashing, anonymous ids 65534), which is how those
 /// shares behaved before.
 /// 5: per-file write leases — `lease_holder`/`lease_epoch` in inode records, and the
-/// `AcquireWriteLease` command, a lease on `CommitExtents` and `lease_for` on `Create`.
+/// `AcquireWriteLease` command, a lease on `CommitExtents`, `lease_for` on `Create` and on
+/// a truncating `SetAttr`.
 /// A version-2 to -4 store is upgraded in place at open: records and log entries without
 /// them read as no lease (epoch 0), which the first acquisition or commit replaces.
 pub const SCHEMA_VERSION: u64 = 5;
