@@ -51,6 +51,9 @@ pub struct MetaInner {
     pub commit_arrived: tokio::sync::Notify,
     /// AcquireWriteLease calls answered.
     pub lease_calls: AtomicUsize,
+    /// AcquireWriteLease yields to the runtime a few times before answering (a Raft write
+    /// takes a while), so concurrent writers overlap.
+    pub slow_leases: AtomicBool,
     pub commits: AtomicUsize,
     /// Access grants everything but write while set (and CommitExtents refuses).
     pub deny_write: AtomicBool,
@@ -345,6 +348,11 @@ impl MetaApi for FakeMeta {
     ) -> Result<pb::AcquireWriteLeaseReply, FsError> {
         self.saw("AcquireWriteLease", &req.cred);
         self.0.lease_calls.fetch_add(1, Ordering::SeqCst);
+        if self.0.slow_leases.load(Ordering::SeqCst) {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        }
         let epoch = self.with_node(req.node, |i| {
             if i.lease.0 != req.instance {
                 i.lease = (req.instance, i.lease.1 + 1);

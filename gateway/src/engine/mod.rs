@@ -195,6 +195,8 @@ pub struct Engine<M: MetaApi = GrpcMeta, C: ChunkApi = Blocks> {
     readahead: ReadAhead,
     /// Chunk fetches in flight, joined by concurrent readers of the same chunk.
     fetches: single_flight::SingleFlight<proto::ChunkHash, bytes::Bytes, proto::FsError>,
+    /// Write-lease acquisitions in flight, joined by concurrent WRITEs of the same file.
+    lease_acquisitions: single_flight::SingleFlight<proto::FileHandle, u64, proto::FsError>,
     shares: ShareCache,
     /// The mounts handed out by this gateway (MOUNT DUMP).
     mounts: crate::exports::MountTable,
@@ -260,6 +262,7 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
             access: AccessCache::default(),
             readahead: ReadAhead::new(opts.cache_bytes),
             fetches: Default::default(),
+            lease_acquisitions: Default::default(),
             shares: ShareCache::default(),
             mounts: crate::exports::MountTable::default(),
             me: me.clone(),

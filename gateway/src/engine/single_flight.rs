@@ -3,7 +3,8 @@
 //! Owns the table of fetches in flight. The first caller for a key runs its fetch (the
 //! leader); callers that arrive while it runs wait for its answer instead of fetching the
 //! same thing again (a chunk straddling two concurrent READs, a READ overtaking the
-//! read-ahead that is already fetching its chunks). Must never leave waiters hanging: a
+//! read-ahead that is already fetching its chunks; sixteen WRITEs in flight that all find
+//! their file's write lease due for a check). Must never leave waiters hanging: a
 //! leader that is cancelled mid-fetch removes its entry and closes its channel, and each
 //! waiter then fetches for itself. Must never hold its mutex across an `.await`.
 

@@ -364,6 +364,28 @@ async fn a_truncation_through_another_gateway_fences_the_writes_buffered_before_
     assert_eq!(read_all(&f.engine, node, 4_000).await, new);
 }
 
+/// Many WRITEs in flight that find the file's lease due for a check take it once, not once
+/// each (a Raft write apiece).
+#[tokio::test]
+async fn concurrent_writes_share_one_lease_acquisition() {
+    let f = fixture();
+    let node = create(&f.engine, "w").await;
+    f.meta.take_lease(node.ino, 0xb);
+    f.meta.0.slow_leases.store(true, Ordering::SeqCst);
+    let file = f.engine.files.get_or_insert(node);
+    super::lock(&file.inner).lease = None;
+    let c = cred();
+    let writes = (0..8u64).map(|i| {
+        f.engine.write(&c, node, i * 1_000, Bytes::from(data(1_000, i)), Stability::Unstable)
+    });
+    for w in futures::future::join_all(writes).await {
+        w.expect("write");
+    }
+    assert_eq!(f.meta.0.lease_calls.load(Ordering::SeqCst), 1, "one acquisition for eight WRITEs");
+    f.engine.commit(&cred(), node).await.expect("commit under the lease taken");
+    assert_eq!(f.meta.size(node.ino), Some(8_000));
+}
+
 /// A FILE_SYNC write whose data another flush took (a COMMIT or background flush already
 /// running when it arrived) and lost is not acknowledged: its own flush then finds nothing
 /// to do, but the data was dropped, not made durable.

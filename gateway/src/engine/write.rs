@@ -161,24 +161,29 @@ impl<M: MetaApi, C: ChunkApi> Engine<M, C> {
     /// none or its last confirmation is older than `LEASE_TRUST`. Checking again after a
     /// while keeps a write that arrives long after another gateway took the lease from
     /// being buffered under the lost one and refused at commit (a needless "try again");
-    /// within `LEASE_TRUST` that can still happen, and is safe.
+    /// within `LEASE_TRUST` that can still happen, and is safe. Concurrent WRITEs of one
+    /// file share one acquisition (each was checked with Access before it got here).
     async fn write_lease(&self, cred: &pb::Cred, node: FileHandle, file: &FileState) -> Result<u64, FsError> {
         if let Some(l) = lock(&file.inner).lease
             && l.confirmed.elapsed() < LEASE_TRUST
         {
             return Ok(l.epoch);
         }
-        let reply = self
-            .meta
-            .acquire_write_lease(pb::AcquireWriteLeaseRequest {
-                node: Some(node.into()),
-                instance: self.instance,
-                cred: Some(cred.clone()),
-                request_id: None,
+        self.lease_acquisitions
+            .run(node, || async {
+                let reply = self
+                    .meta
+                    .acquire_write_lease(pb::AcquireWriteLeaseRequest {
+                        node: Some(node.into()),
+                        instance: self.instance,
+                        cred: Some(cred.clone()),
+                        request_id: None,
+                    })
+                    .await?;
+                self.adopt_lease(file, reply.epoch);
+                Ok(reply.epoch)
             })
-            .await?;
-        self.adopt_lease(file, reply.epoch);
-        Ok(reply.epoch)
+            .await
     }
 
     /// Records that metad just confirmed `epoch` as this gateway's lease on `file`. If the
