@@ -167,6 +167,10 @@ pub struct NfsConfig {
     pub drc_bytes: u64,
     /// TCP port of the embedded portmapper (program 100000 v2) on `bind`; 0 = off.
     pub portmap_port: u16,
+    /// Load balancers (addresses or CIDR blocks) whose connections start with a PROXY
+    /// protocol header (v1 or v2) naming the real client; required from them, never
+    /// read from anyone else. Empty = none.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -315,6 +319,16 @@ impl Default for MetadConfig {
     }
 }
 
+impl NfsConfig {
+    /// `proxy_protocol_from`, parsed (the error names the bad entry).
+    pub fn proxy_sources(&self) -> Result<Vec<proto::export::ClientMatch>, String> {
+        if self.proxy_protocol_from.len() > proto::export::MAX_CLIENT_ENTRIES {
+            return Err(format!("at most {} entries", proto::export::MAX_CLIENT_ENTRIES));
+        }
+        self.proxy_protocol_from.iter().map(|e| proto::export::ClientMatch::parse(e)).collect()
+    }
+}
+
 impl Default for NfsConfig {
     fn default() -> Self {
         NfsConfig {
@@ -324,6 +338,7 @@ impl Default for NfsConfig {
             drc_entries: 4096,
             drc_bytes: 16 << 20,
             portmap_port: 0,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -447,6 +462,9 @@ impl Config {
         if self.nfs.portmap_port != 0 && self.nfs.portmap_port == self.nfs.port {
             return invalid("nfs.portmap_port", "must differ from nfs.port");
         }
+        if let Err(e) = self.nfs.proxy_sources() {
+            return invalid("nfs.proxy_protocol_from", &e);
+        }
         let s3 = &self.blockd.s3;
         if s3.locate_interval_ms == 0 || s3.leftover_grace_ms > s3.orphan_grace_ms {
             return invalid("blockd.s3.leftover_grace_ms", "locate_interval_ms must be positive and leftover_grace_ms <= orphan_grace_ms");
@@ -513,8 +531,10 @@ mod tests {
         check(|n| n.drc_entries = 0, "nfs.drc_entries");
         check(|n| n.drc_bytes = 1024, "nfs.drc_bytes");
         check(|n| n.portmap_port = n.port, "nfs.portmap_port");
+        check(|n| n.proxy_protocol_from = vec!["10.0.0.10".into(), "lb.example".into()], "nfs.proxy_protocol_from");
         let mut c = Config::default();
         c.nfs.portmap_port = 111;
+        c.nfs.proxy_protocol_from = vec!["10.0.0.10".into(), "192.0.2.0/24".into()];
         assert!(c.validate().is_ok());
     }
 

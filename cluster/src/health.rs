@@ -1,5 +1,8 @@
 //! The metrics port's HTTP endpoint: `/metrics` (Prometheus text), `/health` (the process
-//! is alive and serving HTTP) and `/health/ready` (every role of the node is ready).
+//! is alive and serving HTTP), `/health/ready` (every role of the node is ready) and
+//! `/health/ready/<role>` (that role is ready: what a load balancer in front of the
+//! gateways checks, so that a full disk under the node's block daemon, which the gateway
+//! writes around, does not move its clients).
 //!
 //! Owns the readiness of a node as a set of named [`Signal`]s, one per role, each fed by
 //! its role's own probe (metad: it gets a read index; gateway: metad answers a linearizable
@@ -106,6 +109,15 @@ impl Readiness {
         let now = Instant::now();
         signals.iter().filter_map(|s| s.not_ready(now)).collect()
     }
+
+    /// Why the role `name` is not ready (empty: ready); `None` if the node runs no such role.
+    pub fn problems_of(&self, name: &str) -> Option<Vec<String>> {
+        let signals = self.signals.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = Instant::now();
+        let mut of_role = signals.iter().filter(|s| s.name == name).peekable();
+        of_role.peek()?;
+        Some(of_role.filter_map(|s| s.not_ready(now)).collect())
+    }
 }
 
 /// Spawns a task that runs `probe` every [`PROBE_EVERY`] (each bounded by `timeout`) and
@@ -190,11 +202,22 @@ fn answer(path: &str, metrics: &PrometheusHandle, readiness: &Readiness) -> Resp
     match path {
         "/metrics" => text(StatusCode::OK, metrics.render()),
         "/health" => text(StatusCode::OK, "alive\n".into()),
-        "/health/ready" => match readiness.problems() {
-            p if p.is_empty() => text(StatusCode::OK, "ready\n".into()),
-            p => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}\n", p.join("\n"))),
+        "/health/ready" => ready_or_not(readiness.problems()),
+        _ => match path.strip_prefix("/health/ready/").map(|role| readiness.problems_of(role)) {
+            Some(Some(problems)) => ready_or_not(problems),
+            Some(None) => text(StatusCode::NOT_FOUND, "this node runs no such role\n".into()),
+            None => text(StatusCode::NOT_FOUND, NOT_FOUND.into()),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /health or /health/ready\n".into()),
+    }
+}
+
+const NOT_FOUND: &str = "not found: try /metrics, /health, /health/ready or /health/ready/<role>\n";
+
+fn ready_or_not(problems: Vec<String>) -> Response<Full<Bytes>> {
+    if problems.is_empty() {
+        text(StatusCode::OK, "ready\n".into())
+    } else {
+        text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready\n{}\n", problems.join("\n")))
     }
 }
 
@@ -219,5 +242,18 @@ mod tests {
         assert!(why.starts_with("gateway: metad unreachable (for "), "{why}");
         gw.ok();
         assert_eq!(gw.not_ready(later), None, "ready again at the first success");
+    }
+
+    #[test]
+    fn one_role_is_ready_or_not_on_its_own() {
+        let r = Readiness::default();
+        let gw = r.signal("gateway");
+        let blockd = r.signal("blockd");
+        gw.ok();
+        blockd.failed("disk full");
+        assert_eq!(r.problems(), ["blockd: disk full"], "the node is not ready");
+        assert_eq!(r.problems_of("gateway"), Some(vec![]), "its gateway is");
+        assert_eq!(r.problems_of("blockd"), Some(vec!["blockd: disk full".to_string()]));
+        assert_eq!(r.problems_of("metad"), None, "no such role here");
     }
 }

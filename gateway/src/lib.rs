@@ -21,6 +21,7 @@ pub mod exports;
 pub mod mount;
 pub mod nfs3;
 pub mod portmap;
+pub mod proxy_header;
 pub mod rpc;
 pub mod server;
 #[cfg(any(test, feature = "testing"))]

@@ -84,7 +84,12 @@ impl GatewayRole {
         let server = tokio::spawn(gateway::server::serve(
             listener,
             Arc::clone(&engine),
-            gateway::server::NfsServerOptions { max_record_bytes: config.nfs.max_record_bytes, drc: Arc::new(drc) },
+            gateway::server::NfsServerOptions {
+                max_record_bytes: config.nfs.max_record_bytes,
+                drc: Arc::new(drc),
+                // Validated with the configuration.
+                proxy_protocol_from: Arc::new(config.nfs.proxy_sources().unwrap_or_default()),
+            },
             stop.clone(),
         ));
         let mut portmap_addr = None;

@@ -8,13 +8,17 @@
 //! Every connection consults the one duplicate request cache of the server's options
 //! (`rpc::drc`), so a call retransmitted on a new connection gets the original's reply.
 //!
+//! A connection from a load balancer listed in `proxy_protocol_from` must start with a
+//! PROXY protocol header (`proxy_header`); the client it names is the connection's peer
+//! from then on (export rules, the DRC). From anyone else no header is read.
+//!
 //! Must never: let one connection's failure (oversized record, EOF, I/O error) affect
 //! another, or buffer more than the in-flight window of replies per connection.
 
 use std::io;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use cluster::Shutdown;
 use cluster::metrics as names;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,7 +26,9 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
+use crate::proxy_header::{self, Parsed};
 use crate::rpc::{DuplicateRequestCache, handle_call_with_drc, record};
+use proto::export::ClientMatch;
 use crate::vfs::Vfs;
 use crate::xdr::Encoded;
 
@@ -36,6 +42,8 @@ pub use portmap::{serve_portmap, serve_portmap_udp};
 pub const MAX_IN_FLIGHT: usize = 64;
 /// Default largest RPC record: a 1 MiB WRITE plus headers.
 pub const DEFAULT_MAX_RECORD_BYTES: u32 = (1 << 20) + 64 * 1024;
+/// How long a load balancer has to send its PROXY header after connecting.
+const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -45,11 +53,18 @@ pub struct NfsServerOptions {
     pub max_record_bytes: u32,
     /// The process's duplicate request cache, shared by every connection.
     pub drc: Arc<DuplicateRequestCache>,
+    /// Load balancers whose connections start with a PROXY protocol header
+    /// (`nfs.proxy_protocol_from`).
+    pub proxy_protocol_from: Arc<Vec<ClientMatch>>,
 }
 
 impl Default for NfsServerOptions {
     fn default() -> Self {
-        NfsServerOptions { max_record_bytes: DEFAULT_MAX_RECORD_BYTES, drc: Arc::default() }
+        NfsServerOptions {
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            drc: Arc::default(),
+            proxy_protocol_from: Arc::default(),
+        }
     }
 }
 
@@ -109,14 +124,37 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn connection<V: Vfs>(stream: TcpStream, vfs: Arc<V>, opts: NfsServerOptions, shutdown: Shutdown) -> io::Result<()> {
+async fn connection<V: Vfs>(
+    mut stream: TcpStream,
+    vfs: Arc<V>,
+    opts: NfsServerOptions,
+    shutdown: Shutdown,
+) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let peer = stream.peer_addr().ok();
+    let mut peer = stream.peer_addr().ok();
+    let mut early = BytesMut::new();
+    if let Some(lb) = peer.filter(|p| opts.proxy_protocol_from.iter().any(|m| m.matches(p.ip()))) {
+        let header = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            r = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream, &mut early)) => r,
+        };
+        match header {
+            Ok(Ok(client)) => peer = client.or(peer),
+            Ok(Err(e)) => {
+                tracing::warn!(%lb, error = %e, "closing a load balancer's connection: no valid PROXY header");
+                return Err(e);
+            }
+            Err(_) => {
+                tracing::warn!(%lb, "closing a load balancer's connection: no PROXY header within {PROXY_HEADER_TIMEOUT:?}");
+                return Ok(());
+            }
+        }
+    }
     let (reader, writer) = stream.into_split();
     let (tx, rx) = mpsc::channel::<Encoded>(MAX_IN_FLIGHT);
     let closed = shutdown.child_token();
     let writer_task = tokio::spawn(write_replies(writer, rx, closed.clone()));
-    let read_result = read_calls(reader, peer, vfs, opts, tx, closed.clone()).await;
+    let read_result = read_calls(reader, early, peer, vfs, opts, tx, closed.clone()).await;
     // The reader is done; the writer drains the replies of calls still running, then ends
     // when the last of them drops its sender.
     let write_result = writer_task.await.unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -124,8 +162,35 @@ async fn connection<V: Vfs>(stream: TcpStream, vfs: Arc<V>, opts: NfsServerOptio
     read_result.and(write_result)
 }
 
+/// Reads a PROXY protocol header from `stream` (never more than
+/// `proxy_header::MAX_HEADER_BYTES`); the client it names, if any, and in `rest` the bytes
+/// read after it (the start of the client's first record).
+async fn read_proxy_header(stream: &mut TcpStream, rest: &mut BytesMut) -> io::Result<Option<std::net::SocketAddr>> {
+    let mut buf = BytesMut::with_capacity(proxy_header::MAX_HEADER_BYTES);
+    loop {
+        match proxy_header::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+            Parsed::Header { len, client } => {
+                rest.extend_from_slice(&buf[len..]);
+                return Ok(client);
+            }
+            Parsed::Incomplete => {
+                // parse() refuses an incomplete header once the buffer is full, so there
+                // is room here.
+                let mut chunk = [0u8; 256];
+                let room = (proxy_header::MAX_HEADER_BYTES - buf.len()).min(chunk.len());
+                let n = stream.read(&mut chunk[..room]).await?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before its PROXY header ended"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
 async fn read_calls<V: Vfs>(
     mut reader: OwnedReadHalf,
+    early: BytesMut,
     peer: Option<std::net::SocketAddr>,
     vfs: Arc<V>,
     opts: NfsServerOptions,
@@ -133,6 +198,7 @@ async fn read_calls<V: Vfs>(
     closed: Shutdown,
 ) -> io::Result<()> {
     let mut decoder = record::RecordDecoder::new(opts.max_record_bytes);
+    decoder.read_buffer().extend_from_slice(&early);
     let window = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         while let Some(rec) = decoder.next_record().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {

@@ -164,3 +164,81 @@ async fn libnfs_tools_copy_list_and_cat() {
     shutdown.cancel();
     tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap().unwrap();
 }
+
+/// GETATTR of the share's root (AUTH_NONE), framed.
+fn getattr_root(xid: u32) -> Vec<u8> {
+    let mut w = XdrWriter::new();
+    for v in [xid, 0, 2, 100_003, 3, 1, 0, 0, 0, 0] {
+        w.u32(v);
+    }
+    w.opaque(&MemVfs::root().encode());
+    framed(&w.into_inner())
+}
+
+/// The NFS status of one record-marked reply to an accepted call.
+async fn read_status(s: &mut TcpStream) -> u32 {
+    let mut marker = [0u8; 4];
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut marker)).await.unwrap().unwrap();
+    let mut body = vec![0u8; (u32::from_be_bytes(marker) & 0x7fff_ffff) as usize];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(u32::from_be_bytes(body[20..24].try_into().unwrap()), 0, "accepted");
+    u32::from_be_bytes(body[24..28].try_into().unwrap())
+}
+
+/// Behind a load balancer that sends PROXY headers, export rules see the client it names;
+/// a listed load balancer must send one, and no one else's header is believed.
+#[tokio::test]
+async fn a_proxy_header_from_a_listed_load_balancer_names_the_client() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let vfs = Arc::new(MemVfs::new());
+    vfs.set_export_options(|s| s.allowed_clients = vec!["198.51.100.4".into()]);
+    let shutdown = Shutdown::new();
+    let opts = NfsServerOptions {
+        proxy_protocol_from: Arc::new(vec![ClientMatch::parse("127.0.0.0/8").unwrap()]),
+        ..Default::default()
+    };
+    let task = tokio::spawn(serve(listener, vfs.clone(), opts, shutdown.clone()));
+    const ACCES: u32 = 13;
+
+    // v2 naming the allowed client, and the call in the same segment: served.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = crate::proxy_header::tests::v2_ipv4(([198, 51, 100, 4], 700), &[]);
+    bytes.extend_from_slice(&getattr_root(1));
+    s.write_all(&bytes).await.unwrap();
+    assert_eq!(read_status(&mut s).await, 0);
+    // v1 naming another client, sent in two pieces: refused as that client.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PROXY TCP4 198.51.").await.unwrap();
+    s.flush().await.unwrap();
+    s.write_all(b"100.5 10.0.0.1 700 2049\r\n").await.unwrap();
+    s.write_all(&getattr_root(2)).await.unwrap();
+    assert_eq!(read_status(&mut s).await, ACCES);
+    // LOCAL (the load balancer's own check): the load balancer's address, not allowed.
+    let mut local = crate::proxy_header::tests::v2_ipv4(([198, 51, 100, 4], 700), &[]);
+    local[12] = 0x20;
+    local.extend_from_slice(&getattr_root(3));
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&local).await.unwrap();
+    assert_eq!(read_status(&mut s).await, ACCES);
+    // No header from a listed address: the connection is closed, nothing answered.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&getattr_root(4)).await.unwrap();
+    let mut buf = [0u8; 4];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "closed without a reply: {n:?}");
+
+    // Without the option, a header is just bytes: the client cannot claim an address.
+    shutdown.cancel();
+    tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap().unwrap();
+    let (addr, vfs, shutdown, task) = start().await;
+    vfs.set_export_options(|s| s.allowed_clients = vec!["198.51.100.4".into()]);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = crate::proxy_header::tests::v2_ipv4(([198, 51, 100, 4], 700), &[]);
+    bytes.extend_from_slice(&getattr_root(5));
+    s.write_all(&bytes).await.unwrap();
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await.unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)), "the header is not a record: closed: {n:?}");
+    shutdown.cancel();
+    tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap().unwrap();
+}
