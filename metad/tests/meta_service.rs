@@ -1036,20 +1036,10 @@ async fn a_commit_under_a_lease_another_gateway_took_is_refused() {
     let m = open(dir.path()).await;
     let fs = Fs::new(&m);
     let root = fs.root().await;
-    let create = |name: &str, instance: u64| pb::CreateRequest {
-        dir: Some(root),
-        name: name.as_bytes().to_vec(),
-        kind: FileType::Regular as i32,
-        mode: 0o644,
-        how: CreateHow::Unchecked as i32,
-        cred: fs.c(),
-        lease_instance: instance,
-        ..Default::default()
-    };
-    let made = fs.svc.create(Request::new(create("f", A))).await.unwrap().into_inner();
+    let made = create_leased(&fs, root, "f", A, None).await;
     assert_eq!(made.lease_epoch, 1, "the creating gateway holds the new file's lease");
     let f = node(made.attr.as_ref().unwrap());
-    let again = fs.svc.create(Request::new(create("f", B))).await.unwrap().into_inner();
+    let again = create_leased(&fs, root, "f", B, None).await;
     assert_eq!(again.lease_epoch, 0, "an existing file's lease is not handed to another creator");
 
     let commit = |lease: Option<(u64, u64)>, tag: u8| commit_leased(fs.clone(), f, lease, tag);
@@ -1109,20 +1099,7 @@ async fn a_truncation_through_another_gateway_fences_the_lease_holder() {
     let m = open(dir.path()).await;
     let fs = Fs::new(&m);
     let root = fs.root().await;
-    let made = fs
-        .svc
-        .create(Request::new(pb::CreateRequest {
-            dir: Some(root),
-            name: b"t".to_vec(),
-            kind: FileType::Regular as i32,
-            mode: 0o644,
-            cred: fs.c(),
-            lease_instance: A,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let made = create_leased(&fs, root, "t", A, None).await;
     let f = node(made.attr.as_ref().unwrap());
     commit_leased(fs.clone(), f, Some((A, 1)), 1).await.unwrap();
     let truncate = |instance: u64, mode: Option<u32>| {
@@ -1163,25 +1140,27 @@ async fn a_truncation_through_another_gateway_fences_the_lease_holder() {
         .unwrap();
     commit_leased(fs.clone(), f, Some((A, 4)), 6).await.unwrap();
     // An UNCHECKED create with a size truncates an existing file the same way.
-    let again = fs
-        .svc
-        .create(Request::new(pb::CreateRequest {
-            dir: Some(root),
-            name: b"t".to_vec(),
-            kind: FileType::Regular as i32,
-            mode: 0o644,
-            how: CreateHow::Unchecked as i32,
-            size: Some(0),
-            cred: fs.c(),
-            lease_instance: B,
-            ..Default::default()
-        }))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = create_leased(&fs, root, "t", B, Some(0)).await;
     assert_eq!(again.lease_epoch, 5);
     assert_eq!(err(commit_leased(fs.clone(), f, Some((A, 4)), 7).await), FsError::Fenced);
     assert!(fs.extents(f, 0, 10).await.is_empty());
+}
+
+/// An UNCHECKED create of the regular file `name` in `dir` by gateway `instance` (with
+/// `size`, a truncation if it exists).
+async fn create_leased(fs: &Fs, dir: NodeRef, name: &str, instance: u64, size: Option<u64>) -> pb::CreateReply {
+    let req = pb::CreateRequest {
+        dir: Some(dir),
+        name: name.as_bytes().to_vec(),
+        kind: FileType::Regular as i32,
+        mode: 0o644,
+        how: CreateHow::Unchecked as i32,
+        size,
+        cred: fs.c(),
+        lease_instance: instance,
+        ..Default::default()
+    };
+    fs.svc.create(Request::new(req)).await.unwrap().into_inner()
 }
 
 /// AcquireWriteLease of `node` for `instance`: the epoch.
