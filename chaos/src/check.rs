@@ -37,7 +37,7 @@ pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[F
         s.linearizability_violations += r.violations.len();
         problems.extend(r.failed.iter().cloned());
         problems.extend(r.violations.iter().cloned());
-        for (start, end, op) in &r.ops {
+        for (start, end, op, calls) in &r.ops {
             // The fault this operation overlapped most (its window extended by AFTERMATH).
             let overlap = |f: &Fault| {
                 let (lo, hi) = ((*start).max(f.start), (*end).min(f.end + AFTERMATH));
@@ -48,7 +48,10 @@ pub async fn check(cluster: &ChaosCluster, reports: &[ClientReport], faults: &[F
             let e = s.longest_stall_ms.entry(f.kind.to_string()).or_default();
             if ms > *e {
                 *e = ms;
-                slowest.insert(f.kind, format!("{op} took {ms} ms during {} of node {:?}", f.kind, f.node.map(|n| n + 1)));
+                slowest.insert(
+                    f.kind,
+                    format!("{op} took {ms} ms during {} of node {:?} ({calls})", f.kind, f.node.map(|n| n + 1)),
+                );
             }
         }
         for (at, what) in &r.refused {

@@ -58,8 +58,8 @@ pub struct ClientReport {
     pub violations: Vec<String>,
     /// Writes refused with NFS3ERR_NOSPC, and when (expected only while a disk is full).
     pub refused: Vec<(Instant, String)>,
-    /// (start, end, kind) of every operation, retries included.
-    pub ops: Vec<(Instant, Instant, &'static str)>,
+    /// (start, end, kind, its calls) of every operation, retries included.
+    pub ops: Vec<(Instant, Instant, &'static str, CallStats)>,
     /// When calls were sent that failed without an answer (connection broken or timed
     /// out), after which the client moved to a new connection through the load balancer.
     pub reconnects: Vec<Instant>,
@@ -84,6 +84,32 @@ struct FileModel {
     data: Vec<u8>,
 }
 
+/// The calls one operation made: how a slow one spent its time (one long wait on a
+/// gateway, calls that broke, or many answered "try again").
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallStats {
+    /// Calls sent, answered or not.
+    pub calls: u32,
+    /// Calls that got no answer (connection broken, or `CALL_TIMEOUT`).
+    pub unanswered: u32,
+    /// The longest single call, answered or not.
+    pub longest: Duration,
+}
+
+impl CallStats {
+    pub fn note(&mut self, took: Duration, answered: bool) {
+        self.calls += 1;
+        self.unanswered += u32::from(!answered);
+        self.longest = self.longest.max(took);
+    }
+}
+
+impl std::fmt::Display for CallStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} calls, {} unanswered, longest {} ms", self.calls, self.unanswered, self.longest.as_millis())
+    }
+}
+
 /// A connection through the load balancer, made again when lost.
 pub struct Conn {
     lb: SocketAddr,
@@ -92,6 +118,8 @@ pub struct Conn {
     /// When calls that failed without an answer were sent (each failure is followed by a
     /// new connection).
     pub broken: Vec<Instant>,
+    /// The calls of the operation in progress (the worker resets it per operation).
+    pub stats: CallStats,
 }
 
 fn auth() -> opaque_auth<'static> {
@@ -104,7 +132,7 @@ pub fn name(s: &str) -> filename3<'static> {
 
 impl Conn {
     pub fn new(lb: SocketAddr) -> Conn {
-        Conn { lb, client: None, root: None, broken: Vec::new() }
+        Conn { lb, client: None, root: None, broken: Vec::new(), stats: CallStats::default() }
     }
 
     /// The client, connecting (MOUNT + NFS, through the load balancer) if needed.
@@ -170,7 +198,9 @@ macro_rules! rpc {
                 continue;
             };
             let sent = ::std::time::Instant::now();
-            match ::tokio::time::timeout($crate::client::CALL_TIMEOUT, $call).await {
+            let answer = ::tokio::time::timeout($crate::client::CALL_TIMEOUT, $call).await;
+            $conn.stats.note(sent.elapsed(), matches!(answer, Ok(Ok(_))));
+            match answer {
                 Ok(Ok(r)) => break Some(r),
                 _ => {
                     $retried = true;
@@ -345,9 +375,10 @@ impl Worker {
                 self.conn.reset();
             }
             let started = Instant::now();
+            self.conn.stats = CallStats::default();
             if self.shared_rng.random_range(0..100) < SHARED_PERCENT {
                 let kind = self.shared_op().await;
-                self.report.ops.push((started, Instant::now(), kind));
+                self.report.ops.push((started, Instant::now(), kind, self.conn.stats));
                 continue;
             }
             let p: u32 = self.rng.random_range(0..100);
@@ -371,7 +402,7 @@ impl Worker {
                 self.read_check().await;
                 "read"
             };
-            self.report.ops.push((started, Instant::now(), kind));
+            self.report.ops.push((started, Instant::now(), kind, self.conn.stats));
         }
         self.report.files = self.files.iter().map(|(k, v)| (k.clone(), v.data.clone())).collect();
         self.report.uncertain = std::mem::take(&mut self.uncertain);

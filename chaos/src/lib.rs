@@ -78,7 +78,9 @@ pub struct Summary {
     /// client reconnected through the load balancer, per kind of the fault they fell in.
     /// `gateway_kill` > 0 shows clients were on the gateway that was lost.
     pub reconnects_by_kind: std::collections::BTreeMap<String, usize>,
-    /// The operation behind each longest stall.
+    /// The operation behind each longest stall, with its calls: how many, how many got
+    /// no answer, and the longest single one — so one long wait on a gateway can be told
+    /// from a series of "try again" answers or of broken connections.
     pub slowest_operations: Vec<String>,
     /// Time from killing the metad leader until another node reported a new leader, ms.
     pub leader_failover_ms: Vec<u64>,
