@@ -12,7 +12,6 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -40,9 +39,6 @@ fn own_loopback() -> String {
     format!("127.{}.{}.{}", 1 + (r % 250), (r >> 8) % 256, 2 + ((r >> 16) % 250))
 }
 
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
-}
 
 fn root_cred() -> Option<pb::Cred> {
     Some(pb::Cred { uid: 0, gid: 0, gids: vec![] })
@@ -128,13 +124,15 @@ impl Cluster {
     fn new(snapshot_logs: u64, keep_logs: u64) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let ip = own_loopback();
+        // All nine ports at once: distinct (see `common::free_ports`).
+        let ports: [u16; 9] = common::free_ports(ip.parse().unwrap());
         let specs: Vec<Spec> = (1..=3)
             .map(|id| Spec {
                 ip: ip.clone(),
                 id,
-                metad: free_port(&ip),
-                control: free_port(&ip),
-                metrics: free_port(&ip),
+                metad: ports[(id as usize - 1) * 3],
+                control: ports[(id as usize - 1) * 3 + 1],
+                metrics: ports[(id as usize - 1) * 3 + 2],
                 data_dir: tmp.path().join(format!("node{id}")),
                 tls_dir: tmp.path().join(format!("node{id}-tls")),
             })

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{START_DEADLINE, STOP_DEADLINE, free_port, ready_lines, run_tool, scrape, wait_deadline};
+use super::{START_DEADLINE, STOP_DEADLINE, free_ports, ready_lines, run_tool, scrape, wait_deadline};
 
 /// One node of the cluster.
 #[derive(Debug, Clone)]
@@ -69,14 +69,15 @@ impl Cluster {
         let ip = Ipv4Addr::new(127, 1 + (r % 250) as u8, (r >> 8) as u8, 2 + ((r >> 16) % 250) as u8);
         let i = self.nodes.len();
         let data_dir = self.dir.join(format!("node{}", i + 1));
+        let [metad_port, control_port, metrics_port, nfs_port] = free_ports(ip);
         let node = Node {
             node_id: i as u64 + 1,
             ip,
             roles: roles.to_vec(),
-            metad_port: free_port(ip),
-            control_port: free_port(ip),
-            metrics_port: free_port(ip),
-            nfs_port: free_port(ip),
+            metad_port,
+            control_port,
+            metrics_port,
+            nfs_port,
             data_dir: data_dir.clone(),
             env: Vec::new(),
             blockd_addr: None,

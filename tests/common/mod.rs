@@ -22,8 +22,15 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A port that was free a moment ago on `ip`.
 pub fn free_port(ip: std::net::Ipv4Addr) -> u16 {
-    let l = TcpListener::bind((ip, 0)).expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    let [p] = free_ports(ip);
+    p
+}
+
+/// `N` distinct ports that were free a moment ago on `ip`: every listener is held until
+/// all are picked (one released before the next bind may be handed out again).
+pub fn free_ports<const N: usize>(ip: std::net::Ipv4Addr) -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind((ip, 0)).expect("bind an ephemeral port")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local addr").port())
 }
 
 /// Where one `tessera dev` instance listens; kept across restarts. Each instance gets a
@@ -41,7 +48,8 @@ impl Ports {
     pub fn pick() -> Ports {
         let r: u32 = rand::random();
         let ip = std::net::Ipv4Addr::new(127, 1 + (r % 250) as u8, (r >> 8) as u8, 2 + ((r >> 16) % 250) as u8);
-        Ports { ip, nfs: free_port(ip), control: free_port(ip), metrics: free_port(ip) }
+        let [nfs, control, metrics] = free_ports(ip);
+        Ports { ip, nfs, control, metrics }
     }
 }
 
