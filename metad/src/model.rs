@@ -96,6 +96,24 @@ pub struct Inode {
     pub lease_epoch: u64,
 }
 
+impl Inode {
+    /// Gives the write lease to gateway `instance` (0: to nobody, ending it): a new epoch,
+    /// unless a non-zero `instance` holds it already. Whether anything changed.
+    pub fn take_lease(&mut self, instance: u64) -> bool {
+        if instance != 0 && self.lease_holder == instance {
+            return false;
+        }
+        self.lease_holder = instance;
+        self.lease_epoch = self.lease_epoch.saturating_add(1);
+        true
+    }
+
+    /// The epoch of the lease `instance` holds (0 if it holds none).
+    pub fn lease_epoch_of(&self, instance: u64) -> u64 {
+        if instance != 0 && self.lease_holder == instance { self.lease_epoch } else { 0 }
+    }
+}
+
 /// Mode bits with a meaning beyond rwx.
 pub const S_ISUID: u32 = 0o4000;
 pub const S_ISGID: u32 = 0o2000;

@@ -77,6 +77,8 @@ impl GatewayRole {
                 Some((tcp, udp))
             }
         };
+        let proxy_protocol_from =
+            config.nfs.proxy_sources().map_err(|e| anyhow::anyhow!("nfs.proxy_protocol_from: {e}"))?;
         let drc = gateway::rpc::DuplicateRequestCache::new(gateway::rpc::DrcOptions {
             max_entries: usize::try_from(config.nfs.drc_entries).unwrap_or(usize::MAX),
             max_bytes: usize::try_from(config.nfs.drc_bytes).unwrap_or(usize::MAX),
@@ -87,8 +89,7 @@ impl GatewayRole {
             gateway::server::NfsServerOptions {
                 max_record_bytes: config.nfs.max_record_bytes,
                 drc: Arc::new(drc),
-                // Validated with the configuration.
-                proxy_protocol_from: Arc::new(config.nfs.proxy_sources().unwrap_or_default()),
+                proxy_protocol_from: Arc::new(proxy_protocol_from),
             },
             stop.clone(),
         ));

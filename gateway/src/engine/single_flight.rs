@@ -40,11 +40,8 @@ struct Leader<'a, K: Hash + Eq, V, E> {
 
 impl<K: Hash + Eq, V, E> Drop for Leader<'_, K, V, E> {
     fn drop(&mut self) {
-        // Remove only our own entry (a later leader may have replaced it after a cancel).
-        let mut map = lock(&self.flights.in_flight);
-        if map.get(&self.key).is_some_and(|rx| rx.same_channel(&self.tx.subscribe())) {
-            map.remove(&self.key);
-        }
+        // The entry is this leader's: a key gets a new one only once it is absent.
+        lock(&self.flights.in_flight).remove(&self.key);
     }
 }
 

@@ -26,9 +26,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
+use proto::export::ClientMatch;
+
 use crate::proxy_header::{self, Parsed};
 use crate::rpc::{DuplicateRequestCache, handle_call_with_drc, record};
-use proto::export::ClientMatch;
 use crate::vfs::Vfs;
 use crate::xdr::Encoded;
 
@@ -136,10 +137,13 @@ async fn connection<V: Vfs>(
     if let Some(lb) = peer.filter(|p| opts.proxy_protocol_from.iter().any(|m| m.matches(p.ip()))) {
         let header = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream, &mut early)) => r,
+            r = tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_proxy_header(&mut stream)) => r,
         };
         match header {
-            Ok(Ok(client)) => peer = client.or(peer),
+            Ok(Ok((client, rest))) => {
+                peer = client.or(peer);
+                early = rest;
+            }
             Ok(Err(e)) => {
                 tracing::warn!(%lb, error = %e, "closing a load balancer's connection: no valid PROXY header");
                 return Err(e);
@@ -163,15 +167,15 @@ async fn connection<V: Vfs>(
 }
 
 /// Reads a PROXY protocol header from `stream` (never more than
-/// `proxy_header::MAX_HEADER_BYTES`); the client it names, if any, and in `rest` the bytes
-/// read after it (the start of the client's first record).
-async fn read_proxy_header(stream: &mut TcpStream, rest: &mut BytesMut) -> io::Result<Option<std::net::SocketAddr>> {
+/// `proxy_header::MAX_HEADER_BYTES`): the client it names, if any, and the bytes read after
+/// it (the start of the client's first record).
+async fn read_proxy_header(stream: &mut TcpStream) -> io::Result<(Option<std::net::SocketAddr>, BytesMut)> {
     let mut buf = BytesMut::with_capacity(proxy_header::MAX_HEADER_BYTES);
     loop {
         match proxy_header::parse(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
             Parsed::Header { len, client } => {
-                rest.extend_from_slice(&buf[len..]);
-                return Ok(client);
+                let rest = buf.split_off(len);
+                return Ok((client, rest));
             }
             Parsed::Incomplete => {
                 // parse() refuses an incomplete header once the buffer is full, so there

@@ -95,13 +95,8 @@ impl WriteTables<'_> {
         if let Some(size) = s.size {
             delta = self.resize(key.ino, &mut after, size, now)?;
             // A truncation fences whoever buffered writes before it (see `Op::SetAttr`).
-            match s.lease_for {
-                Some(instance) if instance != 0 && after.lease_holder == instance => {}
-                Some(instance) => {
-                    after.lease_holder = instance;
-                    after.lease_epoch = after.lease_epoch.saturating_add(1);
-                }
-                None => {}
+            if let Some(instance) = s.lease_for {
+                after.take_lease(instance);
             }
         }
         after.mode = mode;
@@ -152,8 +147,7 @@ impl WriteTables<'_> {
         after.size = after.size.max(end);
         after.mode = perm::mode_after_write(cred, after.mode);
         if lease.is_none() {
-            after.lease_holder = 0;
-            after.lease_epoch = after.lease_epoch.saturating_add(1);
+            after.take_lease(0);
         }
         touch_modified(&mut after, now);
         self.put(key.ino, &after)?;
@@ -176,9 +170,7 @@ impl WriteTables<'_> {
         if !perm::is_owner(cred, &node) {
             perm::require(cred, &node, W)?;
         }
-        if node.lease_holder != instance {
-            node.lease_holder = instance;
-            node.lease_epoch = node.lease_epoch.saturating_add(1);
+        if node.take_lease(instance) {
             self.put(key.ino, &node)?;
         }
         Ok(Reply::Lease { epoch: node.lease_epoch })

@@ -170,11 +170,7 @@ impl WriteTables<'_> {
     ) -> R<AttrOut> {
         perm::require(cred, &child, W)?;
         let mut after = child;
-        let take_lease = lease_for != 0 && after.lease_holder != lease_for;
-        if take_lease {
-            after.lease_holder = lease_for;
-            after.lease_epoch = after.lease_epoch.saturating_add(1);
-        }
+        let take_lease = lease_for != 0 && after.take_lease(lease_for);
         let mut delta = 0;
         let resized = size != after.size;
         if resized {

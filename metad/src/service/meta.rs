@@ -116,11 +116,10 @@ fn time_set(at: Option<&pb::Time>, now: bool, which: &str) -> Result<TimeSet, St
 fn created(reply: Reply, lease_for: u64) -> Result<Response<pb::CreateReply>, Status> {
     match reply {
         Reply::Created { attr, dir } => {
-            let held = lease_for != 0 && attr.inode.lease_holder == lease_for;
             Ok(Response::new(pb::CreateReply {
+                lease_epoch: attr.inode.lease_epoch_of(lease_for),
                 attr: Some(attr_to_pb(&attr)),
                 dir: Some(wcc_to_pb(&dir)),
-                lease_epoch: if held { attr.inode.lease_epoch } else { 0 },
             }))
         }
         other => Err(unexpected(&other)),
@@ -250,14 +249,11 @@ impl pb::meta_server::Meta for MetaService {
             lease_for: req.size.map(|_| req.lease_instance),
         };
         match self.propose(cred, req.request_id.as_ref(), op).await? {
-            Reply::Changed { before, after } => {
-                let held = req.size.is_some() && req.lease_instance != 0 && after.inode.lease_holder == req.lease_instance;
-                Ok(Response::new(pb::SetAttrReply {
-                    before: Some(attr_to_pb(&before)),
-                    after: Some(attr_to_pb(&after)),
-                    lease_epoch: if held { after.inode.lease_epoch } else { 0 },
-                }))
-            }
+            Reply::Changed { before, after } => Ok(Response::new(pb::SetAttrReply {
+                lease_epoch: if req.size.is_some() { after.inode.lease_epoch_of(req.lease_instance) } else { 0 },
+                before: Some(attr_to_pb(&before)),
+                after: Some(attr_to_pb(&after)),
+            })),
             other => Err(unexpected(&other)),
         }
     }
