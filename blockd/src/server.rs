@@ -289,11 +289,9 @@ async fn execute(action: Action, body: Vec<u8>, store: &Arc<Store>) -> Reply {
             }
         }
         Action::Get(hash) => {
-            let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.get(&hash)).await {
-                Ok(Ok(bytes)) => Reply::Ok(bytes),
-                Ok(Err(e)) => Reply::from_error(&e),
-                Err(e) => Reply::from_error(&BlockdError::Task(e)),
+            match store.read(hash).await {
+                Ok(bytes) => Reply::Ok(bytes),
+                Err(e) => Reply::from_error(&e),
             }
         }
         Action::Has(hashes) => {

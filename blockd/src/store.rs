@@ -298,7 +298,7 @@ impl Store {
     /// Reads a chunk and verifies its hash. Blocking (one index read and one pread). A chunk
     /// of a segment evicted to S3 is fetched from its pack (a ranged GET run on the tier's
     /// runtime, waited for at most the read timeout): call this from a blocking thread
-    /// (`spawn_blocking`, as the server does), never from an async task.
+    /// (`spawn_blocking`, as `read` does), never from an async task.
     pub fn get(&self, hash: &ChunkHash) -> Result<Bytes, BlockdError> {
         let loc = self.shared.index.lookup(hash)?.ok_or(BlockdError::NotFound { hash: *hash })?;
         let len = loc.len as usize;
@@ -331,6 +331,36 @@ impl Store {
                 }
             };
         }
+        self.checked(hash, loc, buf)
+    }
+
+    /// `get` without blocking, for an async task: the chunk if its segment is open and its
+    /// bytes are in the page cache (one `preadv2` with `RWF_NOWAIT`), `None` when reading
+    /// it would wait for the disk or S3 (then call `get` on a blocking thread). Serving
+    /// page-cache hits here saves a hop to the blocking pool per chunk, and the allocation
+    /// churn of its many short-lived threads.
+    pub fn get_cached(&self, hash: &ChunkHash) -> Result<Option<Bytes>, BlockdError> {
+        let Some(loc) = self.shared.index.lookup(hash)? else { return Err(BlockdError::NotFound { hash: *hash }) };
+        let len = loc.len as usize;
+        if len > MAX_CHUNK_LEN
+            || self.tier.as_ref().is_some_and(|t| t.is_evicted(loc.segment))
+            || self.shared.is_lost(loc.segment)
+        {
+            return Ok(None);
+        }
+        let Some(file) = self.shared.open_reader(loc.segment) else { return Ok(None) };
+        let mut buf = vec![0u8; len];
+        let mut slices = [std::io::IoSliceMut::new(&mut buf)];
+        match rustix::io::preadv2(&*file, &mut slices, loc.data_offset, rustix::io::ReadWriteFlags::NOWAIT) {
+            // A short read (part of it not cached) or any error: `get` reads it again and
+            // reports what went wrong.
+            Ok(n) if n == len => self.checked(hash, loc, buf).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// `buf`, read from `loc`, as the chunk `hash` once its hash is checked.
+    fn checked(&self, hash: &ChunkHash, loc: Location, buf: Vec<u8>) -> Result<Bytes, BlockdError> {
         if blake3::hash(&buf).as_bytes() != hash.as_bytes() {
             self.shared.mark_bad(*hash);
             self.shared.counters.corrupt.fetch_add(1, Ordering::Relaxed);
@@ -339,6 +369,16 @@ impl Store {
             return Err(BlockdError::Corrupt { hash: *hash, segment: loc.segment, offset: loc.data_offset });
         }
         Ok(Bytes::from(buf))
+    }
+
+    /// A chunk's verified bytes for an async caller: from the page cache on this task
+    /// (`get_cached`), else `get` on the blocking pool.
+    pub async fn read(self: &Arc<Self>, hash: ChunkHash) -> Result<Bytes, BlockdError> {
+        if let Some(data) = self.get_cached(&hash)? {
+            return Ok(data);
+        }
+        let store = Arc::clone(self);
+        tokio::task::spawn_blocking(move || store.get(&hash)).await.map_err(BlockdError::Task)?
     }
 
     /// Which of `hashes` are stored, not counting a copy known to be corrupt or lost.
@@ -523,9 +563,14 @@ impl Shared {
     }
 
     /// A read-only handle on segment `id`, opened (and its header checked) on first use.
+    /// The segment's reader if it is already open (never opens a file).
+    fn open_reader(&self, id: u32) -> Option<Arc<File>> {
+        self.readers.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+
     fn reader(&self, id: u32) -> Result<Arc<File>, BlockdError> {
-        if let Some(f) = self.readers.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
-            return Ok(f.clone());
+        if let Some(f) = self.open_reader(id) {
+            return Ok(f);
         }
         let path = segment::segment_path(&self.seg_dir, id);
         if !path.exists() {

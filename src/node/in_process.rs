@@ -3,7 +3,8 @@
 //!
 //! Owns only the translation between `gateway::engine::LocalDaemon` and `blockd::Store`:
 //! the same store calls the daemon's QUIC server makes (a put is verified against its
-//! name and resolves once fsynced; blocking reads run on the blocking pool), and the same
+//! name and resolves once fsynced; a read is served on the caller's task when its bytes are
+//! in the page cache, else on the blocking pool), and the same
 //! `chunk_frame::Status` its answers would carry. Must never add chunk logic of its own.
 
 use std::sync::Arc;
@@ -56,12 +57,6 @@ impl LocalDaemon for InProcessBlockd {
     }
 
     fn get(&self, hash: ChunkHash) -> BoxFuture<'_, Result<Bytes, LocalRefusal>> {
-        let store = Arc::clone(&self.store);
-        Box::pin(async move {
-            match tokio::task::spawn_blocking(move || store.get(&hash)).await {
-                Ok(answer) => answer.map_err(|e| refusal(&e)),
-                Err(e) => Err(task_failed(&e)),
-            }
-        })
+        Box::pin(async move { self.store.read(hash).await.map_err(|e| refusal(&e)) })
     }
 }

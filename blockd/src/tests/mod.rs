@@ -88,6 +88,25 @@ async fn put_get_has_round_trip() {
 }
 
 #[tokio::test]
+async fn async_reads_are_served_from_the_page_cache_once_a_segment_is_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(opts(dir.path())).expect("open"));
+    let chunks: Vec<Chunk> = (0..3).map(|i| chunk(i, 70_000 + i as usize)).collect();
+    put_all(&store, &chunks).await;
+    // No segment is open for reading yet: the caller must go to a blocking thread.
+    assert_eq!(store.get_cached(chunks[0].hash()).expect("get_cached"), None);
+    for c in &chunks {
+        assert_eq!(&store.read(*c.hash()).await.expect("read"), c.data());
+    }
+    // Now open, and just read: served without blocking, the same bytes.
+    for c in &chunks {
+        assert_eq!(store.get_cached(c.hash()).expect("get_cached").as_ref(), Some(c.data()));
+    }
+    assert!(matches!(store.get_cached(&hash_of(99, 10)), Err(BlockdError::NotFound { .. })));
+    assert!(matches!(store.read(hash_of(99, 10)).await, Err(BlockdError::NotFound { .. })));
+}
+
+#[tokio::test]
 async fn chunks_survive_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
     let chunks: Vec<Chunk> = (0..10).map(|i| chunk(i, 5000)).collect();
@@ -183,8 +202,10 @@ async fn corrupt_record_is_refused_and_reported() {
     f.write_all_at(&[b[0] ^ 0x01], victim.data_offset + 10).expect("flip");
 
     assert!(matches!(store.get(chunks[1].hash()), Err(BlockdError::Corrupt { .. })));
+    // The page-cache path checks the hash too (the segment is open and cached now).
+    assert!(matches!(store.get_cached(chunks[1].hash()), Err(BlockdError::Corrupt { .. })));
     assert_all_readable(&store, &[chunks[0].clone(), chunks[2].clone()]);
-    assert_eq!(store.stats().corrupt, 1);
+    assert_eq!(store.stats().corrupt, 2);
     // verify_store reads the segments directly while the store is open.
     let report = verify_store(store.data_dir()).expect("verify");
     assert_eq!(report.records, 3);
